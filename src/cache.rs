@@ -1,0 +1,496 @@
+//! The local store under `cache/`: content-addressed blobs, one record per
+//! task, and the build lock.
+//!
+//! On-disk format (everything below `cache/`, created 0700):
+//!
+//! ```text
+//! cache/lock                  advisory lock file; holds the builder's pid
+//! cache/blobs/ab/abcdef…      a blob, named by the blake3 of its bytes
+//! cache/records/<task-id>     one record per task (id percent-encoded)
+//! cache/tmp/                  temp files; emptied by whoever takes the lock
+//! ```
+//!
+//! A record is one JSON document followed by a line `#blake3=<hex>` holding
+//! the digest of the JSON bytes. What a record promises: the task with this
+//! id ran to success with exactly the key stored in it, and produced exactly
+//! the listed blobs. It is written only after the task succeeded and its
+//! blobs are in the store, by write-to-temp + fsync + rename, so a killed run
+//! leaves either the old record or the new one, never half of one.
+//!
+//! Nothing read back is trusted: a record whose checksum does not match (torn,
+//! truncated, edited) loads as [`Load::Corrupt`] and is treated as absent; a
+//! blob is re-hashed whenever it is verified or read, and a mismatch is a
+//! missing output. Blobs are not fsynced: a blob lost to a power cut is caught
+//! by that verification and its task simply reruns.
+//!
+//! Writing needs a [`BuildLock`]: the only way to get one is
+//! [`Cache::lock`], which takes an exclusive `flock`-style lock on
+//! `cache/lock`, so "save without holding the lock" does not type-check. Reads
+//! need no lock (renames are atomic). Blobs holding secrets are written 0600;
+//! all blobs live under the 0700 cache directory.
+
+use crate::hash::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One file a task produced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Name the task and its dependents use, e.g. `ca-key.pem`.
+    pub name: String,
+    /// Digest of the bytes (= blob name).
+    pub blob: Digest,
+    /// Private key or credential: 0600 everywhere, never printed.
+    pub secret: bool,
+    /// Where it goes under `out/`, if it is part of the offline bundle.
+    pub export: Option<String>,
+}
+
+/// What the store remembers about a task's last successful run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub id: String,
+    pub key: Digest,
+    /// The input manifest: input name → digest (plan fields, templates, …).
+    pub inputs: BTreeMap<String, Digest>,
+    /// Dependency id → that dependency's output digest, as used in the key.
+    pub deps: BTreeMap<String, Digest>,
+    /// Digest over `files`: what dependents see (early cutoff compares it).
+    pub output: Digest,
+    pub files: Vec<FileEntry>,
+    /// Unix time in ms when the run started, and how long it took.
+    pub started_ms: u64,
+    pub duration_us: u64,
+}
+
+/// Result of loading a record.
+#[derive(Debug)]
+pub enum Load {
+    Missing,
+    Corrupt(String),
+    Ok(Record),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("another mesh build (pid {pid}) holds the cache lock {path}; wait for it to finish")]
+    Locked { pid: String, path: PathBuf },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
+    move |source| CacheError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Proof that this process holds the build lock on a cache. Dropping it
+/// releases the lock.
+#[derive(Debug)]
+pub struct BuildLock {
+    _file: File,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Cache {
+    root: PathBuf,
+    /// fsync records before renaming them into place.
+    fsync: bool,
+    tmp_counter: AtomicU64,
+}
+
+fn mkdir_private(path: &Path) -> Result<(), CacheError> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+    {
+        Ok(()) => {}
+        Err(e) => return Err(io_err("cannot create", path)(e)),
+    }
+    // An existing directory keeps whatever mode it had: tighten it.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(io_err("cannot chmod", path))
+}
+
+/// Task ids contain `:` and `>`; keep file names portable and unambiguous.
+pub fn encode_id(id: &str) -> String {
+    let mut s = String::with_capacity(id.len() + 8);
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// Inverse of [`encode_id`]; `None` for names we did not write.
+pub fn decode_id(name: &str) -> Option<String> {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = name.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+const RECORD_TRAILER: &str = "\n#blake3=";
+
+impl Cache {
+    /// Open (creating if needed) the cache rooted at `root`.
+    pub fn open(root: &Path) -> Result<Cache, CacheError> {
+        mkdir_private(root)?;
+        for sub in ["blobs", "records", "tmp"] {
+            mkdir_private(&root.join(sub))?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+            fsync: true,
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Open an existing cache for reading only; `None` when there is none.
+    pub fn open_existing(root: &Path) -> Option<Cache> {
+        root.join("records").is_dir().then(|| Cache {
+            root: root.to_path_buf(),
+            fsync: true,
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// Disable fsync of records (benchmarks of the scheduler only).
+    pub fn set_fsync(&mut self, on: bool) {
+        self.fsync = on;
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Take the build lock, or say who holds it.
+    pub fn lock(&self) -> Result<BuildLock, CacheError> {
+        let path = self.root.join("lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("cannot open", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim().to_string();
+                return Err(CacheError::Locked {
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
+                    path,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &path)(e)),
+        }
+        file.set_len(0).map_err(io_err("cannot write", &path))?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io_err("cannot write", &path))?;
+        // We are the only writer now: leftovers of killed runs can go.
+        let tmp = self.root.join("tmp");
+        if let Ok(entries) = fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(BuildLock { _file: file })
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.root.join("records").join(encode_id(id))
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.root.join("blobs").join(&hex[..2]).join(&hex)
+    }
+
+    fn write_atomic(
+        &self,
+        dest: &Path,
+        bytes: &[u8],
+        mode: u32,
+        sync: bool,
+    ) -> Result<(), CacheError> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{n}", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            if sync {
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, dest)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("cannot write", dest)(e));
+        }
+        Ok(())
+    }
+
+    /// Store bytes as a blob; returns its digest. Idempotent.
+    pub fn put_blob(
+        &self,
+        _lock: &BuildLock,
+        bytes: &[u8],
+        secret: bool,
+    ) -> Result<Digest, CacheError> {
+        let d = Digest::of_bytes(bytes);
+        let path = self.blob_path(&d);
+        if self.blob_ok(&d) {
+            return Ok(d);
+        }
+        let dir = path.parent().expect("blob path has a parent");
+        if !dir.is_dir() {
+            mkdir_private(dir)?;
+        }
+        self.write_atomic(&path, bytes, if secret { 0o600 } else { 0o644 }, false)?;
+        Ok(d)
+    }
+
+    /// Read a blob, verifying its digest.
+    pub fn read_blob(&self, d: &Digest) -> Option<Vec<u8>> {
+        let bytes = fs::read(self.blob_path(d)).ok()?;
+        (Digest::of_bytes(&bytes) == *d).then_some(bytes)
+    }
+
+    /// Is the blob present with the right content?
+    pub fn blob_ok(&self, d: &Digest) -> bool {
+        self.read_blob(d).is_some()
+    }
+
+    /// Load a task's record.
+    pub fn load(&self, id: &str) -> Load {
+        let path = self.record_path(id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Load::Missing,
+            Err(e) => return Load::Corrupt(format!("unreadable: {e}")),
+        };
+        match parse_record(&bytes) {
+            Ok(r) if r.id == id => Load::Ok(r),
+            Ok(r) => Load::Corrupt(format!("record names task {:?}", r.id)),
+            Err(why) => Load::Corrupt(why),
+        }
+    }
+
+    /// Persist a record (after its blobs are stored).
+    pub fn save(&self, _lock: &BuildLock, rec: &Record) -> Result<(), CacheError> {
+        let json = serde_json::to_vec(rec).expect("records serialize");
+        let mut bytes = json.clone();
+        bytes.extend_from_slice(RECORD_TRAILER.as_bytes());
+        bytes.extend_from_slice(Digest::of_bytes(&json).hex().as_bytes());
+        bytes.push(b'\n');
+        self.write_atomic(&self.record_path(&rec.id), &bytes, 0o600, self.fsync)
+    }
+
+    /// Forget a task (so it reruns).
+    pub fn remove(&self, _lock: &BuildLock, id: &str) -> Result<(), CacheError> {
+        let p = self.record_path(id);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &p)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ids of every task with a record file (valid or not).
+    pub fn record_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.root.join("records"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| decode_id(&e.file_name().to_string_lossy()))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Delete every blob that no valid record references. Returns
+    /// (blobs removed, bytes freed).
+    pub fn gc(&self, _lock: &BuildLock) -> Result<(usize, u64), CacheError> {
+        let mut live = HashSet::new();
+        for id in self.record_ids() {
+            if let Load::Ok(r) = self.load(&id) {
+                live.extend(r.files.iter().map(|f| f.blob.hex()));
+            }
+        }
+        let (mut n, mut bytes) = (0, 0);
+        let blobs = self.root.join("blobs");
+        for shard in fs::read_dir(&blobs)
+            .map_err(io_err("cannot read", &blobs))?
+            .flatten()
+        {
+            for e in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !live.contains(&name) {
+                    bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    if fs::remove_file(e.path()).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok((n, bytes))
+    }
+}
+
+fn parse_record(bytes: &[u8]) -> Result<Record, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let cut = text
+        .rfind(RECORD_TRAILER)
+        .ok_or("no checksum trailer (truncated?)")?;
+    let (json, trailer) = text.split_at(cut);
+    let sum = trailer[RECORD_TRAILER.len()..].trim_end();
+    if Digest::from_hex(sum) != Some(Digest::of_bytes(json.as_bytes())) {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_str(json).map_err(|e| format!("bad record: {e}"))
+}
+
+/// Remove a whole cache directory.
+pub fn remove_dir(path: &Path) -> io::Result<bool> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(cache: &Cache, lock: &BuildLock) -> Record {
+        let blob = cache.put_blob(lock, b"hello", false).unwrap();
+        Record {
+            id: "render.kind:east".into(),
+            key: Digest::of_bytes(b"k"),
+            inputs: BTreeMap::new(),
+            deps: BTreeMap::new(),
+            output: Digest::of_bytes(b"o"),
+            files: vec![FileEntry {
+                name: "x".into(),
+                blob,
+                secret: false,
+                export: None,
+            }],
+            started_ms: 1,
+            duration_us: 2,
+        }
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for id in [
+            "pki.root",
+            "remote-secret:east->west",
+            "app:hello world:east",
+            "a%b",
+        ] {
+            assert_eq!(decode_id(&encode_id(id)).as_deref(), Some(id));
+        }
+        assert!(!encode_id("remote-secret:east->west").contains(':'));
+    }
+
+    #[test]
+    fn records_round_trip_and_corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let lock = cache.lock().unwrap();
+        let rec = record(&cache, &lock);
+        cache.save(&lock, &rec).unwrap();
+        match cache.load(&rec.id) {
+            Load::Ok(r) => assert_eq!(r, rec),
+            other => panic!("{other:?}"),
+        }
+        let path = cache.record_path(&rec.id);
+        let mut bytes = fs::read(&path).unwrap();
+        // Flip one digit inside the JSON: still valid JSON, wrong checksum.
+        let pos = bytes.iter().position(|&b| b == b'1').unwrap();
+        bytes[pos] = b'7';
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(cache.load(&rec.id), Load::Corrupt(_)));
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(matches!(cache.load(&rec.id), Load::Corrupt(_)));
+        assert!(matches!(cache.load("nope"), Load::Missing));
+    }
+
+    #[test]
+    fn corrupt_blob_is_not_ok_and_gc_removes_unreferenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let lock = cache.lock().unwrap();
+        let rec = record(&cache, &lock);
+        cache.save(&lock, &rec).unwrap();
+        let orphan = cache.put_blob(&lock, b"orphan", true).unwrap();
+        let mode = fs::metadata(cache.blob_path(&orphan))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(cache.gc(&lock).unwrap().0, 1);
+        assert!(cache.blob_ok(&rec.files[0].blob));
+        fs::write(cache.blob_path(&rec.files[0].blob), b"jello").unwrap();
+        assert!(!cache.blob_ok(&rec.files[0].blob));
+    }
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let _held = cache.lock().unwrap();
+        let other = Cache::open(&dir.path().join("cache")).unwrap();
+        let err = other.lock().unwrap_err().to_string();
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        let mode = fs::metadata(dir.path().join("cache"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}

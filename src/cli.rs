@@ -1,0 +1,504 @@
+//! The command line: parses flags (clap), loads the plan, builds the graph,
+//! and runs one command.
+//!
+//! Exit codes (DESIGN.md's contract): 0 success, 1 a task failed (or the
+//! cache is held by another build), 2 bad input (plan or flags), 130
+//! interrupted. Human output goes to stderr; `--json` documents alone go to
+//! stdout. Paths: the plan defaults to `./plan.toml`; the cache lives in
+//! `cache/` beside the plan and the offline bundle in `out/` beside it (or
+//! `--out DIR`).
+
+use crate::cache::{self, Cache};
+use crate::exec::{self, Prediction, Status};
+use crate::graph::Graph;
+use crate::plan::{self, Plan};
+use crate::{planner, ui};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mesh",
+    version,
+    about = "Bring up an Istio multi-cluster mesh as a cached, parallel task graph"
+)]
+pub struct Cli {
+    /// The plan file.
+    #[arg(long, global = true, default_value = "plan.toml", value_name = "FILE")]
+    pub plan: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every task that is not up to date.
+    Build {
+        /// Only the pure tasks: PKI and every rendered manifest, into out/.
+        #[arg(long)]
+        offline: bool,
+        /// Run at most N tasks at once (default: the number of CPUs).
+        #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
+        /// Keep running every branch that does not depend on a failure.
+        #[arg(long)]
+        keep_going: bool,
+        /// Print one JSON document on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Write a Chrome trace-event file (open it in Perfetto).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
+        /// Where the offline bundle goes (default: out/ beside the plan).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Say what a build would run and why, doing nothing.
+    Plan {
+        /// Only the pure tasks.
+        #[arg(long)]
+        offline: bool,
+        /// List up-to-date tasks too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain one task: which inputs changed since its recorded run.
+    Why {
+        /// A task id, e.g. render.kind:east
+        task: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The state of every task: up-to-date, stale or never-run.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the task graph.
+    Graph {
+        #[arg(long, value_enum, default_value_t = Format::Dot)]
+        format: Format,
+        /// Only the pure tasks.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Delete the cache and the offline bundle (or, with --gc, only blobs no
+    /// record references).
+    Clean {
+        #[arg(long)]
+        gc: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Dot,
+    Mermaid,
+}
+
+/// A failure that ends the command with an exit code.
+struct Exit(u8);
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> Exit {
+    eprintln!("{msg}");
+    Exit(code)
+}
+
+struct Loaded {
+    plan: Arc<Plan>,
+    graph: Arc<Graph>,
+}
+
+fn load(path: &Path) -> Result<Loaded, Exit> {
+    let display = path.to_string_lossy().to_string();
+    let plan = Arc::new(plan::load(path, &display).map_err(|e| fail(2, e))?);
+    let graph = Arc::new(planner::build(&plan).map_err(|e| fail(2, e))?);
+    Ok(Loaded { plan, graph })
+}
+
+fn selection(graph: &Graph, offline: bool) -> Vec<bool> {
+    (0..graph.len())
+        .map(|i| !offline || graph.node(petgraph::graph::NodeIndex::new(i)).pure)
+        .collect()
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON serializes")
+    );
+}
+
+/// Entry point: run the CLI, return the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code)) => ExitCode::from(code),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Exit> {
+    let dir = match cli.plan.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let cache_dir = dir.join("cache");
+    match cli.command {
+        Command::Build {
+            offline,
+            jobs,
+            keep_going,
+            json,
+            trace,
+            out,
+        } => {
+            let l = load(&cli.plan)?;
+            if !offline {
+                return Err(fail(
+                    1,
+                    format!(
+                        "mesh build: {}\n(run `mesh build --offline`, or `mesh plan` to see the live tasks)",
+                        planner::LIVE_UNAVAILABLE
+                    ),
+                ));
+            }
+            let out_dir = out.unwrap_or_else(|| dir.join("out"));
+            build(l, &cache_dir, out_dir, jobs, keep_going, json, trace)
+        }
+        Command::Plan { offline, all, json } => {
+            let l = load(&cli.plan)?;
+            let sel = selection(&l.graph, offline);
+            let cache = Cache::open_existing(&cache_dir);
+            let preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            if json {
+                print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
+                    "id": l.graph.node(*i).id,
+                    "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} => "run", Prediction::Maybe{..} => "maybe" },
+                    "pure": l.graph.node(*i).pure,
+                    "reason": p.reason(),
+                })).collect::<Vec<_>>()}));
+                return Ok(());
+            }
+            let run = preds
+                .iter()
+                .filter(|(_, p)| matches!(p, Prediction::Run { .. }))
+                .count();
+            let maybe = preds
+                .iter()
+                .filter(|(_, p)| matches!(p, Prediction::Maybe { .. }))
+                .count();
+            println!(
+                "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date",
+                preds.len(),
+                preds.len() - run - maybe
+            );
+            let width = preds
+                .iter()
+                .map(|(i, _)| l.graph.node(*i).id.len())
+                .max()
+                .unwrap_or(0);
+            for (i, p) in &preds {
+                let tag = match p {
+                    Prediction::UpToDate { .. } if !all => continue,
+                    Prediction::UpToDate { .. } => "ok   ",
+                    Prediction::Run { .. } => "run  ",
+                    Prediction::Maybe { .. } => "maybe",
+                };
+                let n = l.graph.node(*i);
+                let live = if n.pure { "" } else { " [live]" };
+                println!("  {tag}  {:width$}  {}{live}", n.id, p.reason());
+            }
+            Ok(())
+        }
+        Command::Why { task, json } => {
+            let l = load(&cli.plan)?;
+            let Some(idx) = l.graph.find(&task) else {
+                let close = closest(&l.graph, &task);
+                return Err(fail(
+                    2,
+                    format!(
+                        "error: no task {task:?} in {}\nhint: {}",
+                        l.plan.file,
+                        if close.is_empty() {
+                            "`mesh graph` lists every task".to_string()
+                        } else {
+                            format!("did you mean {}?", close.join(", "))
+                        }
+                    ),
+                ));
+            };
+            let sel = vec![true; l.graph.len()];
+            let cache = Cache::open_existing(&cache_dir);
+            let preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            let p = &preds
+                .iter()
+                .find(|(i, _)| *i == idx)
+                .expect("every node is predicted")
+                .1;
+            let rec = match cache.as_ref().map(|c| c.load(&task)) {
+                Some(cache::Load::Ok(r)) => Some(r),
+                _ => None,
+            };
+            let node = l.graph.node(idx);
+            let inputs: Vec<serde_json::Value> = node
+                .inputs
+                .iter()
+                .map(|(k, d)| {
+                    let state = match rec.as_ref().map(|r| r.inputs.get(k)) {
+                        None => "unrecorded",
+                        Some(None) => "new",
+                        Some(Some(old)) if old == d => "same",
+                        Some(Some(_)) => "changed",
+                    };
+                    json!({"input": k, "digest": d.short(), "state": state})
+                })
+                .collect();
+            if json {
+                print_json(&json!({
+                    "id": task,
+                    "state": p.label(),
+                    "reason": p.reason(),
+                    "deps": l.graph.dep_ids(idx),
+                    "inputs": inputs,
+                    "recorded": rec.as_ref().map(|r| json!({"key": r.key.short(), "started_ms": r.started_ms, "duration_ms": r.duration_us as f64 / 1e3})),
+                }));
+                return Ok(());
+            }
+            println!("{task}: {} — {}", p.label(), p.reason());
+            match &rec {
+                Some(r) => println!(
+                    "  last run: {} ago, took {}; key {}",
+                    ago(r.started_ms),
+                    ui::fmt_us(r.duration_us),
+                    r.key.short()
+                ),
+                None => println!("  no recorded run"),
+            }
+            let deps = l.graph.dep_ids(idx);
+            if !deps.is_empty() {
+                println!("  depends on: {}", deps.join(", "));
+            }
+            println!("  inputs:");
+            for i in &inputs {
+                println!(
+                    "    {:<10} {}",
+                    i["state"].as_str().unwrap_or(""),
+                    i["input"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let l = load(&cli.plan)?;
+            let sel = vec![true; l.graph.len()];
+            let cache = Cache::open_existing(&cache_dir);
+            let preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            if json {
+                print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
+                    "id": l.graph.node(*i).id,
+                    "state": p.label(),
+                    "pure": l.graph.node(*i).pure,
+                    "reason": p.reason(),
+                })).collect::<Vec<_>>()}));
+                return Ok(());
+            }
+            let width = preds
+                .iter()
+                .map(|(i, _)| l.graph.node(*i).id.len())
+                .max()
+                .unwrap_or(0);
+            let mut counts = std::collections::BTreeMap::new();
+            for (i, p) in &preds {
+                *counts.entry(p.label()).or_insert(0) += 1;
+                let detail = match p {
+                    Prediction::UpToDate { record, .. } => {
+                        format!("ran {} ago", ago(record.started_ms))
+                    }
+                    other => other.reason(),
+                };
+                println!("{:<11} {:width$}  {detail}", p.label(), l.graph.node(*i).id);
+            }
+            let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            eprintln!("mesh status: {} tasks: {}", preds.len(), c.join(", "));
+            Ok(())
+        }
+        Command::Graph { format, offline } => {
+            let l = load(&cli.plan)?;
+            let text = if offline {
+                // Rebuild just the pure subgraph for display.
+                let sel = selection(&l.graph, true);
+                sub_dot(&l.graph, &sel, format)
+            } else {
+                match format {
+                    Format::Dot => l.graph.to_dot(&|_| None),
+                    Format::Mermaid => l.graph.to_mermaid(),
+                }
+            };
+            print!("{text}");
+            Ok(())
+        }
+        Command::Clean { gc } => {
+            let Some(cache) = Cache::open_existing(&cache_dir) else {
+                if !gc {
+                    remove_out(&dir)?;
+                }
+                eprintln!("mesh clean: no cache at {}", cache_dir.display());
+                return Ok(());
+            };
+            let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+            if gc {
+                let (n, bytes) = cache
+                    .gc(&lock)
+                    .map_err(|e| fail(1, format!("error: {e}")))?;
+                eprintln!("mesh clean --gc: removed {n} unreferenced blobs ({bytes} bytes)");
+            } else {
+                drop(lock);
+                cache::remove_dir(&cache_dir).map_err(|e| {
+                    fail(
+                        1,
+                        format!("error: cannot remove {}: {e}", cache_dir.display()),
+                    )
+                })?;
+                remove_out(&dir)?;
+                eprintln!(
+                    "mesh clean: removed {} and {}",
+                    cache_dir.display(),
+                    dir.join("out").display()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn remove_out(dir: &Path) -> Result<(), Exit> {
+    let out = dir.join("out");
+    cache::remove_dir(&out)
+        .map_err(|e| fail(1, format!("error: cannot remove {}: {e}", out.display())))?;
+    Ok(())
+}
+
+fn sub_dot(graph: &Graph, sel: &[bool], format: Format) -> String {
+    let mut b = crate::graph::GraphBuilder::new();
+    for &i in graph.topo() {
+        if !sel[i.index()] {
+            continue;
+        }
+        let n = graph.node(i);
+        b.add(crate::graph::Node {
+            id: n.id.clone(),
+            kind: n.kind,
+            version: n.version,
+            pure: n.pure,
+            inputs: Default::default(),
+            action: Arc::new(crate::graph::Unavailable(String::new())),
+        })
+        .expect("ids are unique");
+        for d in graph.deps(i) {
+            b.edge(graph.node(d).id.clone(), n.id.clone());
+        }
+    }
+    let g = b.seal().expect("a subgraph of a DAG is a DAG");
+    match format {
+        Format::Dot => g.to_dot(&|_| None),
+        Format::Mermaid => g.to_mermaid(),
+    }
+}
+
+fn ago(ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn closest(graph: &Graph, wanted: &str) -> Vec<String> {
+    let mut ids: Vec<&str> = graph
+        .topo()
+        .iter()
+        .map(|&i| graph.node(i).id.as_str())
+        .collect();
+    ids.sort();
+    let prefix = wanted.split(':').next().unwrap_or(wanted);
+    ids.into_iter()
+        .filter(|id| id.contains(wanted) || id.starts_with(prefix))
+        .take(5)
+        .map(str::to_string)
+        .collect()
+}
+
+fn build(
+    l: Loaded,
+    cache_dir: &Path,
+    out_dir: PathBuf,
+    jobs: Option<u16>,
+    keep_going: bool,
+    json: bool,
+    trace: Option<PathBuf>,
+) -> Result<(), Exit> {
+    let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
+    let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    let cache = Arc::new(cache);
+    let lock = Arc::new(lock);
+    let sel = selection(&l.graph, true);
+    let jobs = jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        |j| j as usize,
+    );
+    let progress = Arc::new(ui::Progress::new(sel.iter().filter(|s| **s).count()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(1, format!("error: cannot start the runtime: {e}")))?;
+    let report = rt.block_on(exec::execute(
+        l.graph.clone(),
+        Some(sel),
+        cache.clone(),
+        lock.clone(),
+        exec::Options {
+            jobs,
+            keep_going,
+            out_dir: Some(out_dir),
+        },
+        progress.clone(),
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    ));
+    progress.finish();
+    if report.count(Status::Ran) > 0 && report.ok() {
+        // Bound the store: drop blobs that no record references any more.
+        let _ = cache.gc(&lock);
+    }
+    eprint!("{}", ui::summary(&report));
+    if let Some(path) = trace {
+        let text = serde_json::to_string(&ui::trace(&report)).expect("trace serializes");
+        std::fs::write(&path, text).map_err(|e| {
+            fail(
+                1,
+                format!("error: cannot write trace {}: {e}", path.display()),
+            )
+        })?;
+    }
+    if json {
+        print_json(&ui::json(&report));
+    }
+    // Do not wait for abandoned blocking work after an interrupt.
+    rt.shutdown_background();
+    if report.interrupted {
+        return Err(Exit(130));
+    }
+    if report.ok() { Ok(()) } else { Err(Exit(1)) }
+}

@@ -1,0 +1,20 @@
+//! mesh: an Istio multi-cluster mesh, brought up as a build system builds a
+//! program.
+//!
+//! The layers, bottom up: `hash` (digests), `cache` (the store), `plan`
+//! (plan.toml → validated plan, with `diag` for errors), `graph` (nodes and
+//! the sealed DAG), `planner` (plan → graph), `tasks` (what pure tasks
+//! compute), `exec` (the parallel, cached executor), `ui` (progress, summary,
+//! trace, JSON) and `cli` (the commands).
+
+pub mod assets;
+pub mod cache;
+pub mod cli;
+pub mod diag;
+pub mod exec;
+pub mod graph;
+pub mod hash;
+pub mod plan;
+pub mod planner;
+pub mod tasks;
+pub mod ui;

@@ -1,0 +1,117 @@
+//! The plug-in CA, as Istio's `tools/certs` makefiles make it.
+//!
+//! `pki.root` makes one self-signed root (CA:true critical; keyUsage critical
+//! digitalSignature, nonRepudiation, keyEncipherment, keyCertSign; subject
+//! O=Istio, CN=Root CA; subject key identifier). `pki.intermediate:<c>` makes
+//! one intermediate per cluster, signed by the root: CA:true pathlen:0
+//! critical, the same key usages, subject O=Istio, CN=Intermediate CA,
+//! L=<cluster>, SAN DNS `istiod.istio-system.svc`, authority key identifier.
+//! Both use the plan's algorithm (ECDSA P-256 / P-384, RSA 2048 / 4096) and
+//! validity. Outputs are PEM; private keys are marked secret (0600, never
+//! printed); the root key is not exported to `out/`. `cert-chain.pem` is the
+//! intermediate followed by the root, as istiod expects in `cacerts`.
+
+use crate::graph::{OutFile, TaskError};
+use crate::plan::{Algorithm, Pki};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+fn err(e: rcgen::Error) -> TaskError {
+    TaskError::tool("rcgen", e.to_string())
+}
+
+fn generate(alg: Algorithm) -> Result<KeyPair, TaskError> {
+    match alg {
+        Algorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        Algorithm::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        Algorithm::Rsa2048 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        }
+        Algorithm::Rsa4096 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
+        }
+    }
+    .map_err(err)
+}
+
+fn ca_params(
+    cn: &str,
+    locality: Option<&str>,
+    days: u32,
+    pathlen: Option<u8>,
+) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Istio");
+    dn.push(DnType::CommonName, cn);
+    if let Some(l) = locality {
+        dn.push(DnType::LocalityName, l);
+    }
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(match pathlen {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::ContentCommitment,
+        KeyUsagePurpose::KeyEncipherment,
+        KeyUsagePurpose::KeyCertSign,
+    ];
+    // Back-date a little for clock skew between the host and the nodes.
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::now_utc());
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(days as i64);
+    p
+}
+
+/// `pki.root`: root-cert.pem (exported), root-key.pem (secret, cache only).
+pub fn root(pki: &Pki) -> Result<Vec<OutFile>, TaskError> {
+    let key = generate(pki.algorithm)?;
+    let cert = ca_params("Root CA", None, pki.root_days, None)
+        .self_signed(&key)
+        .map_err(err)?;
+    Ok(vec![
+        OutFile::new("root-cert.pem", cert.pem()).export("pki/root-cert.pem"),
+        OutFile::new("root-key.pem", key.serialize_pem()).secret(),
+    ])
+}
+
+/// `pki.intermediate:<cluster>`: the four files of the `cacerts` secret.
+pub fn intermediate(
+    pki: &Pki,
+    cluster: &str,
+    root_cert: &str,
+    root_key: &str,
+) -> Result<Vec<OutFile>, TaskError> {
+    let root_key = KeyPair::from_pem(root_key).map_err(err)?;
+    let issuer = Issuer::from_ca_cert_pem(root_cert, root_key).map_err(err)?;
+    let key = generate(pki.algorithm)?;
+    let mut params = ca_params(
+        "Intermediate CA",
+        Some(cluster),
+        pki.intermediate_days,
+        Some(0),
+    );
+    params.subject_alt_names = vec![SanType::DnsName(
+        "istiod.istio-system.svc".try_into().map_err(err)?,
+    )];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    let ca_cert = cert.pem();
+    let chain = format!("{ca_cert}{root_cert}");
+    let dir = format!("pki/{cluster}");
+    Ok(vec![
+        OutFile::new("ca-cert.pem", ca_cert).export(format!("{dir}/ca-cert.pem")),
+        OutFile::new("ca-key.pem", key.serialize_pem())
+            .secret()
+            .export(format!("{dir}/ca-key.pem")),
+        OutFile::new("root-cert.pem", root_cert).export(format!("{dir}/root-cert.pem")),
+        OutFile::new("cert-chain.pem", chain).export(format!("{dir}/cert-chain.pem")),
+    ])
+}
