@@ -3,7 +3,9 @@
 //! ## Algorithm
 //!
 //! One scheduler loop owns all state (no locks): the number of unfinished
-//! dependencies of every selected node, a FIFO of ready nodes, and the
+//! dependencies of every selected node, a priority queue of ready nodes
+//! (longest chain of dependents first, so the critical path starts early
+//! when slots are scarce), and the
 //! results so far. Whenever fewer than `jobs` tasks run, it pops a ready node
 //! and spawns one tokio task for it; each spawned task reports back on an
 //! mpsc channel, and the loop then decrements the counters of the node's
@@ -43,7 +45,8 @@ use crate::graph::{Ctx, DepReader, Graph, Node, OutFile, TaskError};
 use crate::hash::{Digest, digest_of};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,8 +232,29 @@ pub async fn execute(
     });
     let jobs = opts.jobs.max(1);
 
+    // Priority: the longest chain of selected dependents below a node, so
+    // that when more tasks are ready than slots, the ones on the critical
+    // path go first (ties: topological order).
+    let mut height = vec![0u32; n];
+    for &i in graph.topo().iter().rev() {
+        if selected[i.index()] {
+            height[i.index()] = 1 + graph
+                .dependents(i)
+                .filter(|d| selected[d.index()])
+                .map(|d| height[d.index()])
+                .max()
+                .unwrap_or(0);
+        }
+    }
+    let mut topo_pos = vec![0usize; n];
+    for (pos, &i) in graph.topo().iter().enumerate() {
+        topo_pos[i.index()] = pos;
+    }
+    let mut ready = BinaryHeap::new();
+    let push = |ready: &mut BinaryHeap<(u32, Reverse<usize>, NodeIndex)>, i: NodeIndex| {
+        ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
+    };
     let mut pending = vec![0u32; n];
-    let mut ready = VecDeque::new();
     for &i in graph.topo() {
         if !selected[i.index()] {
             continue;
@@ -244,7 +268,7 @@ pub async fn execute(
         );
         pending[i.index()] = deps as u32;
         if deps == 0 {
-            ready.push_back(i);
+            push(&mut ready, i);
         }
     }
 
@@ -259,7 +283,7 @@ pub async fn execute(
 
     loop {
         while stopped_by.is_none() && running < jobs {
-            let Some(i) = ready.pop_front() else { break };
+            let Some((_, _, i)) = ready.pop() else { break };
             let lane = free_lanes
                 .pop_first()
                 .expect("a lane is free when running < jobs");
@@ -331,7 +355,7 @@ pub async fn execute(
                 let p = &mut pending[d.index()];
                 *p -= 1;
                 if *p == 0 && reports[d.index()].is_none() {
-                    ready.push_back(d);
+                    push(&mut ready, d);
                 }
             }
         }

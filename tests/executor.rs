@@ -1,0 +1,335 @@
+//! Property tests of the executor on random DAGs of fake tasks, through the
+//! real scheduler and the real on-disk cache.
+//!
+//! Each fake task's output is its own input value followed by its
+//! dependencies' outputs (read back through the store), except "cutoff"
+//! tasks, whose output is a constant: they are where early cutoff must stop
+//! a rebuild. A model computed independently in the test says which tasks
+//! must rerun, fail or be skipped; the executor must agree exactly.
+
+use mesh::cache::{Cache, Load};
+use mesh::exec::{self, BuildReport, Options, Quiet, Status};
+use mesh::graph::{Action, BoxFuture, Ctx, Graph, GraphBuilder, Node, OutFile, TaskError};
+use mesh::hash::Digest;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Log {
+    seq: AtomicUsize,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    /// (id, start seq, end seq)
+    runs: Mutex<Vec<(usize, usize, usize)>>,
+}
+
+struct Fake {
+    idx: usize,
+    deps: Vec<usize>,
+    cutoff: bool,
+    fail: bool,
+    input: String,
+    sleep_us: u64,
+    log: Arc<Log>,
+}
+
+impl Action for Fake {
+    fn run(&self, ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
+        let (idx, deps, cutoff, fail, input, sleep_us, log) = (
+            self.idx,
+            self.deps.clone(),
+            self.cutoff,
+            self.fail,
+            self.input.clone(),
+            self.sleep_us,
+            self.log.clone(),
+        );
+        Box::pin(async move {
+            let now = log.running.fetch_add(1, Ordering::SeqCst) + 1;
+            log.max_running.fetch_max(now, Ordering::SeqCst);
+            let start = log.seq.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_micros(sleep_us)).await;
+            let mut out = input.clone();
+            for d in &deps {
+                let bytes = ctx.read(&format!("t{d}"), "out")?;
+                out.push('|');
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+            let end = log.seq.fetch_add(1, Ordering::SeqCst);
+            log.runs.lock().unwrap().push((idx, start, end));
+            log.running.fetch_sub(1, Ordering::SeqCst);
+            if fail {
+                return Err(TaskError::tool("fake", format!("t{idx} fails on purpose")));
+            }
+            let out = if cutoff { "const".to_string() } else { out };
+            Ok(vec![OutFile::new("out", out)])
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Dag {
+    n: usize,
+    /// deps[j] = sorted dependencies of j (all < j).
+    deps: Vec<Vec<usize>>,
+    cutoff: Vec<bool>,
+    sleep_us: Vec<u64>,
+}
+
+fn dag() -> impl Strategy<Value = Dag> {
+    (1usize..24).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(proptest::collection::vec(any::<bool>(), n), n),
+            proptest::collection::vec(proptest::bool::weighted(0.25), n),
+            proptest::collection::vec(0u64..300, n),
+        )
+            .prop_map(move |(m, cutoff, sleep_us)| {
+                let deps = (0..n)
+                    // Mostly local edges, a few long ones: deep and wide graphs.
+                    .map(|j| {
+                        (0..j)
+                            .filter(|&i| m[j][i] && (j - i <= 4 || m[i][j]))
+                            .collect()
+                    })
+                    .collect();
+                Dag {
+                    n,
+                    deps,
+                    cutoff,
+                    sleep_us,
+                }
+            })
+    })
+}
+
+fn graph(d: &Dag, inputs: &[String], fail: &BTreeSet<usize>, log: &Arc<Log>) -> Arc<Graph> {
+    let mut b = GraphBuilder::new();
+    for i in 0..d.n {
+        let mut m = BTreeMap::new();
+        m.insert("value".to_string(), Digest::of_bytes(inputs[i].as_bytes()));
+        b.add(Node {
+            id: format!("t{i}"),
+            kind: "fake",
+            version: 1,
+            pure: true,
+            inputs: m,
+            action: Arc::new(Fake {
+                idx: i,
+                deps: d.deps[i].clone(),
+                cutoff: d.cutoff[i],
+                fail: fail.contains(&i),
+                input: inputs[i].clone(),
+                sleep_us: d.sleep_us[i],
+                log: log.clone(),
+            }),
+        })
+        .unwrap();
+        for &dep in &d.deps[i] {
+            b.edge(format!("t{dep}"), format!("t{i}"));
+        }
+    }
+    Arc::new(b.seal().unwrap())
+}
+
+fn run(cache: &Arc<Cache>, g: Arc<Graph>, jobs: usize, keep_going: bool) -> BuildReport {
+    let lock = Arc::new(cache.lock().unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(exec::execute(
+        g,
+        None,
+        cache.clone(),
+        lock,
+        Options {
+            jobs,
+            keep_going,
+            out_dir: None,
+        },
+        Arc::new(Quiet),
+        std::future::pending(),
+    ))
+}
+
+fn status_of(r: &BuildReport) -> BTreeMap<usize, Status> {
+    r.tasks
+        .iter()
+        .map(|t| (t.id[1..].parse().unwrap(), t.status))
+        .collect()
+}
+
+fn check_order_and_once(d: &Dag, log: &Log, jobs: usize) -> Result<(), TestCaseError> {
+    let runs = log.runs.lock().unwrap().clone();
+    let mut seen = BTreeSet::new();
+    let mut end_of = BTreeMap::new();
+    for &(i, _, e) in &runs {
+        prop_assert!(seen.insert(i), "t{} ran twice", i);
+        end_of.insert(i, e);
+    }
+    for &(i, s, _) in &runs {
+        for dep in &d.deps[i] {
+            if let Some(&e) = end_of.get(dep) {
+                prop_assert!(e < s, "t{} started before its dependency t{} ended", i, dep);
+            }
+        }
+    }
+    prop_assert!(
+        log.max_running.load(Ordering::SeqCst) <= jobs,
+        "more than {} at once",
+        jobs
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Order, at-most-once, the -j bound, full caching on a rerun, and
+    /// exactly the model's rerun set after changing one input.
+    #[test]
+    fn reruns_exactly_what_early_cutoff_does_not_stop(d in dag(), jobs in 1usize..5, pick in any::<proptest::sample::Index>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+        let mut inputs: Vec<String> = (0..d.n).map(|i| format!("v{i}")).collect();
+
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), jobs, false);
+        prop_assert_eq!(r.count(Status::Ran), d.n);
+        check_order_and_once(&d, &log, jobs)?;
+        for t in &r.tasks {
+            prop_assert!(t.start_us + t.duration_us <= r.wall_us + 1000);
+        }
+
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), jobs, false);
+        prop_assert_eq!(r.count(Status::Cached), d.n, "second build must be all cached");
+        prop_assert!(log.runs.lock().unwrap().is_empty());
+
+        // Change one input; the model says what reruns.
+        let k = pick.index(d.n);
+        inputs[k] = format!("changed{k}");
+        let mut rerun = BTreeSet::new();
+        let mut out_changed = BTreeSet::new();
+        for j in 0..d.n {
+            let dep_changed = d.deps[j].iter().any(|x| out_changed.contains(x));
+            if j == k || dep_changed {
+                rerun.insert(j);
+                if !d.cutoff[j] {
+                    out_changed.insert(j);
+                }
+            }
+        }
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), jobs, false);
+        check_order_and_once(&d, &log, jobs)?;
+        let ran: BTreeSet<usize> = status_of(&r).into_iter().filter(|(_, s)| *s == Status::Ran).map(|(i, _)| i).collect();
+        prop_assert_eq!(&ran, &rerun);
+        prop_assert_eq!(r.count(Status::Cached), d.n - rerun.len());
+    }
+
+    /// A failure skips exactly its dependents (keep-going), records nothing
+    /// for them, and the next run resumes with exactly those.
+    #[test]
+    fn failure_skips_exactly_its_dependents(d in dag(), jobs in 1usize..4, fails in proptest::collection::btree_set(0usize..24, 1..3)) {
+        let fail: BTreeSet<usize> = fails.into_iter().filter(|f| *f < d.n).collect();
+        prop_assume!(!fail.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+        let inputs: Vec<String> = (0..d.n).map(|i| format!("v{i}")).collect();
+
+        // Model.
+        let mut failed = BTreeSet::new();
+        let mut skipped = BTreeSet::new();
+        for j in 0..d.n {
+            if d.deps[j].iter().any(|x| failed.contains(x) || skipped.contains(x)) {
+                skipped.insert(j);
+            } else if fail.contains(&j) {
+                failed.insert(j);
+            }
+        }
+
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph(&d, &inputs, &fail, &log), jobs, true);
+        check_order_and_once(&d, &log, jobs)?;
+        let st = status_of(&r);
+        for j in 0..d.n {
+            let want = if failed.contains(&j) { Status::Failed } else if skipped.contains(&j) { Status::Skipped } else { Status::Ran };
+            prop_assert_eq!(st[&j], want, "t{}", j);
+            let has_record = matches!(cache.load(&format!("t{j}")), Load::Ok(_));
+            prop_assert_eq!(has_record, want == Status::Ran, "record of t{}", j);
+        }
+        // Skips name a root failure.
+        for t in r.tasks.iter().filter(|t| t.status == Status::Skipped) {
+            prop_assert!(t.reason.ends_with(" failed"), "{}", t.reason);
+            let root: usize = t.reason.trim_start_matches('t').split(' ').next().unwrap().parse().unwrap();
+            prop_assert!(failed.contains(&root));
+        }
+
+        // Fixed: exactly the failed and skipped ones run now.
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), jobs, false);
+        let ran: BTreeSet<usize> = status_of(&r).into_iter().filter(|(_, s)| *s == Status::Ran).map(|(i, _)| i).collect();
+        let expect: BTreeSet<usize> = failed.union(&skipped).copied().collect();
+        prop_assert_eq!(ran, expect);
+    }
+
+    /// Fail fast: after the first failure nothing new starts, and every
+    /// task is accounted for.
+    #[test]
+    fn fail_fast_starts_nothing_after_a_failure(d in dag(), fails in 0usize..24) {
+        prop_assume!(fails < d.n);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+        let inputs: Vec<String> = (0..d.n).map(|i| format!("v{i}")).collect();
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph(&d, &inputs, &BTreeSet::from([fails]), &log), 1, false);
+        prop_assert_eq!(r.tasks.len(), d.n);
+        prop_assert_eq!(r.count(Status::Failed), 1);
+        // With one slot, the failing task is the last one that started.
+        let runs = log.runs.lock().unwrap().clone();
+        let last = runs.iter().max_by_key(|x| x.1).unwrap();
+        prop_assert_eq!(last.0, fails);
+        prop_assert!(!r.ok());
+    }
+}
+
+#[test]
+fn cancellation_records_nothing_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+    let d = Dag {
+        n: 3,
+        deps: vec![vec![], vec![0], vec![1]],
+        cutoff: vec![false; 3],
+        sleep_us: vec![0, 2_000_000, 0],
+    };
+    let inputs: Vec<String> = (0..3).map(|i| format!("v{i}")).collect();
+    let log = Arc::new(Log::default());
+    let g = graph(&d, &inputs, &BTreeSet::new(), &log);
+    let lock = Arc::new(cache.lock().unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(exec::execute(
+        g,
+        None,
+        cache.clone(),
+        lock,
+        Options {
+            jobs: 2,
+            keep_going: false,
+            out_dir: None,
+        },
+        Arc::new(Quiet),
+        async { tokio::time::sleep(Duration::from_millis(200)).await },
+    ));
+    assert!(r.interrupted);
+    assert_eq!(status_of(&r)[&0], Status::Ran);
+    assert_eq!(status_of(&r)[&1], Status::Skipped);
+    assert!(matches!(cache.load("t0"), Load::Ok(_)));
+    assert!(matches!(cache.load("t1"), Load::Missing));
+    assert!(matches!(cache.load("t2"), Load::Missing));
+}
