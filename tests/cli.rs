@@ -1,0 +1,490 @@
+//! The `mesh` binary end to end in temp directories: caching, incremental
+//! rebuilds, crash safety, corruption, the build lock, secrets hygiene, and
+//! the read-only commands.
+
+mod common;
+use common::Project;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+const PURE_TASKS: usize = 18;
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn first_build_runs_all_second_is_all_cached() {
+    let p = Project::default_plan();
+    let first = p.build();
+    assert_eq!(
+        first.with("ran").len(),
+        PURE_TASKS,
+        "{:?}",
+        first.statuses()
+    );
+    let j = first.json();
+    assert!(j["wall_ms"].as_f64().unwrap() > 0.0);
+    assert!(j["critical_path_ms"].as_f64().unwrap() > 0.0);
+    assert!(j["tasks"][0]["reason"].is_string());
+    let second = p.build();
+    assert_eq!(second.with("cached").len(), PURE_TASKS);
+    assert!(second.with("ran").is_empty());
+}
+
+#[test]
+fn editing_a_template_reruns_exactly_its_readers() {
+    let p = Project::default_plan();
+    p.build();
+    p.edit("tasks/kind/cluster.yaml.j2", |t| {
+        t.replace(
+            "  - role: control-plane",
+            "  - role: control-plane\n    labels: {edited: \"yes\"}",
+        )
+    });
+    let o = p.build();
+    assert_eq!(o.with("ran"), ["render.kind:east", "render.kind:west"]);
+    assert!(p.read("out/east/kind-cluster.yaml").contains("edited"));
+    // The reason names the file.
+    let reason = o.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "render.kind:east")
+        .unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("file:tasks/kind/cluster.yaml.j2"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn editing_an_app_manifest_reruns_only_that_app() {
+    let p = Project::default_plan();
+    p.build();
+    p.edit("tasks/apps/helloworld.yaml", |t| {
+        t.replace("cpu: 100m", "cpu: 50m")
+    });
+    let o = p.build();
+    assert_eq!(
+        o.with("ran"),
+        ["render.app:helloworld:east", "render.app:helloworld:west"]
+    );
+}
+
+#[test]
+fn editing_one_plan_value_reruns_exactly_the_tasks_that_read_it() {
+    let p = Project::default_plan();
+    p.build();
+    p.edit("plan.toml", |t| t.replacen("workers = 1", "workers = 2", 1));
+    let why = p.run(&["why", "render.kind:east"]);
+    assert_eq!(why.code, 0);
+    assert!(
+        why.stdout.contains("changed    plan:clusters.east.workers"),
+        "{}",
+        why.stdout
+    );
+    let plan = p.run(&["plan", "--offline"]);
+    assert!(plan.stdout.contains("1 would run"), "{}", plan.stdout);
+    let o = p.build();
+    assert_eq!(o.with("ran"), ["render.kind:east"]);
+    assert_eq!(
+        p.read("out/east/kind-cluster.yaml")
+            .matches("role: worker")
+            .count(),
+        2
+    );
+
+    // A mode switch touches what reads the mode, and nothing else.
+    p.edit("plan.toml", |t| {
+        t.replace("mode = \"sidecar\"", "mode = \"ambient\"")
+    });
+    let o = p.build();
+    let ran = o.with("ran");
+    assert!(ran.contains(&"render.istio:east".to_string()));
+    assert!(ran.contains(&"render.gateway:west".to_string()));
+    assert!(ran.contains(&"render.app:curl:east".to_string()));
+    assert!(
+        !ran.iter().any(|t| t.starts_with("pki.")
+            || t.starts_with("render.kind")
+            || t.starts_with("render.cacerts")),
+        "{ran:?}"
+    );
+    assert!(
+        p.read("out/east/istio/istiod-values.yaml")
+            .contains("AMBIENT_ENABLE_MULTI_NETWORK")
+    );
+}
+
+#[test]
+fn reformatting_and_reordering_the_plan_reruns_nothing() {
+    let p = Project::default_plan();
+    p.build();
+    // Same plan: tables reordered, inline tables exploded, comments and
+    // blank lines changed, keys reordered.
+    p.write(
+        "plan.toml",
+        r#"
+[apps.curl]
+placement.west = "*"
+placement.east = "*"
+namespace = "sample"
+manifest = "tasks/apps/curl.yaml"
+
+[clusters.west]
+cni = "cilium"
+workers = 1
+service_subnet = "172.22.0.0/16"
+pod_subnet   =   "10.21.0.0/16"
+network = "network2"
+provider = "kind"
+
+[pki]
+intermediate_days = 730
+root_days = 3650
+algorithm = "ecdsa-p256"
+
+[mesh]
+topology = "multi-primary"
+mode = 'sidecar'
+istio = "1.28.0"
+id = "mesh1"
+
+[apps.helloworld]
+placement = {west = "v2", east = "v1"}
+namespace = "sample"
+manifest = "tasks/apps/helloworld.yaml"
+
+[clusters.east]
+cni = "cilium"
+workers = 1
+service_subnet = "172.21.0.0/16"
+pod_subnet = "10.11.0.0/16"
+network = "network1"
+provider = "kind"
+"#,
+    );
+    let o = p.build();
+    assert_eq!(o.with("ran"), Vec::<String>::new());
+    assert_eq!(o.with("cached").len(), PURE_TASKS);
+}
+
+#[test]
+fn corrupted_blob_or_record_is_detected_and_rebuilt() {
+    let p = Project::default_plan();
+    p.build();
+    // Find the blob behind out/east/kind-cluster.yaml and corrupt it.
+    let digest = blake3::hash(p.read("out/east/kind-cluster.yaml").as_bytes())
+        .to_hex()
+        .to_string();
+    let blob = p.path(&format!("cache/blobs/{}/{}", &digest[..2], digest));
+    std::fs::write(&blob, b"garbage").unwrap();
+    // Truncate another task's record.
+    let rec = p.path("cache/records/render.istio%3Awest");
+    let text = std::fs::read(&rec).unwrap();
+    std::fs::write(&rec, &text[..text.len() / 2]).unwrap();
+
+    let status = p.run(&["status"]);
+    assert!(
+        status.stdout.contains("record is corrupt"),
+        "{}",
+        status.stdout
+    );
+    let o = p.build();
+    let j = o.json();
+    let reason = |id: &str| {
+        j["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(o.with("ran"), ["render.istio:west", "render.kind:east"]);
+    assert!(
+        reason("render.kind:east").contains("missing or corrupt"),
+        "{}",
+        reason("render.kind:east")
+    );
+    assert!(
+        reason("render.istio:west").contains("corrupt"),
+        "{}",
+        reason("render.istio:west")
+    );
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        p.read("out/east/kind-cluster.yaml").as_bytes()
+    );
+    assert!(p.build().with("ran").is_empty());
+}
+
+#[test]
+fn deleted_or_edited_outputs_are_restored_without_rerunning() {
+    let p = Project::default_plan();
+    p.build();
+    let want = p.read("out/west/istio/istiod-values.yaml");
+    std::fs::remove_file(p.path("out/west/istio/istiod-values.yaml")).unwrap();
+    p.write("out/east/kind-cluster.yaml", "tampered");
+    let o = p.build();
+    assert!(o.with("ran").is_empty());
+    assert_eq!(p.read("out/west/istio/istiod-values.yaml"), want);
+    assert!(
+        p.read("out/east/kind-cluster.yaml")
+            .contains("kind: Cluster")
+    );
+}
+
+#[test]
+fn a_second_concurrent_build_is_refused_naming_the_holder() {
+    let p = Project::default_plan();
+    p.build();
+    let cache = mesh::cache::Cache::open(&p.path("cache")).unwrap();
+    let _held = cache.lock().unwrap();
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains(&format!("pid {}", std::process::id())),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("another mesh build"), "{}", o.stderr);
+}
+
+#[test]
+fn killed_build_then_rerun_converges_with_valid_outputs() {
+    let p = Project::default_plan();
+    // Slow keys make a window to kill in.
+    p.edit("plan.toml", |t| {
+        t.replace("algorithm = \"ecdsa-p256\"", "algorithm = \"rsa-4096\"")
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["build", "--offline", "-j", "1"])
+        .current_dir(p.dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill once some, but not all, tasks have been recorded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = std::fs::read_dir(p.path("cache/records"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if n >= 3 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let recorded = std::fs::read_dir(p.path("cache/records")).unwrap().count();
+    assert!(
+        recorded < PURE_TASKS,
+        "the kill came too late to test anything ({recorded} records)"
+    );
+
+    let o = p.build();
+    assert_eq!(o.with("ran").len() + o.with("cached").len(), PURE_TASKS);
+    assert!(!o.with("ran").is_empty());
+    // Converged: everything cached, and the PKI is a valid chain.
+    assert_eq!(p.build().with("cached").len(), PURE_TASKS);
+    let v = std::process::Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            "out/pki/root-cert.pem",
+            "out/pki/east/ca-cert.pem",
+        ])
+        .current_dir(p.dir.path())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+}
+
+#[test]
+fn secrets_are_0600_under_a_0700_cache_and_never_printed() {
+    let p = Project::default_plan();
+    let o = p.run(&["build", "--offline", "--json", "--trace", "trace.json"]);
+    assert_eq!(o.code, 0);
+    assert_eq!(mode(&p.path("cache")), 0o700);
+    for sub in ["cache/blobs", "cache/records"] {
+        assert_eq!(mode(&p.path(sub)), 0o700, "{sub}");
+    }
+    for f in [
+        "out/pki/east/ca-key.pem",
+        "out/pki/west/ca-key.pem",
+        "out/east/istio/cacerts.yaml",
+    ] {
+        assert_eq!(mode(&p.path(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&p.path("out/pki/east/ca-cert.pem")), 0o644);
+    // The root key stays in the cache.
+    assert!(
+        !walk(&p.path("out"))
+            .iter()
+            .any(|f| f.ends_with("root-key.pem"))
+    );
+    // Every cached blob holding a private key is 0600.
+    let mut keys = 0;
+    for f in walk(&p.path("cache/blobs")) {
+        if std::fs::read_to_string(&f).is_ok_and(|t| t.contains("PRIVATE KEY")) {
+            keys += 1;
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
+    assert!(keys >= 3, "root + two intermediates ({keys})");
+    // No key material in anything printed or traced.
+    let trace = p.read("trace.json");
+    for text in [&o.stdout, &o.stderr, &trace] {
+        assert!(!text.contains("PRIVATE KEY"));
+        assert!(!text.contains("BEGIN"));
+    }
+    let t: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let events = t["traceEvents"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["name"] == "pki.root" && e["ph"] == "X" && e["dur"].as_u64().unwrap() > 0)
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn live_build_says_it_is_not_available_and_runs_nothing() {
+    let p = Project::default_plan();
+    let o = p.run(&["build"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("mesh build --offline"), "{}", o.stderr);
+    assert!(
+        !p.path("cache/records").exists()
+            || std::fs::read_dir(p.path("cache/records")).unwrap().count() == 0
+    );
+}
+
+#[test]
+fn plan_graph_status_and_why_show_the_live_bring_up() {
+    let p = Project::default_plan();
+    let plan = p.run(&["plan", "--json"]);
+    assert_eq!(plan.code, 0);
+    let ids: Vec<String> = plan.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in [
+        "cluster:east",
+        "cni:east",
+        "lb:east",
+        "cacerts:east",
+        "istiod:east",
+        "gateway:east",
+        "remote-secret:east->west",
+        "remote-secret:west->east",
+        "app:helloworld:east",
+        "app:curl:west",
+    ] {
+        assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
+    }
+    let dot = p.run(&["graph", "--format", "dot"]).stdout;
+    for edge in [
+        "\"pki.intermediate:east\" -> \"render.cacerts:east\"",
+        "\"cacerts:east\" -> \"istiod:east\"",
+        "\"istiod:east\" -> \"gateway:east\"",
+        "\"istiod:west\" -> \"remote-secret:east->west\"",
+        "\"istiod:east\" -> \"app:helloworld:east\"",
+    ] {
+        assert!(dot.contains(edge), "{edge} missing");
+    }
+    let mermaid = p.run(&["graph", "--format", "mermaid"]).stdout;
+    assert!(mermaid.starts_with("flowchart LR\n"));
+    assert!(mermaid.contains("([\"istiod:east\"])"));
+
+    p.build();
+    let st = p.run(&["status", "--json"]).json();
+    let state = |id: &str| {
+        st["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state("pki.root"), "up-to-date");
+    assert_eq!(state("istiod:east"), "never-run");
+    let why = p.run(&["why", "pki.root", "--json"]).json();
+    assert_eq!(why["state"], "up-to-date");
+    let bad = p.run(&["why", "istiod:nowhere"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("did you mean istiod:east"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn clean_removes_cache_and_out_and_gc_keeps_live_blobs() {
+    let p = Project::default_plan();
+    p.build();
+    p.edit("tasks/kind/cluster.yaml.j2", |t| t + "# edit\n");
+    p.build(); // the auto-GC after this build drops the old render blobs
+    let gc = p.run(&["clean", "--gc"]);
+    assert_eq!(gc.code, 0);
+    assert!(
+        gc.stderr.contains("removed 0 unreferenced blobs"),
+        "{}",
+        gc.stderr
+    );
+    assert!(p.build().with("ran").is_empty());
+    let c = p.run(&["clean"]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(!p.path("cache").exists());
+    assert!(!p.path("out").exists());
+}
+
+#[test]
+fn default_plan_works_from_any_directory_with_embedded_tasks() {
+    let p = Project::with_plan(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml")).unwrap(),
+    );
+    let o = p.build();
+    assert_eq!(o.with("ran").len(), PURE_TASKS);
+    // --plan from elsewhere: cache and out go beside the plan.
+    let other = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args([
+            "--plan",
+            p.path("plan.toml").to_str().unwrap(),
+            "build",
+            "--offline",
+        ])
+        .current_dir(other.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        std::fs::read_dir(other.path()).unwrap().next().is_none(),
+        "nothing written to the cwd"
+    );
+}
