@@ -354,7 +354,13 @@ pub fn load(path: &Path, file: &str) -> Result<Plan, PlanError> {
 pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Plan, PlanError> {
     let raw: RawPlan = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
-        let mut d = Diag::new(first_line(&msg).to_string());
+        let mut headline = first_line(&msg).to_string();
+        if headline == "duplicate key"
+            && let Some(key) = e.span().and_then(|s| text.get(s))
+        {
+            headline = format!("duplicate key `{key}`");
+        }
+        let mut d = Diag::new(headline);
         if let Some(span) = e.span() {
             d = d.at(span, "here");
         }
@@ -873,12 +879,6 @@ impl Validator {
                     primary,
                     gateway_ip,
                 },
-            );
-        }
-        if topology == Topology::PrimaryRemote && primaries.is_empty() && !raw_clusters.is_empty() {
-            self.err(
-                Diag::new("topology primary-remote needs at least one primary cluster")
-                    .at(topo_span.clone(), "primary-remote"),
             );
         }
         // A remote's install points at its primary's east-west gateway address.

@@ -1,0 +1,342 @@
+//! Every plan validation error, one test each: exit code 2, nothing run,
+//! and the message (file:line:col, the offending text, a hint) pinned by an
+//! insta snapshot.
+
+mod common;
+use common::Project;
+
+const BASE: &str = r#"[mesh]
+id = "mesh1"
+istio = "1.28.0"
+mode = "sidecar"
+topology = "multi-primary"
+
+[clusters.east]
+network = "network1"
+pod_subnet = "10.11.0.0/16"
+service_subnet = "172.21.0.0/16"
+
+[clusters.west]
+network = "network2"
+pod_subnet = "10.21.0.0/16"
+service_subnet = "172.22.0.0/16"
+
+[apps.helloworld]
+manifest = "tasks/apps/helloworld.yaml"
+namespace = "sample"
+placement = { east = "v1", west = "v2" }
+"#;
+
+/// Run `mesh plan` on `plan`; it must fail with exit 2 and touch nothing.
+fn error_of(plan: &str) -> String {
+    let p = Project::with_plan(plan);
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
+    assert!(
+        !p.path("cache").exists(),
+        "a bad plan must not touch the cache"
+    );
+    assert!(o.stderr.contains("plan.toml"), "{}", o.stderr);
+    o.stderr
+}
+
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from}");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn base_plan_is_valid() {
+    let p = Project::with_plan(BASE);
+    assert_eq!(p.run(&["plan"]).code, 0);
+}
+
+#[test]
+fn unknown_key() {
+    insta::assert_snapshot!(error_of(&BASE.replace(
+        "network = \"network2\"",
+        "network = \"network2\"\nwokers = 2"
+    )));
+}
+
+#[test]
+fn unknown_top_level_table() {
+    insta::assert_snapshot!(error_of(&format!("{BASE}\n[extras]\nfoo = 1\n")));
+}
+
+#[test]
+fn bad_enum_value() {
+    insta::assert_snapshot!(error_of(&edit("mode = \"sidecar\"", "mode = \"sidecars\"")));
+}
+
+#[test]
+fn toml_syntax_error() {
+    insta::assert_snapshot!(error_of(&edit("id = \"mesh1\"", "id = \"mesh1")));
+}
+
+#[test]
+fn duplicate_cluster_name() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}\n[clusters.east]\nnetwork = \"network3\"\n"
+    )));
+}
+
+#[test]
+fn missing_required_key() {
+    insta::assert_snapshot!(error_of(&edit("istio = \"1.28.0\"\n", "")));
+}
+
+#[test]
+fn overlapping_cidrs_between_clusters() {
+    insta::assert_snapshot!(error_of(&edit(
+        "pod_subnet = \"10.21.0.0/16\"",
+        "pod_subnet = \"10.11.128.0/17\""
+    )));
+}
+
+#[test]
+fn overlapping_pod_and_service_cidr_in_one_cluster() {
+    insta::assert_snapshot!(error_of(&edit(
+        "service_subnet = \"172.21.0.0/16\"",
+        "service_subnet = \"10.11.0.0/20\""
+    )));
+}
+
+#[test]
+fn cidr_inside_the_kind_network() {
+    insta::assert_snapshot!(error_of(&edit(
+        "pod_subnet = \"10.11.0.0/16\"",
+        "pod_subnet = \"172.18.0.0/20\""
+    )));
+}
+
+#[test]
+fn bad_cidr_syntax() {
+    insta::assert_snapshot!(error_of(&edit(
+        "pod_subnet = \"10.11.0.0/16\"",
+        "pod_subnet = \"10.11.0.0/33\""
+    )));
+}
+
+#[test]
+fn cidr_with_host_bits() {
+    insta::assert_snapshot!(error_of(&edit(
+        "pod_subnet = \"10.11.0.0/16\"",
+        "pod_subnet = \"10.11.3.0/16\""
+    )));
+}
+
+#[test]
+fn duplicate_network_names() {
+    insta::assert_snapshot!(error_of(&edit(
+        "network = \"network2\"",
+        "network = \"network1\""
+    )));
+}
+
+#[test]
+fn remote_without_a_primary() {
+    let plan = edit(
+        "topology = \"multi-primary\"",
+        "topology = \"primary-remote\"",
+    )
+    .replace(
+        "network = \"network1\"",
+        "network = \"network1\"\nrole = \"remote\"",
+    )
+    .replace(
+        "network = \"network2\"",
+        "network = \"network2\"\nrole = \"remote\"",
+    );
+    insta::assert_snapshot!(error_of(&plan));
+}
+
+#[test]
+fn remote_in_a_multi_primary_mesh() {
+    insta::assert_snapshot!(error_of(&edit(
+        "network = \"network2\"",
+        "network = \"network2\"\nrole = \"remote\""
+    )));
+}
+
+#[test]
+fn remote_naming_a_missing_primary() {
+    let plan = edit(
+        "topology = \"multi-primary\"",
+        "topology = \"primary-remote\"",
+    )
+    .replace(
+        "network = \"network2\"",
+        "network = \"network2\"\nrole = \"remote\"\nprimary = \"north\"",
+    );
+    insta::assert_snapshot!(error_of(&plan));
+}
+
+#[test]
+fn ambient_with_primary_remote_is_rejected_with_the_reason() {
+    let plan = edit("mode = \"sidecar\"", "mode = \"ambient\"")
+        .replace(
+            "topology = \"multi-primary\"",
+            "topology = \"primary-remote\"",
+        )
+        .replace(
+            "network = \"network2\"",
+            "network = \"network2\"\nrole = \"remote\"",
+        );
+    insta::assert_snapshot!(error_of(&plan));
+}
+
+#[test]
+fn missing_manifest() {
+    insta::assert_snapshot!(error_of(&edit(
+        "tasks/apps/helloworld.yaml",
+        "tasks/apps/nowhere.yaml"
+    )));
+}
+
+#[test]
+fn missing_template_override() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}\n[templates]\n\"tasks/kind/cluster.yaml.j2\" = \"my/kind.yaml.j2\"\n"
+    )));
+}
+
+#[test]
+fn unknown_template_name() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}\n[templates]\n\"tasks/kind/clusters.yaml.j2\" = \"plan.toml\"\n"
+    )));
+}
+
+#[test]
+fn placement_version_not_in_manifest() {
+    insta::assert_snapshot!(error_of(&edit("west = \"v2\"", "west = \"v3\"")));
+}
+
+#[test]
+fn placement_on_unknown_cluster() {
+    insta::assert_snapshot!(error_of(&edit("west = \"v2\"", "north = \"v2\"")));
+}
+
+#[test]
+fn bad_istio_version() {
+    insta::assert_snapshot!(error_of(&edit("istio = \"1.28.0\"", "istio = \"1.28\"")));
+}
+
+#[test]
+fn istio_too_old() {
+    insta::assert_snapshot!(error_of(&edit("istio = \"1.28.0\"", "istio = \"1.19.3\"")));
+}
+
+#[test]
+fn ambient_needs_a_newer_istio() {
+    let plan = edit("istio = \"1.28.0\"", "istio = \"1.25.2\"")
+        .replace("mode = \"sidecar\"", "mode = \"ambient\"");
+    insta::assert_snapshot!(error_of(&plan));
+}
+
+#[test]
+fn bad_addon_version() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}\n[versions]\ncilium = \"latest\"\n"
+    )));
+}
+
+#[test]
+fn cycle_in_user_after_edges() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}
+[tasks.a]
+cluster = \"east\"
+command = [\"true\"]
+after = [\"task:c\"]
+
+[tasks.b]
+cluster = \"east\"
+command = [\"true\"]
+after = [\"task:a\"]
+
+[tasks.c]
+cluster = \"east\"
+command = [\"true\"]
+after = [\"task:b\", \"istiod:east\"]
+"
+    )));
+}
+
+#[test]
+fn after_an_unknown_task() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}
+[tasks.kiali]
+cluster = \"east\"
+chart = \"kiali/kiali-server\"
+after = [\"istiod:eats\"]
+"
+    )));
+}
+
+#[test]
+fn user_task_with_two_actions() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}
+[tasks.x]
+cluster = \"east\"
+chart = \"a/b\"
+command = [\"true\"]
+"
+    )));
+}
+
+#[test]
+fn kind_cluster_without_subnets() {
+    insta::assert_snapshot!(error_of(&edit("pod_subnet = \"10.21.0.0/16\"\n", "")));
+}
+
+#[test]
+fn existing_cluster_without_context() {
+    insta::assert_snapshot!(error_of(&edit(
+        "network = \"network2\"",
+        "provider = \"kubeconfig\"\nnetwork = \"network2\""
+    )));
+}
+
+#[test]
+fn intermediate_outlives_root() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}\n[pki]\nroot_days = 365\nintermediate_days = 730\n"
+    )));
+}
+
+#[test]
+fn bad_cluster_name() {
+    insta::assert_snapshot!(error_of(&edit("[clusters.west]", "[clusters.West_1]")));
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let plan = edit("network = \"network2\"", "network = \"network1\"")
+        .replace("istio = \"1.28.0\"", "istio = \"one\"");
+    let e = error_of(&plan);
+    assert!(e.contains("bad Istio version"), "{e}");
+    assert!(e.contains("share network"), "{e}");
+}
+
+#[test]
+fn missing_plan_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["build", "--offline"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    insta::assert_snapshot!(String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn bad_flag_is_exit_2() {
+    let p = Project::with_plan(BASE);
+    let o = p.run(&["build", "--offline", "-j", "0"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+}
