@@ -1,0 +1,308 @@
+//! The plug-in CA checked two independent ways: x509-parser (structure,
+//! extensions, criticality) and the `openssl` CLI (chain verification, and
+//! pathlen:0 actually enforced), for every supported algorithm.
+
+mod common;
+use common::Project;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::*;
+
+fn plan(algorithm: &str) -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml"))
+        .unwrap()
+        .replace(
+            "algorithm = \"ecdsa-p256\"",
+            &format!("algorithm = \"{algorithm}\""),
+        )
+        .replace("intermediate_days = 730", "intermediate_days = 400")
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI on PATH");
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn pem_der(text: &str) -> Vec<Vec<u8>> {
+    Pem::iter_from_buffer(text.as_bytes())
+        .map(|p| p.unwrap().contents)
+        .collect()
+}
+
+fn check(algorithm: &str) {
+    let p = Project::with_plan(&plan(algorithm));
+    p.build();
+    let root_pem = p.read("out/pki/root-cert.pem");
+    let root_der = &pem_der(&root_pem)[0];
+    let (_, root) = X509Certificate::from_der(root_der).unwrap();
+
+    // Root: self-signed CA, Istio subject, critical CA and key usage, SKI.
+    assert_eq!(root.subject().to_string(), "O=Istio, CN=Root CA");
+    assert_eq!(root.issuer(), root.subject());
+    let bc = root.basic_constraints().unwrap().unwrap();
+    assert!(bc.critical && bc.value.ca && bc.value.path_len_constraint.is_none());
+    let ku = root.key_usage().unwrap().unwrap();
+    assert!(ku.critical);
+    assert!(
+        ku.value.digital_signature()
+            && ku.value.non_repudiation()
+            && ku.value.key_encipherment()
+            && ku.value.key_cert_sign()
+    );
+    let root_ski = root
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+        .expect("root has a subject key identifier");
+    let days =
+        (root.validity().not_after.timestamp() - root.validity().not_before.timestamp()) / 86400;
+    assert!((3650..=3651).contains(&days), "root valid {days} days");
+
+    for cluster in ["east", "west"] {
+        let dir = format!("out/pki/{cluster}");
+        let ca_pem = p.read(&format!("{dir}/ca-cert.pem"));
+        let ca_der = pem_der(&ca_pem).remove(0);
+        let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
+        assert_eq!(
+            ca.subject().to_string(),
+            format!("O=Istio, CN=Intermediate CA, L={cluster}")
+        );
+        assert_eq!(ca.issuer(), root.subject());
+        let bc = ca.basic_constraints().unwrap().unwrap();
+        assert!(bc.critical && bc.value.ca);
+        assert_eq!(bc.value.path_len_constraint, Some(0));
+        let ku = ca.key_usage().unwrap().unwrap();
+        assert!(
+            ku.critical
+                && ku.value.key_cert_sign()
+                && ku.value.digital_signature()
+                && ku.value.non_repudiation()
+                && ku.value.key_encipherment()
+        );
+        let san = ca.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::DNSName("istiod.istio-system.svc")]
+        );
+        let aki = ca
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
+                _ => None,
+            })
+            .expect("intermediate has an authority key identifier");
+        assert_eq!(aki, root_ski);
+        let days =
+            (ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp()) / 86400;
+        assert!(
+            (400..=401).contains(&days),
+            "intermediate valid {days} days"
+        );
+        let alg = ca.public_key().algorithm.algorithm.to_id_string();
+        match algorithm {
+            "ecdsa-p256" | "ecdsa-p384" => assert_eq!(alg, "1.2.840.10045.2.1"),
+            _ => assert_eq!(alg, "1.2.840.113549.1.1.1"),
+        }
+
+        // Files: root copy, chain order (intermediate then root), key perms.
+        assert_eq!(p.read(&format!("{dir}/root-cert.pem")), root_pem);
+        let chain = pem_der(&p.read(&format!("{dir}/cert-chain.pem")));
+        assert_eq!(chain, vec![ca_der.clone(), root_der.clone()]);
+        let key_path = p.path(&format!("{dir}/ca-key.pem"));
+        assert_eq!(
+            std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        // openssl: the chain verifies, extensions read as Istio's makefiles write them.
+        let d = p.dir.path();
+        let (ok, out) = openssl(
+            d,
+            &[
+                "verify",
+                "-CAfile",
+                "out/pki/root-cert.pem",
+                &format!("{dir}/ca-cert.pem"),
+            ],
+        );
+        assert!(ok, "{out}");
+        let (ok, text) = openssl(
+            d,
+            &[
+                "x509",
+                "-in",
+                &format!("{dir}/ca-cert.pem"),
+                "-noout",
+                "-text",
+            ],
+        );
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("X509v3 Basic Constraints: critical"),
+            "{text}"
+        );
+        assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+        assert!(text.contains("X509v3 Key Usage: critical"), "{text}");
+        assert!(
+            text.contains("Digital Signature, Non Repudiation, Key Encipherment, Certificate Sign"),
+            "{text}"
+        );
+        assert!(text.contains("DNS:istiod.istio-system.svc"), "{text}");
+        // The key belongs to the certificate.
+        let (_, cert_pub) = openssl(
+            d,
+            &[
+                "x509",
+                "-in",
+                &format!("{dir}/ca-cert.pem"),
+                "-noout",
+                "-pubkey",
+            ],
+        );
+        let (ok, key_pub) = openssl(d, &["pkey", "-in", &format!("{dir}/ca-key.pem"), "-pubout"]);
+        assert!(ok, "{key_pub}");
+        assert_eq!(cert_pub, key_pub);
+
+        // The cacerts secret carries exactly these four files.
+        let secret: serde_json::Value =
+            serde_saphyr::from_str(&p.read(&format!("out/{cluster}/istio/cacerts.yaml"))).unwrap();
+        assert_eq!(secret["metadata"]["name"], "cacerts");
+        assert_eq!(secret["metadata"]["namespace"], "istio-system");
+        for f in [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "root-cert.pem",
+            "cert-chain.pem",
+        ] {
+            assert_eq!(
+                secret["stringData"][f].as_str().unwrap().trim(),
+                p.read(&format!("{dir}/{f}")).trim(),
+                "{cluster} cacerts {f}"
+            );
+        }
+    }
+
+    // The two intermediates are different keys under the same root.
+    assert_ne!(
+        p.read("out/pki/east/ca-key.pem"),
+        p.read("out/pki/west/ca-key.pem")
+    );
+}
+
+#[test]
+fn ecdsa_p256() {
+    check("ecdsa-p256");
+}
+
+#[test]
+fn ecdsa_p384() {
+    check("ecdsa-p384");
+}
+
+#[test]
+fn rsa_2048() {
+    check("rsa-2048");
+}
+
+#[test]
+fn rsa_4096() {
+    check("rsa-4096");
+}
+
+/// pathlen:0 is enforced: a leaf under the intermediate verifies, a CA
+/// under it (and a leaf below that) does not.
+#[test]
+fn pathlen_zero_is_enforced_by_openssl() {
+    let p = Project::with_plan(&plan("ecdsa-p256"));
+    p.build();
+    let issuer_key = rcgen::KeyPair::from_pem(&p.read("out/pki/east/ca-key.pem")).unwrap();
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&p.read("out/pki/east/ca-cert.pem"), issuer_key).unwrap();
+
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["helloworld.sample.svc".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    p.write("leaf.pem", &leaf.pem());
+
+    let sub_key = rcgen::KeyPair::generate().unwrap();
+    let mut sub = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    sub.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    sub.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    sub.distinguished_name
+        .push(rcgen::DnType::CommonName, "Sneaky CA");
+    let sub_cert = sub.signed_by(&sub_key, &issuer).unwrap();
+    let sub_issuer = rcgen::Issuer::from_ca_cert_pem(&sub_cert.pem(), sub_key).unwrap();
+    let deep_key = rcgen::KeyPair::generate().unwrap();
+    let deep = rcgen::CertificateParams::new(vec!["evil.example".into()])
+        .unwrap()
+        .signed_by(&deep_key, &sub_issuer)
+        .unwrap();
+    p.write("deep.pem", &deep.pem());
+    p.write(
+        "untrusted.pem",
+        &format!("{}{}", p.read("out/pki/east/ca-cert.pem"), sub_cert.pem()),
+    );
+
+    let d = p.dir.path();
+    let (ok, out) = openssl(
+        d,
+        &[
+            "verify",
+            "-CAfile",
+            "out/pki/root-cert.pem",
+            "-untrusted",
+            "out/pki/east/ca-cert.pem",
+            "leaf.pem",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = openssl(
+        d,
+        &[
+            "verify",
+            "-CAfile",
+            "out/pki/root-cert.pem",
+            "-untrusted",
+            "untrusted.pem",
+            "deep.pem",
+        ],
+    );
+    assert!(
+        !ok,
+        "a CA under a pathlen:0 intermediate must not verify: {out}"
+    );
+    assert!(out.contains("path length"), "{out}");
+    // And the west intermediate cannot stand in for east's: different keys.
+    let (ok, _) = openssl(
+        d,
+        &[
+            "verify",
+            "-CAfile",
+            "out/pki/root-cert.pem",
+            "-untrusted",
+            "out/pki/west/ca-cert.pem",
+            "leaf.pem",
+        ],
+    );
+    assert!(!ok);
+}
