@@ -1,1 +1,302 @@
-fn main() {}
+//! The performance harness (`cargo bench --bench engine`).
+//!
+//! Measures, reporting medians from one run (these machines are shared and
+//! noisy: compare the ratios printed side by side, not absolute numbers
+//! across runs):
+//!
+//! 1. a no-op `mesh build --offline` of the default plan, wall time of the
+//!    whole process;
+//! 2. generated plans at scale: 100 clusters multi-primary (≈11k tasks, of
+//!    which 9,900 remote secrets) and 1,000 clusters primary-remote: first
+//!    offline build, no-op offline build, `mesh plan` of the whole graph, and
+//!    the peak RSS of each (from `wait4`'s rusage);
+//! 3. executor overhead per task on synthetic no-op tasks, in process: a
+//!    random DAG of 10,000 tasks whose actions return at once, built once
+//!    (records written) and then again (all cached).
+//!
+//! `MESH_BENCH_QUICK=1` shrinks the repetitions for a smoke run.
+
+use mesh::cache::Cache;
+use mesh::exec::{self, Options, Quiet, Status};
+use mesh::graph::{Action, BoxFuture, Ctx, GraphBuilder, Node, OutFile, TaskError};
+use mesh::hash::Digest;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// A generated plan: `n` kind clusters, helloworld (v1/v2 alternating) and
+/// curl on every cluster. Primary-remote: the first cluster is the primary.
+pub fn generate_plan(n: usize, primary_remote: bool) -> String {
+    let mut s = String::new();
+    let topology = if primary_remote {
+        "primary-remote"
+    } else {
+        "multi-primary"
+    };
+    writeln!(s, "[mesh]\nid = \"bench\"\nistio = \"1.28.0\"\nmode = \"sidecar\"\ntopology = \"{topology}\"\nlb_size = 8\n").unwrap();
+    let name = |i: usize| format!("c{i:04}");
+    for i in 0..n {
+        writeln!(
+            s,
+            "[clusters.{}]\nnetwork = \"net{i}\"\npod_subnet = \"10.{}.{}.0/24\"\nservice_subnet = \"100.{}.{}.0/24\"\n{}",
+            name(i),
+            i / 256,
+            i % 256,
+            64 + i / 256,
+            i % 256,
+            if primary_remote && i > 0 { "role = \"remote\"\n" } else { "" }
+        )
+        .unwrap();
+    }
+    let placement = |f: &dyn Fn(usize) -> &'static str| -> String {
+        (0..n)
+            .map(|i| format!("{} = \"{}\"", name(i), f(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        s,
+        "[apps.helloworld]\nmanifest = \"tasks/apps/helloworld.yaml\"\nnamespace = \"sample\"\nplacement = {{ {} }}\n",
+        placement(&|i| if i % 2 == 0 { "v1" } else { "v2" })
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "[apps.curl]\nmanifest = \"tasks/apps/curl.yaml\"\nnamespace = \"sample\"\nplacement = {{ {} }}",
+        placement(&|_| "*")
+    )
+    .unwrap();
+    s
+}
+
+/// Run the mesh binary; wall time and peak RSS in KiB.
+// The child is reaped by wait4 (for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn run_mesh(dir: &Path, args: &[&str]) -> (Duration, i64, String) {
+    let start = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mesh");
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = String::new();
+    {
+        use std::io::Read;
+        let mut out = child.stdout.expect("piped");
+        out.read_to_string(&mut stdout).expect("read stdout");
+    }
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child; usage is a valid out-pointer.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(r, pid, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "mesh {args:?} failed in {}",
+        dir.display()
+    );
+    (wall, usage.ru_maxrss, stdout)
+}
+
+fn tasks_in_graph(dir: &Path) -> usize {
+    let (_, _, out) = run_mesh(dir, &["plan", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("plan --json");
+    v["tasks"].as_array().expect("tasks").len()
+}
+
+fn scale(label: &str, plan: &str, reps: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("plan.toml"), plan).expect("write plan");
+    let total = tasks_in_graph(dir.path());
+    let mut first = Vec::new();
+    let mut first_rss = 0;
+    for _ in 0..reps.clamp(1, 3) {
+        let _ = std::fs::remove_dir_all(dir.path().join("cache"));
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let (w, rss, _) = run_mesh(dir.path(), &["build", "--offline"]);
+        first.push(w);
+        first_rss = first_rss.max(rss);
+    }
+    let mut noop = Vec::new();
+    let mut noop_rss = 0;
+    for _ in 0..reps {
+        let (w, rss, _) = run_mesh(dir.path(), &["build", "--offline", "--json"]);
+        noop.push(w);
+        noop_rss = noop_rss.max(rss);
+    }
+    let (_, _, json) = run_mesh(dir.path(), &["build", "--offline", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let pure = v["tasks"].as_array().expect("tasks").len();
+    let cached = v["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter(|t| t["status"] == "cached")
+        .count();
+    assert_eq!(cached, pure, "no-op build must be all cached");
+    let mut planned = Vec::new();
+    let mut plan_rss = 0;
+    for _ in 0..reps.min(5) {
+        let (w, rss, _) = run_mesh(dir.path(), &["plan"]);
+        planned.push(w);
+        plan_rss = plan_rss.max(rss);
+    }
+    println!("{label}: {total} tasks in the graph, {pure} pure (offline)");
+    println!(
+        "  first build --offline   {:>12}   peak RSS {:>6.1} MB",
+        ms(median(first)),
+        first_rss as f64 / 1024.0
+    );
+    println!(
+        "  no-op build --offline   {:>12}   peak RSS {:>6.1} MB",
+        ms(median(noop)),
+        noop_rss as f64 / 1024.0
+    );
+    println!(
+        "  plan (whole graph)      {:>12}   peak RSS {:>6.1} MB",
+        ms(median(planned)),
+        plan_rss as f64 / 1024.0
+    );
+}
+
+struct NoOp;
+impl Action for NoOp {
+    fn run(&self, _ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+fn overhead(n: usize, reps: usize) {
+    // A layered random DAG: each task depends on up to 3 of the previous 50.
+    let build_graph = || {
+        let mut b = GraphBuilder::new();
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for i in 0..n {
+            let mut inputs = BTreeMap::new();
+            inputs.insert("v".to_string(), Digest::of_bytes(&(i as u64).to_le_bytes()));
+            b.add(Node {
+                id: format!("t{i}"),
+                kind: "noop",
+                version: 1,
+                pure: true,
+                inputs,
+                action: Arc::new(NoOp),
+            })
+            .expect("unique");
+            for _ in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i > 0 {
+                    let back = 1 + (x as usize % 50).min(i - 1);
+                    b.edge(format!("t{}", i - back), format!("t{i}"));
+                }
+            }
+        }
+        Arc::new(b.seal().expect("acyclic"))
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut first = Vec::new();
+    let mut noop = Vec::new();
+    for _ in 0..reps.clamp(1, 3) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let graph = build_graph();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache")).expect("cache"));
+        let lock = Arc::new(cache.lock().expect("lock"));
+        let go = |graph| {
+            rt.block_on(exec::execute(
+                graph,
+                None,
+                cache.clone(),
+                lock.clone(),
+                Options {
+                    jobs,
+                    keep_going: false,
+                    out_dir: None,
+                },
+                Arc::new(Quiet),
+                std::future::pending(),
+            ))
+        };
+        let r = go(graph.clone());
+        assert_eq!(r.count(Status::Ran), n);
+        first.push(Duration::from_micros(r.wall_us));
+        let r = go(graph);
+        assert_eq!(r.count(Status::Cached), n);
+        noop.push(Duration::from_micros(r.wall_us));
+    }
+    let per = |d: Duration| format!("{:.1} µs/task", d.as_secs_f64() * 1e6 / n as f64);
+    println!("executor, {n} synthetic no-op tasks, -j {jobs}:");
+    println!(
+        "  first run (records written, fsync)  {:>12}  {}",
+        ms(median(first.clone())),
+        per(median(first))
+    );
+    println!(
+        "  no-op run (all cached)              {:>12}  {}",
+        ms(median(noop.clone())),
+        per(median(noop))
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not run us
+    // with it and only wants a smoke check.
+    let quick =
+        std::env::var_os("MESH_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
+    let reps = if quick { 2 } else { 15 };
+
+    // 1. The default plan.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml"),
+        dir.path().join("plan.toml"),
+    )
+    .expect("plan");
+    run_mesh(dir.path(), &["build", "--offline"]);
+    let mut noop = Vec::new();
+    let mut rss = 0;
+    for _ in 0..reps * 2 {
+        let (w, r, _) = run_mesh(dir.path(), &["build", "--offline"]);
+        noop.push(w);
+        rss = rss.max(r);
+    }
+    println!(
+        "default plan: no-op build --offline   {:>10}   peak RSS {:.1} MB   (goal ≤ 10 ms)",
+        ms(median(noop)),
+        rss as f64 / 1024.0
+    );
+
+    // 2. Scale.
+    let (mp, pr) = if quick { (20, 100) } else { (100, 1000) };
+    scale(
+        &format!("{mp} clusters multi-primary"),
+        &generate_plan(mp, false),
+        reps.min(7),
+    );
+    scale(
+        &format!("{pr} clusters primary-remote"),
+        &generate_plan(pr, true),
+        reps.min(7),
+    );
+
+    // 3. Executor overhead.
+    overhead(if quick { 1000 } else { 10_000 }, reps.min(5));
+}

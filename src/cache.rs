@@ -14,8 +14,12 @@
 //! the digest of the JSON bytes. What a record promises: the task with this
 //! id ran to success with exactly the key stored in it, and produced exactly
 //! the listed blobs. It is written only after the task succeeded and its
-//! blobs are in the store, by write-to-temp + fsync + rename, so a killed run
-//! leaves either the old record or the new one, never half of one.
+//! blobs are in the store, by write-to-temp + rename, so a killed run leaves
+//! either the old record or the new one, never half of one. Records of
+//! effectful tasks are fsynced before the rename (losing one means redoing
+//! minutes of work); records of pure tasks are not (on this kind of disk an
+//! fsync costs more than recomputing a render, and after a power cut a torn
+//! record or blob fails verification and the task just reruns).
 //!
 //! Nothing read back is trusted: a record whose checksum does not match (torn,
 //! truncated, edited) loads as [`Load::Corrupt`] and is treated as absent; a
@@ -108,8 +112,7 @@ pub struct BuildLock {
 #[derive(Debug)]
 pub struct Cache {
     root: PathBuf,
-    /// fsync records before renaming them into place.
-    fsync: bool,
+    pid: u32,
     tmp_counter: AtomicU64,
 }
 
@@ -169,7 +172,7 @@ impl Cache {
         }
         Ok(Cache {
             root: root.to_path_buf(),
-            fsync: true,
+            pid: std::process::id(),
             tmp_counter: AtomicU64::new(0),
         })
     }
@@ -178,14 +181,9 @@ impl Cache {
     pub fn open_existing(root: &Path) -> Option<Cache> {
         root.join("records").is_dir().then(|| Cache {
             root: root.to_path_buf(),
-            fsync: true,
+            pid: std::process::id(),
             tmp_counter: AtomicU64::new(0),
         })
-    }
-
-    /// Disable fsync of records (benchmarks of the scheduler only).
-    pub fn set_fsync(&mut self, on: bool) {
-        self.fsync = on;
     }
 
     pub fn root(&self) -> &Path {
@@ -250,10 +248,7 @@ impl Cache {
         sync: bool,
     ) -> Result<(), CacheError> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{n}", std::process::id()));
+        let tmp = self.root.join("tmp").join(format!("{}.{n}", self.pid));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -319,14 +314,15 @@ impl Cache {
         }
     }
 
-    /// Persist a record (after its blobs are stored).
-    pub fn save(&self, _lock: &BuildLock, rec: &Record) -> Result<(), CacheError> {
+    /// Persist a record (after its blobs are stored); `durable` fsyncs it
+    /// before the rename.
+    pub fn save(&self, _lock: &BuildLock, rec: &Record, durable: bool) -> Result<(), CacheError> {
         let json = serde_json::to_vec(rec).expect("records serialize");
         let mut bytes = json.clone();
         bytes.extend_from_slice(RECORD_TRAILER.as_bytes());
         bytes.extend_from_slice(Digest::of_bytes(&json).hex().as_bytes());
         bytes.push(b'\n');
-        self.write_atomic(&self.record_path(&rec.id), &bytes, 0o600, self.fsync)
+        self.write_atomic(&self.record_path(&rec.id), &bytes, 0o600, durable)
     }
 
     /// Forget a task (so it reruns).
@@ -443,7 +439,7 @@ mod tests {
         let cache = Cache::open(&dir.path().join("cache")).unwrap();
         let lock = cache.lock().unwrap();
         let rec = record(&cache, &lock);
-        cache.save(&lock, &rec).unwrap();
+        cache.save(&lock, &rec, true).unwrap();
         match cache.load(&rec.id) {
             Load::Ok(r) => assert_eq!(r, rec),
             other => panic!("{other:?}"),
@@ -466,7 +462,7 @@ mod tests {
         let cache = Cache::open(&dir.path().join("cache")).unwrap();
         let lock = cache.lock().unwrap();
         let rec = record(&cache, &lock);
-        cache.save(&lock, &rec).unwrap();
+        cache.save(&lock, &rec, true).unwrap();
         let orphan = cache.put_blob(&lock, b"orphan", true).unwrap();
         let mode = fs::metadata(cache.blob_path(&orphan))
             .unwrap()

@@ -114,11 +114,14 @@ struct Loaded {
     graph: Arc<Graph>,
 }
 
-fn load(path: &Path) -> Result<Loaded, Exit> {
+/// Load the plan and its graph. They live until the process exits: a
+/// CLI run is one command, and freeing ten thousand nodes one by one at exit
+/// is measurable time for nothing, so they are deliberately leaked.
+fn load(path: &Path) -> Result<&'static Loaded, Exit> {
     let display = path.to_string_lossy().to_string();
     let plan = Arc::new(plan::load(path, &display).map_err(|e| fail(2, e))?);
     let graph = Arc::new(planner::build(&plan).map_err(|e| fail(2, e))?);
-    Ok(Loaded { plan, graph })
+    Ok(Box::leak(Box::new(Loaded { plan, graph })))
 }
 
 fn selection(graph: &Graph, offline: bool) -> Vec<bool> {
@@ -440,7 +443,7 @@ fn closest(graph: &Graph, wanted: &str) -> Vec<String> {
 }
 
 fn build(
-    l: Loaded,
+    l: &Loaded,
     cache_dir: &Path,
     out_dir: PathBuf,
     jobs: Option<u16>,

@@ -46,7 +46,7 @@ use crate::hash::{Digest, digest_of};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -210,6 +210,15 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A node whose dependencies are done and whose cache check missed.
+struct ToRun {
+    i: NodeIndex,
+    key: Digest,
+    reason: String,
+    deps: BTreeMap<String, Digest>,
+    dep_files: HashMap<String, Arc<Vec<FileEntry>>>,
+}
+
 /// Run `selected` nodes of `graph` (all when `None`). The selection must be
 /// closed under dependencies.
 pub async fn execute(
@@ -231,6 +240,9 @@ pub async fn execute(
         epoch: Instant::now(),
     });
     let jobs = opts.jobs.max(1);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs);
 
     // Priority: the longest chain of selected dependents below a node, so
     // that when more tasks are ready than slots, the ones on the critical
@@ -250,12 +262,10 @@ pub async fn execute(
     for (pos, &i) in graph.topo().iter().enumerate() {
         topo_pos[i.index()] = pos;
     }
-    let mut ready = BinaryHeap::new();
-    let push = |ready: &mut BinaryHeap<(u32, Reverse<usize>, NodeIndex)>, i: NodeIndex| {
-        ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
-    };
     let mut pending = vec![0u32; n];
-    for &i in graph.topo() {
+    // Nodes whose dependencies are all done, not yet checked against the cache.
+    let mut newly_ready: Vec<NodeIndex> = Vec::new();
+    for &i in graph.topo().iter().rev() {
         if !selected[i.index()] {
             continue;
         }
@@ -268,13 +278,16 @@ pub async fn execute(
         );
         pending[i.index()] = deps as u32;
         if deps == 0 {
-            push(&mut ready, i);
+            newly_ready.push(i);
         }
     }
 
+    let mut ready: BinaryHeap<(u32, Reverse<usize>, NodeIndex)> = BinaryHeap::new();
+    let mut to_run: HashMap<NodeIndex, ToRun> = HashMap::new();
     let mut reports: Vec<Option<TaskReport>> = vec![None; n];
     let mut handles: Vec<Option<JoinHandle<()>>> = (0..n).map(|_| None).collect();
     let mut free_lanes: BTreeSet<usize> = (0..jobs).collect();
+    let mut verified: HashSet<Digest> = HashSet::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<(NodeIndex, TaskReport)>();
     let mut running = 0usize;
     let mut stopped_by: Option<String> = None;
@@ -282,32 +295,76 @@ pub async fn execute(
     tokio::pin!(cancel);
 
     loop {
+        // Cache checks run here, inline: a no-op build is this loop alone,
+        // with no task handed to another thread.
+        while stopped_by.is_none() && !newly_ready.is_empty() {
+            // Check one wave of ready nodes (independent of each other),
+            // spread over the CPUs.
+            let wave: Vec<(NodeIndex, BTreeMap<String, Digest>, DepFiles)> =
+                std::mem::take(&mut newly_ready)
+                    .into_iter()
+                    .map(|i| {
+                        let (d, f) = dep_outputs(&graph, &reports, i);
+                        (i, d, f)
+                    })
+                    .collect();
+            let results = check_wave(&shared, &wave, &mut verified, threads, jobs);
+            for ((i, deps, dep_files), checked) in wave.into_iter().zip(results) {
+                match checked {
+                    Checked::Hit(report) => {
+                        observer.finished(&report);
+                        reports[i.index()] = Some(report);
+                        release(
+                            &graph,
+                            &selected,
+                            &mut pending,
+                            &reports,
+                            i,
+                            &mut newly_ready,
+                        );
+                    }
+                    Checked::Miss { key, reason } => {
+                        ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
+                        to_run.insert(
+                            i,
+                            ToRun {
+                                i,
+                                key,
+                                reason,
+                                deps,
+                                dep_files,
+                            },
+                        );
+                    }
+                    Checked::Failed(report) => {
+                        // Reported through the channel like a task that ran.
+                        let _ = tx.send((i, report));
+                        running += 1;
+                    }
+                }
+            }
+        }
         while stopped_by.is_none() && running < jobs {
             let Some((_, _, i)) = ready.pop() else { break };
+            let job = to_run
+                .remove(&i)
+                .expect("a ready node has its check result");
             let lane = free_lanes
                 .pop_first()
                 .expect("a lane is free when running < jobs");
-            let mut dep_out = BTreeMap::new();
-            let mut dep_files = HashMap::new();
-            for d in graph.deps(i) {
-                let r = reports[d.index()].as_ref().expect("dependency finished");
-                let id = graph.node(d).id.clone();
-                dep_out.insert(
-                    id.clone(),
-                    r.output.expect("finished dependency has an output"),
-                );
-                dep_files.insert(id, r.files.clone().expect("finished dependency has files"));
-            }
             observer.started(&graph.node(i).id);
             let (sh, tx) = (shared.clone(), tx.clone());
             handles[i.index()] = Some(tokio::spawn(async move {
-                let report = run_node(&sh, i, dep_out, dep_files, lane).await;
+                let report = run_node(&sh, job, lane).await;
                 let _ = tx.send((i, report));
             }));
             running += 1;
         }
-        if running == 0 {
+        if running == 0 && (newly_ready.is_empty() || stopped_by.is_some()) {
             break;
+        }
+        if running == 0 {
+            continue;
         }
         let (i, report) = tokio::select! {
             msg = rx.recv() => msg.expect("the scheduler holds a sender"),
@@ -321,7 +378,9 @@ pub async fn execute(
         };
         running -= 1;
         handles[i.index()] = None;
-        free_lanes.insert(report.lane);
+        if report.lane < jobs {
+            free_lanes.insert(report.lane);
+        }
         observer.finished(&report);
         let failed = report.status == Status::Failed;
         reports[i.index()] = Some(report);
@@ -351,13 +410,14 @@ pub async fn execute(
                 stack.extend(graph.dependents(d));
             }
         } else {
-            for d in graph.dependents(i).filter(|d| selected[d.index()]) {
-                let p = &mut pending[d.index()];
-                *p -= 1;
-                if *p == 0 && reports[d.index()].is_none() {
-                    push(&mut ready, d);
-                }
-            }
+            release(
+                &graph,
+                &selected,
+                &mut pending,
+                &reports,
+                i,
+                &mut newly_ready,
+            );
         }
     }
 
@@ -393,6 +453,169 @@ pub async fn execute(
     }
 }
 
+type DepFiles = HashMap<String, Arc<Vec<FileEntry>>>;
+
+/// Check a wave of ready nodes, on up to `threads` scoped threads when the
+/// wave is large enough to pay for them.
+fn check_wave(
+    sh: &Shared,
+    wave: &[(NodeIndex, BTreeMap<String, Digest>, DepFiles)],
+    verified: &mut HashSet<Digest>,
+    threads: usize,
+    lane: usize,
+) -> Vec<Checked> {
+    const MIN_PER_THREAD: usize = 32;
+    let threads = threads.min(wave.len() / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        let mut fresh = HashSet::new();
+        let out = wave
+            .iter()
+            .map(|(i, d, _)| check(sh, *i, d, verified, &mut fresh, lane))
+            .collect();
+        verified.extend(fresh);
+        return out;
+    }
+    let chunk = wave.len().div_ceil(threads);
+    let known: &HashSet<Digest> = verified;
+    let parts: Vec<(Vec<Checked>, HashSet<Digest>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = wave
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut fresh = HashSet::new();
+                    let out = part
+                        .iter()
+                        .map(|(i, d, _)| check(sh, *i, d, known, &mut fresh, lane))
+                        .collect();
+                    (out, fresh)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("cache check panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(wave.len());
+    for (part, fresh) in parts {
+        out.extend(part);
+        verified.extend(fresh);
+    }
+    out
+}
+
+/// The finished dependencies' output digests and files.
+fn dep_outputs(
+    graph: &Graph,
+    reports: &[Option<TaskReport>],
+    i: NodeIndex,
+) -> (BTreeMap<String, Digest>, DepFiles) {
+    let mut deps = BTreeMap::new();
+    let mut files = HashMap::new();
+    for d in graph.deps(i) {
+        let r = reports[d.index()].as_ref().expect("dependency finished");
+        let id = graph.node(d).id.clone();
+        deps.insert(
+            id.clone(),
+            r.output.expect("finished dependency has an output"),
+        );
+        files.insert(id, r.files.clone().expect("finished dependency has files"));
+    }
+    (deps, files)
+}
+
+/// Node `i` succeeded: count it off its dependents.
+fn release(
+    graph: &Graph,
+    selected: &[bool],
+    pending: &mut [u32],
+    reports: &[Option<TaskReport>],
+    i: NodeIndex,
+    newly_ready: &mut Vec<NodeIndex>,
+) {
+    for d in graph.dependents(i).filter(|d| selected[d.index()]) {
+        let p = &mut pending[d.index()];
+        *p -= 1;
+        if *p == 0 && reports[d.index()].is_none() {
+            newly_ready.push(d);
+        }
+    }
+}
+
+enum Checked {
+    Hit(TaskReport),
+    Miss {
+        key: Digest,
+        reason: String,
+    },
+    /// Up to date, but its exported files could not be restored.
+    Failed(TaskReport),
+}
+
+/// Is node `i` up to date? Blobs verified earlier in this build (`known`,
+/// or `fresh` in this wave) are not re-hashed.
+fn check(
+    sh: &Shared,
+    i: NodeIndex,
+    deps: &BTreeMap<String, Digest>,
+    known: &HashSet<Digest>,
+    fresh: &mut HashSet<Digest>,
+    lane: usize,
+) -> Checked {
+    let node = sh.graph.node(i);
+    let start = Instant::now();
+    let key = key_of(node, deps);
+    let report = |status, reason: String, output, files| TaskReport {
+        id: node.id.clone(),
+        status,
+        reason,
+        start_us: start.duration_since(sh.epoch).as_micros() as u64,
+        duration_us: start.elapsed().as_micros() as u64,
+        lane,
+        output,
+        files,
+    };
+    let reason = match sh.cache.load(&node.id) {
+        Load::Ok(rec) if rec.key == key => {
+            let bad = rec.files.iter().find(|f| {
+                if known.contains(&f.blob) || fresh.contains(&f.blob) {
+                    return false;
+                }
+                let ok = sh.cache.blob_ok(&f.blob);
+                if ok {
+                    fresh.insert(f.blob);
+                }
+                !ok
+            });
+            match bad {
+                None => {
+                    return match materialize(sh, &rec.files) {
+                        Ok(()) => Checked::Hit(report(
+                            Status::Cached,
+                            "up to date".into(),
+                            Some(rec.output),
+                            Some(Arc::new(rec.files)),
+                        )),
+                        Err(e) => Checked::Failed(report(Status::Failed, e, None, None)),
+                    };
+                }
+                Some(f) => format!("output {} is missing or corrupt in the cache", f.name),
+            }
+        }
+        Load::Ok(rec) => {
+            let why = why_stale(node, &rec, deps);
+            if why.is_empty() {
+                "key changed".into()
+            } else {
+                why.join(", ")
+            }
+        }
+        Load::Missing => "never run".into(),
+        Load::Corrupt(why) => format!("record was corrupt ({why})"),
+    };
+    Checked::Miss { key, reason }
+}
+
 /// Longest chain of dependencies by this build's durations.
 fn critical_path(graph: &Graph, selected: &[bool], tasks: &[TaskReport]) -> (Vec<String>, u64) {
     let dur: HashMap<&str, u64> = tasks
@@ -425,17 +648,10 @@ fn critical_path(graph: &Graph, selected: &[bool], tasks: &[TaskReport]) -> (Vec
     (chain, total)
 }
 
-async fn run_node(
-    sh: &Shared,
-    i: NodeIndex,
-    deps: BTreeMap<String, Digest>,
-    dep_files: HashMap<String, Arc<Vec<FileEntry>>>,
-    lane: usize,
-) -> TaskReport {
-    let node = sh.graph.node(i);
+async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
+    let node = sh.graph.node(job.i);
     let start = Instant::now();
     let start_us = start.duration_since(sh.epoch).as_micros() as u64;
-    let key = key_of(node, &deps);
     let done = |status, reason: String, output, files| TaskReport {
         id: node.id.clone(),
         status,
@@ -446,41 +662,11 @@ async fn run_node(
         output,
         files,
     };
-
-    let reason = match sh.cache.load(&node.id) {
-        Load::Ok(rec) if rec.key == key => {
-            match rec.files.iter().find(|f| !sh.cache.blob_ok(&f.blob)) {
-                None => match materialize(sh, &rec.files) {
-                    Ok(()) => {
-                        return done(
-                            Status::Cached,
-                            "up to date".into(),
-                            Some(rec.output),
-                            Some(Arc::new(rec.files)),
-                        );
-                    }
-                    Err(e) => return done(Status::Failed, e, None, None),
-                },
-                Some(f) => format!("output {} is missing or corrupt in the cache", f.name),
-            }
-        }
-        Load::Ok(rec) => {
-            let why = why_stale(node, &rec, &deps);
-            if why.is_empty() {
-                "key changed".into()
-            } else {
-                why.join(", ")
-            }
-        }
-        Load::Missing => "never run".into(),
-        Load::Corrupt(why) => format!("record was corrupt ({why})"),
-    };
-
     let ctx = Ctx {
         id: node.id.clone(),
         deps: Arc::new(StoreReader {
             cache: sh.cache.clone(),
-            files: dep_files,
+            files: job.dep_files,
         }),
     };
     let started_ms = unix_ms();
@@ -488,9 +674,14 @@ async fn run_node(
         Ok(f) => f,
         Err(e) => return done(Status::Failed, e.to_string(), None, None),
     };
-    match store(sh, node, key, deps, files, started_ms, start) {
+    match store(sh, node, job.key, job.deps, files, started_ms, start) {
         Ok((output, entries)) => match materialize(sh, &entries) {
-            Ok(()) => done(Status::Ran, reason, Some(output), Some(Arc::new(entries))),
+            Ok(()) => done(
+                Status::Ran,
+                job.reason,
+                Some(output),
+                Some(Arc::new(entries)),
+            ),
             Err(e) => done(Status::Failed, e, None, None),
         },
         Err(e) => done(Status::Failed, e, None, None),
@@ -530,7 +721,11 @@ fn store(
         started_ms,
         duration_us: start.elapsed().as_micros() as u64,
     };
-    sh.cache.save(&sh.lock, &rec).map_err(|e| e.to_string())?;
+    // Durable records for effectful tasks (minutes of work); pure ones are
+    // cheaper to recompute than to fsync, and are verified when read.
+    sh.cache
+        .save(&sh.lock, &rec, !node.pure)
+        .map_err(|e| e.to_string())?;
     Ok((output, entries))
 }
 
@@ -570,7 +765,9 @@ pub fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)?;
+    }
     let tmp = dir.join(format!(
         ".{}.mesh-tmp.{}",
         dest.file_name().map_or("f".into(), |n| n.to_string_lossy()),

@@ -24,12 +24,19 @@ impl Digest {
 
     /// Lowercase hex form.
     pub fn hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            use std::fmt::Write;
-            let _ = write!(s, "{b:02x}");
+        String::from_utf8(self.hex_bytes().to_vec()).expect("hex is ASCII")
+    }
+
+    /// Lowercase hex into a stack buffer (hot: every key serializes its
+    /// digests this way).
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 15) as usize];
         }
-        s
+        out
     }
 
     /// The first 12 hex characters, for humans.
@@ -66,7 +73,8 @@ impl fmt::Display for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.hex())
+        let hex = self.hex_bytes();
+        s.serialize_str(std::str::from_utf8(&hex).expect("hex is ASCII"))
     }
 }
 

@@ -333,3 +333,45 @@ fn cancellation_records_nothing_half_done() {
     assert!(matches!(cache.load("t1"), Load::Missing));
     assert!(matches!(cache.load("t2"), Load::Missing));
 }
+
+/// Waves large enough to be checked on several threads: the rerun set is
+/// still exact and blobs shared between tasks are handled.
+#[test]
+fn wide_waves_are_checked_in_parallel_exactly() {
+    let n = 600;
+    let d = Dag {
+        n,
+        // 300 roots, each with one dependent; every 7th dependent is a cutoff.
+        deps: (0..n)
+            .map(|j| if j < 300 { vec![] } else { vec![j - 300] })
+            .collect(),
+        cutoff: (0..n).map(|j| j >= 300 && j % 7 == 0).collect(),
+        sleep_us: vec![0; n],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+    let mut inputs: Vec<String> = (0..n).map(|i| format!("v{}", i % 10)).collect();
+    let log = Arc::new(Log::default());
+    assert_eq!(
+        run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), 4, false).count(Status::Ran),
+        n
+    );
+    let log = Arc::new(Log::default());
+    assert_eq!(
+        run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), 4, false).count(Status::Cached),
+        n
+    );
+    for k in (0..300).step_by(3) {
+        inputs[k] = format!("changed{k}");
+    }
+    let log = Arc::new(Log::default());
+    let r = run(&cache, graph(&d, &inputs, &BTreeSet::new(), &log), 4, false);
+    let ran: BTreeSet<usize> = status_of(&r)
+        .into_iter()
+        .filter(|(_, s)| *s == Status::Ran)
+        .map(|(i, _)| i)
+        .collect();
+    let want: BTreeSet<usize> = (0..300).step_by(3).flat_map(|k| [k, k + 300]).collect();
+    assert_eq!(ran, want);
+    check_order_and_once(&d, &log, 4).unwrap();
+}

@@ -117,19 +117,27 @@ pub fn net_alloc(subnet: Ipv4Net, size: u32, names: &[String]) -> Result<Vec<Out
     let json =
         serde_json::to_string_pretty(&serde_json::json!({ "subnet": subnet, "ranges": ranges }))
             .expect("ranges serialize");
-    Ok(vec![
-        OutFile::new(ALLOC_FILE, json + "\n").export(format!("net/{ALLOC_FILE}")),
-    ])
+    // The whole allocation for the bundle, and one small file per cluster
+    // for the renders: each reads its own range, not all of them (reading
+    // the whole file made a 1,000-cluster build quadratic).
+    let mut files = vec![OutFile::new(ALLOC_FILE, json + "\n").export(format!("net/{ALLOC_FILE}"))];
+    for (name, r) in &ranges {
+        files.push(OutFile::new(
+            range_file(name),
+            serde_json::to_vec(r).expect("range serializes"),
+        ));
+    }
+    Ok(files)
+}
+
+fn range_file(cluster: &str) -> String {
+    format!("range/{cluster}.json")
 }
 
 fn read_range(ctx: &Ctx, cluster: &str) -> Result<LbRange, TaskError> {
-    let text = ctx.read_string("net.alloc", ALLOC_FILE)?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| TaskError::new(format!("net.alloc output: {e}")))?;
-    let r = v
-        .pointer(&format!("/ranges/{cluster}"))
-        .ok_or_else(|| TaskError::new(format!("net.alloc allocated no range for {cluster}")))?;
-    serde_json::from_value(r.clone()).map_err(|e| TaskError::new(format!("net.alloc output: {e}")))
+    let bytes = ctx.read("net.alloc", &range_file(cluster))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| TaskError::new(format!("net.alloc range of {cluster}: {e}")))
 }
 
 fn enrich(
