@@ -107,9 +107,9 @@ fn dag() -> impl Strategy<Value = Dag> {
 
 fn graph(d: &Dag, inputs: &[String], fail: &BTreeSet<usize>, log: &Arc<Log>) -> Arc<Graph> {
     let mut b = GraphBuilder::new();
-    for i in 0..d.n {
+    for (i, input) in inputs.iter().enumerate().take(d.n) {
         let mut m = BTreeMap::new();
-        m.insert("value".to_string(), Digest::of_bytes(inputs[i].as_bytes()));
+        m.insert("value".to_string(), Digest::of_bytes(input.as_bytes()));
         b.add(Node {
             id: format!("t{i}"),
             kind: "fake",
@@ -121,7 +121,7 @@ fn graph(d: &Dag, inputs: &[String], fail: &BTreeSet<usize>, log: &Arc<Log>) -> 
                 deps: d.deps[i].clone(),
                 cutoff: d.cutoff[i],
                 fail: fail.contains(&i),
-                input: inputs[i].clone(),
+                input: input.clone(),
                 sleep_us: d.sleep_us[i],
                 log: log.clone(),
             }),
