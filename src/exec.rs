@@ -136,6 +136,21 @@ pub struct TaskReport {
     pub files: Option<Arc<Vec<FileEntry>>>,
 }
 
+impl TaskReport {
+    fn skipped(id: &str, reason: String) -> TaskReport {
+        TaskReport {
+            id: id.to_string(),
+            status: Status::Skipped,
+            reason,
+            start_us: 0,
+            duration_us: 0,
+            lane: 0,
+            output: None,
+            files: None,
+        }
+    }
+}
+
 /// The outcome of a build.
 #[derive(Debug)]
 pub struct BuildReport {
@@ -395,16 +410,7 @@ pub async fn execute(
                 if !selected[d.index()] || reports[d.index()].is_some() {
                     continue;
                 }
-                let r = TaskReport {
-                    id: graph.node(d).id.clone(),
-                    status: Status::Skipped,
-                    reason: format!("{root} failed"),
-                    start_us: 0,
-                    duration_us: 0,
-                    lane: 0,
-                    output: None,
-                    files: None,
-                };
+                let r = TaskReport::skipped(&graph.node(d).id, format!("{root} failed"));
                 observer.finished(&r);
                 reports[d.index()] = Some(r);
                 stack.extend(graph.dependents(d));
@@ -427,19 +433,13 @@ pub async fn execute(
         if !selected[i.index()] {
             continue;
         }
-        let r = reports[i.index()].take().unwrap_or_else(|| TaskReport {
-            id: graph.node(i).id.clone(),
-            status: Status::Skipped,
-            reason: match (&stopped_by, interrupted) {
+        let r = reports[i.index()].take().unwrap_or_else(|| {
+            let reason = match (&stopped_by, interrupted) {
                 (_, true) => "interrupted".into(),
                 (Some(f), _) => format!("not started: the build stopped after {f} failed"),
                 (None, false) => "not reached".into(),
-            },
-            start_us: 0,
-            duration_us: 0,
-            lane: 0,
-            output: None,
-            files: None,
+            };
+            TaskReport::skipped(&graph.node(i).id, reason)
         });
         tasks.push(r);
     }
