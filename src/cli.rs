@@ -414,6 +414,22 @@ fn sub_dot(graph: &Graph, sel: &[bool], format: Format) -> String {
     }
 }
 
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn ago(ms: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -476,9 +492,7 @@ fn build(
             out_dir: Some(out_dir),
         },
         progress.clone(),
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        },
+        interrupted(),
     ));
     progress.finish();
     if report.count(Status::Ran) > 0 && report.ok() {

@@ -829,6 +829,7 @@ pub fn predict(
     cache: Option<&Cache>,
 ) -> Vec<(NodeIndex, Prediction)> {
     let mut known: HashMap<NodeIndex, Digest> = HashMap::new();
+    let mut verified: HashSet<Digest> = HashSet::new();
     let mut unknown_because: HashMap<NodeIndex, String> = HashMap::new();
     let mut out = Vec::new();
     for &i in graph.topo() {
@@ -885,7 +886,14 @@ pub fn predict(
                 let key = key_of(node, &deps);
                 let cache = cache.expect("a record implies a cache");
                 if rec.key == key {
-                    match rec.files.iter().find(|f| !cache.blob_ok(&f.blob)) {
+                    let bad = rec.files.iter().find(|f| {
+                        let ok = verified.contains(&f.blob) || cache.blob_ok(&f.blob);
+                        if ok {
+                            verified.insert(f.blob);
+                        }
+                        !ok
+                    });
+                    match bad {
                         None => Prediction::UpToDate {
                             output: rec.output,
                             record: Box::new(rec),

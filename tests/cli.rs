@@ -308,6 +308,59 @@ fn killed_build_then_rerun_converges_with_valid_outputs() {
 }
 
 #[test]
+fn ctrl_c_stops_the_build_records_nothing_half_done_and_the_next_run_resumes() {
+    let p = Project::default_plan();
+    p.edit("plan.toml", |t| {
+        t.replace("algorithm = \"ecdsa-p256\"", "algorithm = \"rsa-4096\"")
+    });
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["build", "--offline", "-j", "1", "--json"])
+        .current_dir(p.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(p.path("cache/records"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        < 2
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The JSON document still comes out, and every task without a record is
+    // reported as not done.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["interrupted"], true);
+    for t in doc["tasks"].as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        let recorded = p
+            .path(&format!("cache/records/{}", mesh::cache::encode_id(id)))
+            .exists();
+        assert_eq!(recorded, t["status"] == "ran", "{id}: {t}");
+    }
+    let o = p.build();
+    assert_eq!(o.with("ran").len() + o.with("cached").len(), PURE_TASKS);
+    assert!(
+        !o.with("ran").is_empty() && !o.with("cached").is_empty(),
+        "{:?}",
+        o.statuses()
+    );
+}
+
+#[test]
 fn secrets_are_0600_under_a_0700_cache_and_never_printed() {
     let p = Project::default_plan();
     let o = p.run(&["build", "--offline", "--json", "--trace", "trace.json"]);
