@@ -12,7 +12,8 @@ use crate::cache::{self, Cache};
 use crate::exec::{self, Prediction, Status};
 use crate::graph::Graph;
 use crate::plan::{self, Plan};
-use crate::{planner, ui};
+use crate::planner::Build;
+use crate::{doctor, planner, ui};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,14 @@ pub enum Command {
         #[arg(long)]
         gc: bool,
     },
+    /// Tear the mesh down: kind clusters are deleted; on existing clusters
+    /// what mesh installed is removed. Forgets the live tasks' records.
+    Destroy,
+    /// Check the tools and contexts a live build of this plan needs.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -117,10 +126,10 @@ struct Loaded {
 /// Load the plan and its graph. They live until the process exits: a
 /// CLI run is one command, and freeing ten thousand nodes one by one at exit
 /// is measurable time for nothing, so they are deliberately leaked.
-fn load(path: &Path) -> Result<&'static Loaded, Exit> {
+fn load(path: &Path, target: Build) -> Result<&'static Loaded, Exit> {
     let display = path.to_string_lossy().to_string();
     let plan = Arc::new(plan::load(path, &display).map_err(|e| fail(2, e))?);
-    let graph = Arc::new(planner::build(&plan).map_err(|e| fail(2, e))?);
+    let graph = Arc::new(planner::build(&plan, target).map_err(|e| fail(2, e))?);
     Ok(Box::leak(Box::new(Loaded { plan, graph })))
 }
 
@@ -161,28 +170,31 @@ fn run(cli: Cli) -> Result<(), Exit> {
             trace,
             out,
         } => {
-            let l = load(&cli.plan)?;
+            let target = if offline { Build::Offline } else { Build::Live };
+            let l = load(&cli.plan, target)?;
             if !offline {
-                return Err(fail(
-                    1,
-                    format!(
-                        "mesh build: {}\n(run `mesh build --offline`, or `mesh plan` to see the live tasks)",
-                        planner::LIVE_UNAVAILABLE
-                    ),
-                ));
+                preflight(&l.plan)?;
             }
             let out_dir = out.unwrap_or_else(|| dir.join("out"));
-            build(l, &cache_dir, out_dir, jobs, keep_going, json, trace)
+            build(
+                l, &cache_dir, out_dir, offline, jobs, keep_going, json, trace,
+            )
         }
         Command::Plan { offline, all, json } => {
-            let l = load(&cli.plan)?;
+            let l = load(
+                &cli.plan,
+                if offline { Build::Offline } else { Build::Live },
+            )?;
             let sel = selection(&l.graph, offline);
             let cache = Cache::open_existing(&cache_dir);
-            let preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            let mut preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            if let (Some(cache), false) = (&cache, offline) {
+                runtime()?.block_on(exec::probe_predictions(&l.graph, cache, &mut preds));
+            }
             if json {
                 print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
                     "id": l.graph.node(*i).id,
-                    "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} => "run", Prediction::Maybe{..} => "maybe" },
+                    "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe" },
                     "pure": l.graph.node(*i).pure,
                     "reason": p.reason(),
                 })).collect::<Vec<_>>()}));
@@ -190,7 +202,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             }
             let run = preds
                 .iter()
-                .filter(|(_, p)| matches!(p, Prediction::Run { .. }))
+                .filter(|(_, p)| matches!(p, Prediction::Run { .. } | Prediction::Drifted { .. }))
                 .count();
             let maybe = preds
                 .iter()
@@ -210,7 +222,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 let tag = match p {
                     Prediction::UpToDate { .. } if !all => continue,
                     Prediction::UpToDate { .. } => "ok   ",
-                    Prediction::Run { .. } => "run  ",
+                    Prediction::Run { .. } | Prediction::Drifted { .. } => "run  ",
                     Prediction::Maybe { .. } => "maybe",
                 };
                 let n = l.graph.node(*i);
@@ -220,7 +232,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Why { task, json } => {
-            let l = load(&cli.plan)?;
+            let l = load(&cli.plan, Build::Live)?;
             let Some(idx) = l.graph.find(&task) else {
                 let close = closest(&l.graph, &task);
                 return Err(fail(
@@ -298,10 +310,14 @@ fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Status { json } => {
-            let l = load(&cli.plan)?;
+            let l = load(&cli.plan, Build::Live)?;
             let sel = vec![true; l.graph.len()];
             let cache = Cache::open_existing(&cache_dir);
-            let preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            let mut preds = exec::predict(&l.graph, &sel, cache.as_ref());
+            if let Some(cache) = &cache {
+                let rt = runtime()?;
+                rt.block_on(exec::probe_predictions(&l.graph, cache, &mut preds));
+            }
             if json {
                 print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
                     "id": l.graph.node(*i).id,
@@ -332,7 +348,10 @@ fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Graph { format, offline } => {
-            let l = load(&cli.plan)?;
+            let l = load(
+                &cli.plan,
+                if offline { Build::Offline } else { Build::Live },
+            )?;
             let text = if offline {
                 // Rebuild just the pure subgraph for display.
                 let sel = selection(&l.graph, true);
@@ -377,7 +396,98 @@ fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
+        Command::Destroy => {
+            let l = load(&cli.plan, Build::Live)?;
+            destroy(l, &cache_dir)
+        }
+        Command::Doctor { json } => {
+            let display = cli.plan.to_string_lossy().to_string();
+            let plan = plan::load(&cli.plan, &display).map_err(|e| fail(2, e))?;
+            let rt = runtime()?;
+            let checks = rt.block_on(doctor::checks(&plan));
+            if json {
+                print_json(&serde_json::to_value(&checks).expect("checks serialize"));
+            } else {
+                print!("{}", doctor_text(&checks));
+            }
+            if checks.iter().all(|c| c.ok) {
+                Ok(())
+            } else {
+                Err(Exit(1))
+            }
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(1, format!("error: cannot start the runtime: {e}")))
+}
+
+fn doctor_text(checks: &[doctor::Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        s.push_str(&format!(
+            "{} {:<40} {}\n",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.what,
+            c.detail
+        ));
+        if let (false, Some(h)) = (c.ok, &c.hint) {
+            s.push_str(&format!("     hint: {h}\n"));
+        }
+    }
+    s
+}
+
+/// The doctor's checks, before a live build touches anything.
+fn preflight(plan: &Plan) -> Result<(), Exit> {
+    let rt = runtime()?;
+    let checks = rt.block_on(doctor::checks(plan));
+    if checks.iter().all(|c| c.ok) {
+        return Ok(());
+    }
+    Err(fail(
+        1,
+        format!(
+            "error: this machine cannot run a live build of {} yet (nothing was done):\n{}(`mesh build --offline` needs none of these)",
+            plan.file,
+            doctor_text(&checks.into_iter().filter(|c| !c.ok).collect::<Vec<_>>())
+        ),
+    ))
+}
+
+/// Undo every recorded live task, dependents first, then forget them.
+fn destroy(l: &Loaded, cache_dir: &Path) -> Result<(), Exit> {
+    let Some(cache) = Cache::open_existing(cache_dir) else {
+        eprintln!("mesh destroy: nothing recorded, nothing to destroy");
+        return Ok(());
+    };
+    let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    let rt = runtime()?;
+    let cache = Arc::new(cache);
+    let (done, failed) = rt.block_on(exec::undo_all(&l.graph, &cache));
+    for id in &done {
+        cache
+            .remove(&lock, id)
+            .map_err(|e| fail(1, format!("error: {e}")))?;
+    }
+    if let Some((id, e)) = failed.first() {
+        return Err(fail(
+            1,
+            format!(
+                "error: destroy stopped: task {id}: {e}\n(undone and forgotten so far: {}; rerun mesh destroy to continue)",
+                done.len()
+            ),
+        ));
+    }
+    eprintln!(
+        "mesh destroy: {} live tasks undone and forgotten",
+        done.len()
+    );
+    Ok(())
 }
 
 fn remove_out(dir: &Path) -> Result<(), Exit> {
@@ -458,10 +568,12 @@ fn closest(graph: &Graph, wanted: &str) -> Vec<String> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build(
     l: &Loaded,
     cache_dir: &Path,
     out_dir: PathBuf,
+    offline: bool,
     jobs: Option<u16>,
     keep_going: bool,
     json: bool,
@@ -471,7 +583,7 @@ fn build(
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let cache = Arc::new(cache);
     let lock = Arc::new(lock);
-    let sel = selection(&l.graph, true);
+    let sel = selection(&l.graph, offline);
     let jobs = jobs.map_or_else(
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         |j| j as usize,

@@ -303,7 +303,11 @@ pub async fn execute(
     let mut handles: Vec<Option<JoinHandle<()>>> = (0..n).map(|_| None).collect();
     let mut free_lanes: BTreeSet<usize> = (0..jobs).collect();
     let mut verified: HashSet<Digest> = HashSet::new();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(NodeIndex, TaskReport)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (ptx, mut prx) = mpsc::unbounded_channel::<(NodeIndex, Result<(), String>)>();
+    let probe_slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES));
+    let mut probing: HashMap<NodeIndex, (Box<Record>, ToRun)> = HashMap::new();
+    let mut probe_handles: Vec<JoinHandle<()>> = Vec::new();
     let mut running = 0usize;
     let mut stopped_by: Option<String> = None;
     let mut interrupted = false;
@@ -353,8 +357,49 @@ pub async fn execute(
                     }
                     Checked::Failed(report) => {
                         // Reported through the channel like a task that ran.
-                        let _ = tx.send((i, report));
+                        let _ = tx.send(Msg::Done(i, report));
                         running += 1;
+                    }
+                    Checked::Probe { key, record } => {
+                        let job = ToRun {
+                            i,
+                            key,
+                            reason: String::new(),
+                            deps,
+                            dep_files,
+                        };
+                        let mut files = job.dep_files.clone();
+                        files.insert(graph.node(i).id.clone(), Arc::new(record.files.clone()));
+                        let ctx = Ctx {
+                            id: graph.node(i).id.clone(),
+                            deps: Arc::new(StoreReader {
+                                cache: shared.cache.clone(),
+                                files,
+                            }),
+                        };
+                        match graph.node(i).action.probe(ctx) {
+                            None => {
+                                let report = cached_report(graph.node(i), &record, jobs);
+                                observer.finished(&report);
+                                reports[i.index()] = Some(report);
+                                release(
+                                    &graph,
+                                    &selected,
+                                    &mut pending,
+                                    &reports,
+                                    i,
+                                    &mut newly_ready,
+                                );
+                            }
+                            Some(fut) => {
+                                let (ptx, slots) = (ptx.clone(), probe_slots.clone());
+                                probe_handles.push(tokio::spawn(async move {
+                                    let _permit = slots.acquire_owned().await;
+                                    let _ = ptx.send((i, fut.await));
+                                }));
+                                probing.insert(i, (record, job));
+                            }
+                        }
                     }
                 }
             }
@@ -371,24 +416,55 @@ pub async fn execute(
             let (sh, tx) = (shared.clone(), tx.clone());
             handles[i.index()] = Some(tokio::spawn(async move {
                 let report = run_node(&sh, job, lane).await;
-                let _ = tx.send((i, report));
+                let _ = tx.send(Msg::Done(i, report));
             }));
             running += 1;
         }
-        if running == 0 && (newly_ready.is_empty() || stopped_by.is_some()) {
+        if running == 0 && probing.is_empty() && (newly_ready.is_empty() || stopped_by.is_some()) {
             break;
         }
-        if running == 0 {
+        if running == 0 && probing.is_empty() {
             continue;
         }
-        let (i, report) = tokio::select! {
+        let msg = tokio::select! {
             msg = rx.recv() => msg.expect("the scheduler holds a sender"),
+            p = prx.recv() => Msg::Probed(p.expect("the scheduler holds a sender")),
             () = &mut cancel => {
                 interrupted = true;
                 for h in handles.iter_mut().filter_map(Option::take) {
                     h.abort();
                 }
+                for h in &probe_handles {
+                    h.abort();
+                }
                 break;
+            }
+        };
+        let (i, report) = match msg {
+            Msg::Done(i, report) => (i, report),
+            Msg::Probed((i, result)) => {
+                let (record, mut job) = probing.remove(&i).expect("a probed node was probing");
+                match result {
+                    Ok(()) => {
+                        let report = cached_report(graph.node(i), &record, jobs);
+                        observer.finished(&report);
+                        reports[i.index()] = Some(report);
+                        release(
+                            &graph,
+                            &selected,
+                            &mut pending,
+                            &reports,
+                            i,
+                            &mut newly_ready,
+                        );
+                    }
+                    Err(why) => {
+                        job.reason = format!("drifted: {why}");
+                        ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
+                        to_run.insert(i, job);
+                    }
+                }
+                continue;
             }
         };
         running -= 1;
@@ -542,7 +618,33 @@ fn release(
     }
 }
 
+/// At most this many drift probes at once.
+const MAX_PROBES: usize = 16;
+
+enum Msg {
+    Done(NodeIndex, TaskReport),
+    Probed((NodeIndex, Result<(), String>)),
+}
+
+fn cached_report(node: &Node, rec: &Record, lane: usize) -> TaskReport {
+    TaskReport {
+        id: node.id.clone(),
+        status: Status::Cached,
+        reason: "up to date (probed)".into(),
+        start_us: 0,
+        duration_us: 0,
+        lane,
+        output: Some(rec.output),
+        files: Some(Arc::new(rec.files.clone())),
+    }
+}
+
 enum Checked {
+    /// Up to date, but an effectful task: probe the world first.
+    Probe {
+        key: Digest,
+        record: Box<Record>,
+    },
     Hit(TaskReport),
     Miss {
         key: Digest,
@@ -588,6 +690,12 @@ fn check(
                 !ok
             });
             match bad {
+                None if !node.pure => {
+                    return Checked::Probe {
+                        key,
+                        record: Box::new(rec),
+                    };
+                }
                 None => {
                     return match materialize(sh, &rec.files) {
                         Ok(()) => Checked::Hit(report(
@@ -800,6 +908,8 @@ pub enum Prediction {
     /// Will rerun only if this dependency's rerun changes its output
     /// (early cutoff may stop it).
     Maybe { after: String },
+    /// Same key, but the world no longer matches (a failed probe).
+    Drifted { reason: String },
 }
 
 impl Prediction {
@@ -811,6 +921,7 @@ impl Prediction {
             } => "never-run",
             Prediction::Run { .. } => "stale",
             Prediction::Maybe { .. } => "stale",
+            Prediction::Drifted { .. } => "drifted",
         }
     }
     pub fn reason(&self) -> String {
@@ -818,6 +929,7 @@ impl Prediction {
             Prediction::UpToDate { .. } => "up to date".into(),
             Prediction::Run { reason, .. } => reason.clone(),
             Prediction::Maybe { after } => format!("{after} reruns (early cutoff may spare this)"),
+            Prediction::Drifted { reason } => format!("drifted: {reason}"),
         }
     }
 }
@@ -927,4 +1039,77 @@ pub fn predict(
         out.push((i, p));
     }
     out
+}
+
+/// The files a task can read in a probe or undo: its dependencies' recorded
+/// files, and its own under its id.
+fn recorded_ctx(graph: &Graph, cache: &Arc<Cache>, i: NodeIndex, own: &Record) -> Ctx {
+    let mut files: DepFiles = HashMap::new();
+    for d in graph.deps(i) {
+        if let Load::Ok(r) = cache.load(&graph.node(d).id) {
+            files.insert(r.id.clone(), Arc::new(r.files));
+        }
+    }
+    files.insert(own.id.clone(), Arc::new(own.files.clone()));
+    Ctx {
+        id: graph.node(i).id.clone(),
+        deps: Arc::new(StoreReader {
+            cache: cache.clone(),
+            files,
+        }),
+    }
+}
+
+/// Probe every live task predicted up to date (in parallel, bounded); a
+/// failed probe turns the prediction into a drift.
+pub async fn probe_predictions(
+    graph: &Graph,
+    cache: &Cache,
+    preds: &mut [(NodeIndex, Prediction)],
+) {
+    let cache = Arc::new(Cache::open_existing(cache.root()).expect("the cache exists"));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES));
+    let mut jobs = Vec::new();
+    for (k, (i, p)) in preds.iter().enumerate() {
+        let node = graph.node(*i);
+        if let (false, Prediction::UpToDate { record, .. }) = (node.pure, p)
+            && let Some(fut) = node.action.probe(recorded_ctx(graph, &cache, *i, record))
+        {
+            let slots = slots.clone();
+            jobs.push(tokio::spawn(async move {
+                let _permit = slots.acquire_owned().await;
+                (k, fut.await)
+            }));
+        }
+    }
+    for j in jobs {
+        if let Ok((k, Err(why))) = j.await {
+            preds[k].1 = Prediction::Drifted { reason: why };
+        }
+    }
+}
+
+/// Undo recorded live tasks, dependents first. Returns the ids undone (or
+/// with nothing to undo), and the first failure.
+pub async fn undo_all(
+    graph: &Graph,
+    cache: &Arc<Cache>,
+) -> (Vec<String>, Vec<(String, TaskError)>) {
+    let mut done = Vec::new();
+    for &i in graph.topo().iter().rev() {
+        let node = graph.node(i);
+        if node.pure {
+            continue;
+        }
+        let Load::Ok(rec) = cache.load(&node.id) else {
+            continue;
+        };
+        if let Some(fut) = node.action.undo(recorded_ctx(graph, cache, i, &rec))
+            && let Err(e) = fut.await
+        {
+            return (done, vec![(node.id.clone(), e)]);
+        }
+        done.push(node.id.clone());
+    }
+    (done, Vec::new())
 }

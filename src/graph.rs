@@ -113,6 +113,19 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// effectful ones (live tasks) act on the world and return a small receipt.
 pub trait Action: Send + Sync {
     fn run(&self, ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>>;
+
+    /// Effectful tasks: a cheap check that the world still holds what the
+    /// recorded run did (`ctx` also reads the task's own recorded files,
+    /// under its own id). `Err` says what drifted. `None`: nothing to check.
+    fn probe(&self, _ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+        None
+    }
+
+    /// Effectful tasks: remove what the recorded run installed (`mesh
+    /// destroy`). `None`: nothing to remove, or removed with its cluster.
+    fn undo(&self, _ctx: Ctx) -> Option<BoxFuture<Result<(), TaskError>>> {
+        None
+    }
 }
 
 /// Adapter: a synchronous, CPU-bound closure (a render, a key generation).

@@ -26,9 +26,10 @@
 //! the files it reads and its implementation version.
 
 use crate::diag::{Diag, PlanError};
-use crate::graph::{Graph, GraphBuilder, Node, Unavailable, blocking};
+use crate::graph::{Action, Graph, GraphBuilder, Node, TaskError, blocking};
 use crate::hash::{Digest, digest_of};
-use crate::plan::{Cni, Mode, Plan, Provider, Topology, UserAction};
+use crate::live::{self, Expect, Src, Wait};
+use crate::plan::{Cni, Mode, Plan, Provider, Role, Topology, UserAction};
 use crate::tasks::render::{Enrich, Output, Tmpl};
 use crate::tasks::{pki, render};
 use serde::Serialize;
@@ -45,7 +46,14 @@ mod version {
     pub const LIVE: u32 = 1;
 }
 
-pub const LIVE_UNAVAILABLE: &str = "live bring-up is not implemented in this version of mesh; `mesh build --offline` renders everything";
+/// Which build the graph is for. They differ in one place: a live build
+/// reads the kind Docker network (`net.discover`) and allocates
+/// LoadBalancer ranges from it; an offline build uses `[mesh] kind_subnet`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    Offline,
+    Live,
+}
 
 /// A task's context: what its action reads, keyed as the template sees it,
 /// with the plan path each key came from.
@@ -85,6 +93,8 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Digest>) {
 struct Planner<'a> {
     plan: &'a Arc<Plan>,
     b: GraphBuilder,
+    /// Live nodes added once their dependencies exist: (id, deps).
+    pending_live: Vec<(String, Vec<String>)>,
 }
 
 impl Planner<'_> {
@@ -153,6 +163,7 @@ impl Planner<'_> {
         );
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn live(
         &mut self,
         id: String,
@@ -160,6 +171,7 @@ impl Planner<'_> {
         slice: Slice,
         files: &[&str],
         deps: &[String],
+        action: Arc<dyn Action>,
     ) {
         let inputs = self.inputs(version::LIVE, &slice, files);
         self.add(
@@ -169,7 +181,7 @@ impl Planner<'_> {
                 version: version::LIVE,
                 pure: false,
                 inputs,
-                action: Arc::new(Unavailable(LIVE_UNAVAILABLE.into())),
+                action,
             },
             deps,
         );
@@ -181,10 +193,11 @@ fn s(x: &str) -> String {
 }
 
 /// Build the graph of `plan`.
-pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
+pub fn build(plan: &Arc<Plan>, target: Build) -> Result<Graph, PlanError> {
     let mut p = Planner {
         plan,
         b: GraphBuilder::new(),
+        pending_live: Vec::new(),
     };
     let mesh = &plan.mesh;
     let mode = match mesh.mode {
@@ -206,6 +219,28 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
             .put("clusters", "clusters.*(kind)", &kind_clusters);
         let inputs = p.inputs(version::NET, &slice, &[]);
         let (subnet, size, names) = (mesh.kind_subnet, mesh.lb_size, kind_clusters.clone());
+        let (action, deps) = match target {
+            Build::Offline => (
+                blocking(move |_| render::net_alloc(subnet, size, &names)),
+                vec![],
+            ),
+            Build::Live => {
+                // Read once, after the clusters exist (kind makes the network).
+                let discover_deps: Vec<String> = kind_clusters
+                    .iter()
+                    .map(|c| format!("cluster:{c}"))
+                    .collect();
+                p.pending_live.push((s("net.discover"), discover_deps));
+                let action = blocking(move |ctx| {
+                    let text = ctx.read_string("net.discover", live::SUBNET_FILE)?;
+                    let subnet = text.trim().parse().map_err(|_| {
+                        TaskError::new(format!("net.discover produced {text:?}, not a subnet"))
+                    })?;
+                    render::net_alloc(subnet, size, &names)
+                });
+                (action, vec![s("net.discover")])
+            }
+        };
         p.add(
             Node {
                 id: s("net.alloc"),
@@ -213,9 +248,9 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
                 version: version::NET,
                 pure: true,
                 inputs,
-                action: blocking(move |_| render::net_alloc(subnet, size, &names)),
+                action,
             },
-            &[],
+            &deps,
         );
     }
 
@@ -474,44 +509,14 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
         };
         p.render(format!("render.gateway:{n}"), slice, &outs, how, &deps);
 
-        // Live tasks of the cluster.
-        let prov = Slice::new().put(
-            "cluster",
-            &cpath,
-            json!({"name": n, "provider": c.provider, "context": c.context, "kubeconfig": c.kubeconfig}),
-        );
-        if is_kind {
-            p.live(
-                format!("cluster:{n}"),
-                "cluster",
-                prov,
-                &[],
-                &[format!("render.kind:{n}")],
-            );
-            let v = Slice::new().put("cni", format!("{cpath}.cni"), c.cni).put(
-                "version",
-                "versions",
-                if c.cni == Cni::Cilium {
-                    &plan.versions.cilium
-                } else {
-                    &plan.versions.metallb
-                },
-            );
-            p.live(
-                format!("cni:{n}"),
-                "cni",
-                v,
-                &[],
-                &[format!("cluster:{n}"), format!("render.cni:{n}")],
-            );
-            p.live(
-                format!("lb:{n}"),
-                "lb",
-                Slice::new(),
-                &[],
-                &[format!("cni:{n}"), format!("render.cni:{n}")],
-            );
-        }
+        // Live tasks of the cluster. Each reads its kubeconfig from
+        // cluster:<c> (kind), so each depends on it directly.
+        let target = live::Target {
+            name: n.clone(),
+            provider: c.provider,
+            context: c.context.clone(),
+            kubeconfig: c.kubeconfig.clone(),
+        };
         let ctx_slice = || {
             Slice::new().put(
                 "cluster",
@@ -519,11 +524,75 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
                 json!({"name": n, "provider": c.provider, "context": c.context, "kubeconfig": c.kubeconfig}),
             )
         };
-        let mut deps = vec![format!("render.cacerts:{n}")];
+        let on = |mut deps: Vec<String>| {
+            if is_kind {
+                deps.push(format!("cluster:{n}"));
+            }
+            deps
+        };
+        let step = |charts, manifests, waits| -> Arc<dyn Action> {
+            Arc::new(live::Step {
+                target: target.clone(),
+                charts,
+                manifests,
+                waits,
+                undo_in_place: !is_kind,
+            })
+        };
         if is_kind {
-            deps.push(format!("cluster:{n}"));
+            p.live(
+                format!("cluster:{n}"),
+                "cluster",
+                ctx_slice(),
+                &[],
+                &[format!("render.kind:{n}")],
+                Arc::new(live::KindCluster { name: n.clone() }),
+            );
+            let version = if c.cni == Cni::Cilium {
+                &plan.versions.cilium
+            } else {
+                &plan.versions.metallb
+            };
+            let v = Slice::new()
+                .put("cni", format!("{cpath}.cni"), c.cni)
+                .put("version", "versions", version);
+            p.live(
+                format!("cni:{n}"),
+                "cni",
+                v,
+                &[],
+                &on(vec![format!("render.cni:{n}")]),
+                step(vec![live::cni_chart(c.cni, version, n)], vec![], vec![]),
+            );
+            p.live(
+                format!("lb:{n}"),
+                "lb",
+                ctx_slice(),
+                &[],
+                &on(vec![format!("cni:{n}"), format!("render.cni:{n}")]),
+                step(
+                    vec![],
+                    vec![Src::dep(format!("render.cni:{n}"), "lb-pool.yaml")],
+                    vec![],
+                ),
+            );
         }
-        p.live(format!("cacerts:{n}"), "cacerts", ctx_slice(), &[], &deps);
+        let rc = format!("render.cacerts:{n}");
+        p.live(
+            format!("cacerts:{n}"),
+            "cacerts",
+            ctx_slice(),
+            &[],
+            &on(vec![rc.clone()]),
+            step(
+                vec![],
+                vec![
+                    Src::dep(&rc, "namespace.yaml"),
+                    Src::dep(&rc, "cacerts.yaml"),
+                ],
+                vec![],
+            ),
+        );
         let mut deps = vec![format!("cacerts:{n}"), format!("render.istio:{n}")];
         if is_kind {
             deps.push(format!("lb:{n}"));
@@ -531,18 +600,104 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
         if let Some(primary) = &c.primary {
             deps.push(format!("gateway:{primary}"));
         }
-        let v = ctx_slice().put("istio", "mesh.istio", &mesh.istio).put(
-            "gateway_api",
-            "versions.gateway_api",
-            &plan.versions.gateway_api,
+        let v = ctx_slice()
+            .put("istio", "mesh.istio", &mesh.istio)
+            .put("mode", "mesh.mode", mode)
+            .put("role", format!("{cpath}.role"), c.role)
+            .put(
+                "gateway_api",
+                "versions.gateway_api",
+                &plan.versions.gateway_api,
+            );
+        let mut waits = vec![];
+        if mesh.mode == Mode::Ambient {
+            waits.push(Wait::GatewayApiCrds {
+                version: plan.versions.gateway_api.clone(),
+            });
+        }
+        if c.role == Role::Primary {
+            // Gateways are applied only once istiod (and its webhook) answers.
+            waits.push(Wait::Deployment {
+                namespace: s("istio-system"),
+                name: s("istiod"),
+            });
+        }
+        p.live(
+            format!("istiod:{n}"),
+            "istiod",
+            v,
+            &[],
+            &on(deps),
+            step(
+                live::istio_charts(mesh.mode, &mesh.istio, &format!("render.istio:{n}")),
+                vec![],
+                waits,
+            ),
         );
-        p.live(format!("istiod:{n}"), "istiod", v, &[], &deps);
+        let rg = format!("render.gateway:{n}");
+        let expect = match (is_kind, c.gateway_ip) {
+            (true, _) => Expect::Alloc(n.clone()),
+            (false, Some(ip)) => Expect::Ip(ip.to_string()),
+            (false, None) => Expect::Any,
+        };
+        let mut deps = vec![format!("istiod:{n}"), rg.clone()];
+        if is_kind {
+            deps.push(s("net.alloc"));
+        }
+        let action = match mesh.mode {
+            Mode::Sidecar => {
+                let mut manifests = vec![Src::dep(&rg, "cross-network-gateway.yaml")];
+                if external {
+                    manifests.push(Src::dep(&rg, "expose-istiod.yaml"));
+                }
+                let chart = live::Chart {
+                    release: crate::providers::helm::Release {
+                        name: s("istio-eastwestgateway"),
+                        namespace: s("istio-system"),
+                        chart: s("gateway"),
+                        repo: Some(live::ISTIO_REPO.into()),
+                        version: Some(mesh.istio.clone()),
+                    },
+                    values: Some(Src::dep(&rg, "eastwest-values.yaml")),
+                };
+                let wait = Wait::LbAddress {
+                    namespace: s("istio-system"),
+                    name: s("istio-eastwestgateway"),
+                    expect,
+                };
+                step(vec![chart], manifests, vec![wait])
+            }
+            Mode::Ambient => step(
+                vec![],
+                vec![Src::dep(&rg, "eastwest-gateway.yaml")],
+                vec![Wait::GatewayAddress {
+                    namespace: s("istio-system"),
+                    name: s("istio-eastwestgateway"),
+                    expect,
+                }],
+            ),
+        };
         p.live(
             format!("gateway:{n}"),
             "gateway",
-            ctx_slice().put("istio", "mesh.istio", &mesh.istio),
+            ctx_slice()
+                .put("istio", "mesh.istio", &mesh.istio)
+                .put("mode", "mesh.mode", mode),
             &[],
-            &[format!("istiod:{n}"), format!("render.gateway:{n}")],
+            &on(deps),
+            action,
+        );
+    }
+
+    // net.discover, once the clusters it waits for exist.
+    for (id, deps) in std::mem::take(&mut p.pending_live) {
+        p.live(
+            id,
+            "net.discover",
+            Slice::new(),
+            &[],
+            &deps,
+            Arc::new(live::NetDiscover),
         );
     }
 
@@ -566,21 +721,40 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
             }
         }
     }
+    let target_of = |name: &str| {
+        let c = &plan.clusters[name];
+        live::Target {
+            name: c.name.clone(),
+            provider: c.provider,
+            context: c.context.clone(),
+            kubeconfig: c.kubeconfig.clone(),
+        }
+    };
+    let cluster_dep = |name: &str| -> Option<String> {
+        (plan.clusters[name].provider == Provider::Kind).then(|| format!("cluster:{name}"))
+    };
     for (a, b) in &pairs {
         let ca = &plan.clusters[a];
         let slice = Slice::new()
             .put(
                 "from",
                 format!("clusters.{a}"),
-                json!({"name": a, "provider": ca.provider, "context": ca.context}),
+                json!({"name": a, "provider": ca.provider, "context": ca.context, "kubeconfig": ca.kubeconfig}),
             )
             .put("to", format!("clusters.{b}.name"), b);
+        let mut deps = vec![format!("istiod:{a}"), format!("istiod:{b}")];
+        deps.extend(cluster_dep(a));
+        deps.extend(cluster_dep(b));
         p.live(
             format!("remote-secret:{a}->{b}"),
             "remote-secret",
             slice,
             &[],
-            &[format!("istiod:{a}"), format!("istiod:{b}")],
+            &deps,
+            Arc::new(live::RemoteSecret {
+                from: target_of(a),
+                to: target_of(b),
+            }),
         );
     }
 
@@ -626,8 +800,26 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
             if let Some(pr) = &plan.clusters[c].primary {
                 deps.push(format!("remote-secret:{c}->{pr}"));
             }
+            deps.extend(cluster_dep(c));
             let live = Slice::new().put("cluster", format!("clusters.{c}.name"), c);
-            p.live(format!("app:{}:{c}", app.name), "app", live, &[], &deps);
+            let action = Arc::new(live::Step {
+                target: target_of(c),
+                charts: vec![],
+                manifests: vec![Src::dep(
+                    format!("render.app:{}:{c}", app.name),
+                    format!("{}.yaml", app.name),
+                )],
+                waits: vec![Wait::AppliedDeployments],
+                undo_in_place: plan.clusters[c].provider != Provider::Kind,
+            });
+            p.live(
+                format!("app:{}:{c}", app.name),
+                "app",
+                live,
+                &[],
+                &deps,
+                action,
+            );
         }
     }
 
@@ -673,7 +865,55 @@ pub fn build(plan: &Arc<Plan>) -> Result<Graph, PlanError> {
                 );
             }
         }
-        p.live(format!("task:{}", t.name), "task", slice, &files, &deps);
+        let target = target_of(&t.cluster);
+        let in_place = plan.clusters[&t.cluster].provider != Provider::Kind;
+        let action: Arc<dyn Action> = match &t.action {
+            UserAction::Manifest { path } => Arc::new(live::Step {
+                target,
+                charts: vec![],
+                manifests: vec![Src::Text(plan.file(path).text.clone())],
+                waits: vec![Wait::AppliedDeployments],
+                undo_in_place: in_place,
+            }),
+            UserAction::Chart {
+                chart,
+                repo,
+                version,
+                release,
+                namespace,
+                values,
+            } => Arc::new(live::Step {
+                target,
+                charts: vec![live::Chart {
+                    release: crate::providers::helm::Release {
+                        name: release.clone(),
+                        namespace: namespace.clone(),
+                        chart: chart.clone(),
+                        repo: repo.clone(),
+                        version: version.clone(),
+                    },
+                    values: values
+                        .as_ref()
+                        .map(|v| Src::Text(plan.file(v).text.clone())),
+                }],
+                manifests: vec![],
+                waits: vec![],
+                undo_in_place: in_place,
+            }),
+            UserAction::Command { argv } => Arc::new(live::Command {
+                target,
+                argv: argv.clone(),
+                dir: plan.dir.clone(),
+            }),
+        };
+        p.live(
+            format!("task:{}", t.name),
+            "task",
+            slice,
+            &files,
+            &deps,
+            action,
+        );
     }
     if let Some(d) = user_cycle(plan) {
         errors.push(d);

@@ -111,7 +111,7 @@ pub fn allocate(
     Ok(out)
 }
 
-/// `net.alloc`.
+/// Allocate and write the ranges.
 pub fn net_alloc(subnet: Ipv4Net, size: u32, names: &[String]) -> Result<Vec<OutFile>, TaskError> {
     let ranges = allocate(subnet, size, names).map_err(TaskError::new)?;
     let json =
@@ -134,7 +134,8 @@ fn range_file(cluster: &str) -> String {
     format!("range/{cluster}.json")
 }
 
-fn read_range(ctx: &Ctx, cluster: &str) -> Result<LbRange, TaskError> {
+/// The range `net.alloc` gave `cluster` (for a task depending on it).
+pub fn read_range(ctx: &Ctx, cluster: &str) -> Result<LbRange, TaskError> {
     let bytes = ctx.read("net.alloc", &range_file(cluster))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| TaskError::new(format!("net.alloc range of {cluster}: {e}")))

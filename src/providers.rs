@@ -1,0 +1,373 @@
+//! External tools (kind, helm, docker) and the two cluster providers.
+//!
+//! Owns running a tool: the binary is found on PATH (or named by the
+//! `MESH_KIND`, `MESH_HELM`, `MESH_DOCKER` environment variables), runs with
+//! no stdin, its output captured, under a timeout, and is killed if the task
+//! running it is dropped (Ctrl-C, or a fail-fast stop): `kill_on_drop`. A
+//! failure becomes a [`TaskError`] that names the tool, the command line and
+//! the last lines of its stderr. Tool stdout that carries credentials
+//! (kubeconfigs) is never put into an error message.
+//!
+//! Providers: `kind` creates, deletes and lists clusters and returns their
+//! kubeconfigs (the internal one, whose server is the control-plane
+//! container's address, is what other clusters can reach); `kubeconfig`
+//! reads an existing cluster's kubeconfig file and never creates or deletes
+//! anything.
+
+use crate::graph::TaskError;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// The tools mesh drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    Kind,
+    Helm,
+    Docker,
+}
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Kind => "kind",
+            Tool::Helm => "helm",
+            Tool::Docker => "docker",
+        }
+    }
+    fn env(self) -> &'static str {
+        match self {
+            Tool::Kind => "MESH_KIND",
+            Tool::Helm => "MESH_HELM",
+            Tool::Docker => "MESH_DOCKER",
+        }
+    }
+    pub fn install_hint(self) -> &'static str {
+        match self {
+            Tool::Kind => {
+                "install kind: https://kind.sigs.k8s.io/docs/user/quick-start/#installation (or set MESH_KIND)"
+            }
+            Tool::Helm => "install helm 3: https://helm.sh/docs/intro/install/ (or set MESH_HELM)",
+            Tool::Docker => {
+                "install Docker and start its daemon: https://docs.docker.com/engine/install/ (or set MESH_DOCKER)"
+            }
+        }
+    }
+
+    /// Where the tool is: `$MESH_<TOOL>` or the first match on PATH.
+    pub fn locate(self) -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os(self.env()) {
+            return Some(PathBuf::from(p));
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join(self.name()))
+            .find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Run a tool; its stdout on success.
+pub async fn run(tool: Tool, args: &[&str], timeout: Duration) -> Result<String, TaskError> {
+    run_env(tool, args, &[], timeout).await
+}
+
+/// Run a tool with extra environment variables.
+pub async fn run_env(
+    tool: Tool,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    timeout: Duration,
+) -> Result<String, TaskError> {
+    let shown = format!("{} {}", tool.name(), args.join(" "));
+    let bin = tool.locate().ok_or_else(|| {
+        TaskError::tool(
+            tool.name(),
+            format!("not found on PATH; {}", tool.install_hint()),
+        )
+    })?;
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| TaskError::tool(tool.name(), format!("cannot run `{shown}`: {e}")))?;
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(r) => r.map_err(|e| TaskError::tool(tool.name(), format!("`{shown}`: {e}")))?,
+        Err(_) => {
+            return Err(TaskError::tool(
+                tool.name(),
+                format!(
+                    "`{shown}` did not finish in {}s (killed)",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let status = out.status.code().map_or_else(
+            || "was killed by a signal".to_string(),
+            |c| format!("exited with status {c}"),
+        );
+        return Err(TaskError::tool(
+            tool.name(),
+            format!(
+                "`{shown}` {status}{}{}",
+                if tail.is_empty() { "" } else { ": " },
+                tail.join(" | ")
+            ),
+        ));
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|_| TaskError::tool(tool.name(), format!("`{shown}` printed non-UTF-8 output")))
+}
+
+pub mod kind {
+    //! The kind CLI.
+    use super::{Tool, run};
+    use crate::graph::TaskError;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub const CREATE_TIMEOUT: Duration = Duration::from_secs(600);
+    const SHORT: Duration = Duration::from_secs(60);
+
+    pub async fn clusters() -> Result<Vec<String>, TaskError> {
+        let out = run(Tool::Kind, &["get", "clusters"], SHORT).await?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("No kind clusters"))
+            .map(str::to_string)
+            .collect())
+    }
+
+    pub async fn create(name: &str, config: &Path) -> Result<(), TaskError> {
+        let config = config.to_string_lossy();
+        run(
+            Tool::Kind,
+            &["create", "cluster", "--name", name, "--config", &config],
+            CREATE_TIMEOUT,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn delete(name: &str) -> Result<(), TaskError> {
+        run(
+            Tool::Kind,
+            &["delete", "cluster", "--name", name],
+            CREATE_TIMEOUT,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The kubeconfig of a cluster; `internal`: the server is the
+    /// control-plane container's address, reachable from other clusters.
+    pub async fn kubeconfig(name: &str, internal: bool) -> Result<String, TaskError> {
+        let mut args = vec!["get", "kubeconfig", "--name", name];
+        if internal {
+            args.push("--internal");
+        }
+        let out = run(Tool::Kind, &args, SHORT).await?;
+        // Never echo it: it holds a client key.
+        if kube::config::Kubeconfig::from_yaml(&out).is_err() {
+            return Err(TaskError::tool(
+                "kind",
+                format!(
+                    "`kind {}` printed something that is not a kubeconfig ({} bytes)",
+                    args.join(" "),
+                    out.len()
+                ),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+pub mod docker {
+    //! The docker CLI: only to read the kind network.
+    use super::{Tool, run};
+    use crate::graph::TaskError;
+    use std::time::Duration;
+
+    /// The IPv4 subnet of the `kind` Docker network.
+    pub async fn kind_subnet() -> Result<ipnet::Ipv4Net, TaskError> {
+        let args = [
+            "network",
+            "inspect",
+            "kind",
+            "--format",
+            "{{json .IPAM.Config}}",
+        ];
+        let out = run(Tool::Docker, &args, Duration::from_secs(30)).await?;
+        let v: serde_json::Value = serde_json::from_str(out.trim()).map_err(|_| {
+            TaskError::tool(
+                "docker",
+                format!(
+                    "`docker {}` printed {:?}, not JSON",
+                    args.join(" "),
+                    out.chars().take(120).collect::<String>()
+                ),
+            )
+        })?;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("Subnet")?.as_str()?.parse::<ipnet::Ipv4Net>().ok())
+            .next()
+            .ok_or_else(|| TaskError::tool("docker", "the kind network has no IPv4 subnet"))
+    }
+}
+
+pub mod helm {
+    //! The helm CLI.
+    use super::{Tool, run};
+    use crate::graph::TaskError;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub const TIMEOUT: Duration = Duration::from_secs(900);
+
+    /// A chart install.
+    #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+    pub struct Release {
+        pub name: String,
+        pub namespace: String,
+        pub chart: String,
+        pub repo: Option<String>,
+        pub version: Option<String>,
+    }
+
+    /// `helm upgrade --install` with a values file, waiting for readiness.
+    pub async fn upgrade(
+        r: &Release,
+        values: Option<&Path>,
+        kubeconfig: &Path,
+        context: Option<&str>,
+    ) -> Result<(), TaskError> {
+        let kc = kubeconfig.to_string_lossy().to_string();
+        let mut args: Vec<String> = vec![
+            "upgrade".into(),
+            "--install".into(),
+            r.name.clone(),
+            r.chart.clone(),
+            "--namespace".into(),
+            r.namespace.clone(),
+            "--create-namespace".into(),
+            "--wait".into(),
+            "--timeout".into(),
+            "10m".into(),
+            "--kubeconfig".into(),
+            kc,
+        ];
+        if let Some(c) = context {
+            args.extend(["--kube-context".into(), c.into()]);
+        }
+        if let Some(repo) = &r.repo {
+            args.extend(["--repo".into(), repo.clone()]);
+        }
+        if let Some(v) = &r.version {
+            args.extend(["--version".into(), v.clone()]);
+        }
+        if let Some(v) = values {
+            args.extend(["--values".into(), v.to_string_lossy().to_string()]);
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(Tool::Helm, &a, TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Is the release deployed, and with these values? `Err` says why not.
+    pub async fn probe(
+        r: &Release,
+        values: &serde_json::Value,
+        kubeconfig: &Path,
+        context: Option<&str>,
+    ) -> Result<(), String> {
+        let kc = kubeconfig.to_string_lossy().to_string();
+        let mut base = vec![
+            "--namespace",
+            &r.namespace,
+            "--kubeconfig",
+            &kc,
+            "-o",
+            "json",
+        ];
+        if let Some(c) = context {
+            base.extend(["--kube-context", c]);
+        }
+        let mut status = vec!["status", &r.name];
+        status.extend(&base);
+        let out = run(Tool::Helm, &status, Duration::from_secs(60))
+            .await
+            .map_err(|e| format!("release {} is not installed ({e})", r.name))?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .map_err(|_| format!("`helm status {}` did not print JSON", r.name))?;
+        let st = v
+            .pointer("/info/status")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown");
+        if st != "deployed" {
+            return Err(format!("release {} is {st}", r.name));
+        }
+        let mut get = vec!["get", "values", &r.name];
+        get.extend(&base);
+        let out = run(Tool::Helm, &get, Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
+        let have: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
+        let have = if have.is_null() {
+            serde_json::json!({})
+        } else {
+            have
+        };
+        if &have != values {
+            return Err(format!("release {} runs with other values", r.name));
+        }
+        Ok(())
+    }
+
+    pub async fn uninstall(
+        r: &Release,
+        kubeconfig: &Path,
+        context: Option<&str>,
+    ) -> Result<(), TaskError> {
+        let kc = kubeconfig.to_string_lossy().to_string();
+        let mut args = vec![
+            "uninstall",
+            &r.name,
+            "--namespace",
+            &r.namespace,
+            "--kubeconfig",
+            &kc,
+            "--ignore-not-found",
+            "--wait",
+        ];
+        if let Some(c) = context {
+            args.extend(["--kube-context", c]);
+        }
+        run(Tool::Helm, &args, TIMEOUT).await?;
+        Ok(())
+    }
+}
