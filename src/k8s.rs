@@ -4,10 +4,12 @@
 //! document with server-side apply (field manager `mesh`, forced), each
 //! document's kind resolved to its resource with `discovery::pinned_kind`
 //! (one request per group/version, cached for the call). Every object mesh
-//! applies carries the annotation [`HASH_ANNOTATION`]: the digest of the
-//! rendered bundle it came from. A drift probe reads the objects back and
-//! compares that annotation, which is how "the object carries this content
-//! hash" is checked without diffing specs.
+//! applies carries the annotation [`HASH_ANNOTATION`]: the digest of that
+//! document as rendered. A drift probe reads the objects back and compares
+//! that annotation, which is how "the object carries this content hash" is
+//! checked without diffing specs. The hash is per document, not per bundle,
+//! so two tasks that apply the same object (two apps sharing a namespace)
+//! stamp it identically instead of fighting over it.
 //!
 //! Waits are watches (`kube::runtime::wait::await_condition`), bounded by a
 //! timeout whose error names the object and what it was waiting for.
@@ -27,13 +29,15 @@ use std::time::Duration;
 pub const FIELD_MANAGER: &str = "mesh";
 pub const HASH_ANNOTATION: &str = "mesh.io/content-hash";
 
-/// An object mesh applied.
+/// An object mesh applied, with the content hash it was stamped with.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjRef {
     pub api_version: String,
     pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
+    #[serde(default)]
+    pub hash: String,
 }
 
 impl std::fmt::Display for ObjRef {
@@ -155,6 +159,7 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, TaskErr
                     kind: tm.kind,
                     namespace: obj.metadata.namespace.clone(),
                     name,
+                    hash: crate::hash::digest_of("mesh.object.v1", &obj).hex()[..32].to_string(),
                 },
                 obj,
             ))
@@ -162,15 +167,15 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, TaskErr
         .collect()
 }
 
-/// Server-side apply every document of `yaml`, stamping `hash` on each.
-pub async fn apply(client: &Client, yaml: &str, hash: &str) -> Result<Vec<ObjRef>, TaskError> {
+/// Server-side apply every document of `yaml`, stamping each with its hash.
+pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, TaskError> {
     let mut res = Resolver::new(client.clone());
     let mut refs = Vec::new();
     for (r, mut obj) in parse_objects(yaml)? {
         obj.metadata
             .annotations
             .get_or_insert_with(BTreeMap::new)
-            .insert(HASH_ANNOTATION.into(), hash.into());
+            .insert(HASH_ANNOTATION.into(), r.hash.clone());
         let api = res.api(&r).await?;
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         api.patch(&r.name, &pp, &Patch::Apply(&obj))
@@ -181,8 +186,8 @@ pub async fn apply(client: &Client, yaml: &str, hash: &str) -> Result<Vec<ObjRef
     Ok(refs)
 }
 
-/// Do these objects exist and carry `hash`? `Err` says what drifted.
-pub async fn probe(client: &Client, refs: &[ObjRef], hash: &str) -> Result<(), String> {
+/// Do these objects exist and carry their hashes? `Err` says what drifted.
+pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), String> {
     let mut res = Resolver::new(client.clone());
     for r in refs {
         let api = res.api(r).await.map_err(|e| e.to_string())?;
@@ -193,7 +198,7 @@ pub async fn probe(client: &Client, refs: &[ObjRef], hash: &str) -> Result<(), S
                     .annotations
                     .as_ref()
                     .and_then(|a| a.get(HASH_ANNOTATION));
-                if have.map(String::as_str) != Some(hash) {
+                if have.map(String::as_str) != Some(r.hash.as_str()) {
                     return Err(format!("{r} was changed outside mesh"));
                 }
             }

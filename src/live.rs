@@ -157,8 +157,6 @@ impl Target {
 pub struct Receipt {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releases: Vec<(helm::Release, Digest)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,7 +184,7 @@ impl Receipt {
     ) -> Result<(), String> {
         if !self.objects.is_empty() {
             let client = access.client().await.map_err(|e| e.to_string())?;
-            k8s::probe(&client, &self.objects, self.hash.as_deref().unwrap_or("")).await?;
+            k8s::probe(&client, &self.objects).await?;
         }
         if !self.releases.is_empty() {
             let f = access.file().map_err(|e| e.to_string())?;
@@ -309,7 +307,12 @@ async fn install_charts(
             Some(src) => {
                 let text = src.read(ctx)?;
                 let digest = Digest::of_bytes(text.as_bytes());
-                (Some(temp_file(&text, "mesh-values-")?), digest)
+                // Helm reads YAML, and JSON is YAML: hand it the values as
+                // parsed here, so what `helm get values` returns compares
+                // exactly in the drift probe.
+                let json =
+                    serde_json::to_string_pretty(&values_json(&text)).expect("values serialize");
+                (Some(temp_file(&json, "mesh-values-")?), digest)
             }
             None => (None, Digest::of_bytes(b"")),
         };
@@ -404,13 +407,10 @@ impl Step {
                 .iter()
                 .map(|m| m.read(&ctx))
                 .collect::<Result<_, _>>()?;
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let hash = content_hash(&refs);
             let client = access.client().await?;
             for t in &texts {
-                receipt.objects.extend(k8s::apply(&client, t, &hash).await?);
+                receipt.objects.extend(k8s::apply(&client, t).await?);
             }
-            receipt.hash = Some(hash);
         }
         for w in &self.waits {
             match w {
@@ -520,8 +520,7 @@ async fn install_gateway_api_crds(client: &kube::Client, version: &str) -> Resul
             )));
         }
     };
-    let hash = content_hash(&[&text]);
-    k8s::apply(client, &text, &hash).await?;
+    k8s::apply(client, &text).await?;
     Ok(())
 }
 
@@ -796,8 +795,8 @@ impl RemoteSecret {
                 kind: "Secret".into(),
                 namespace: Some("istio-system".into()),
                 name: self.secret_name(),
+                hash,
             }],
-            hash: Some(hash),
             ..Default::default()
         };
         Ok(vec![receipt.file()])

@@ -1,0 +1,684 @@
+//! A fake Kubernetes API server for the live tests: one per cluster, on
+//! 127.0.0.1, over TLS with client-certificate auth (certificates made with
+//! rcgen), as a kind kubeconfig expects.
+//!
+//! It serves what kube-rs and the fake tools use: `/version`, discovery
+//! (`/api/v1`, `/apis/<group>/<version>`), get, list (with a
+//! `metadata.name` field selector), watch (newline-delimited events, replayed
+//! from the requested resourceVersion), server-side apply (a deep merge of the
+//! patch into the object), delete, and the `/status` subresource. Tiny
+//! controllers then act like the real ones: a Deployment becomes ready after
+//! `ready_delay` (unless its name is in `never_ready`), a LoadBalancer
+//! Service gets the address its LB-IPAM annotation asks for (or the next from
+//! a pool), a Gateway of class `istio-east-west` gets one the same way, and a
+//! service-account token Secret gets its token.
+//!
+//! `/fake/reset` empties the cluster and brings it up (kind create);
+//! `/fake/down` empties it and makes every other request fail (kind delete).
+//! Every mutating request is counted, so tests can assert a no-op rerun
+//! changed nothing.
+#![allow(dead_code)]
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// (group, version, plural, kind, namespaced)
+const RESOURCES: &[(&str, &str, &str, &str, bool)] = &[
+    ("", "v1", "namespaces", "Namespace", false),
+    ("", "v1", "secrets", "Secret", true),
+    ("", "v1", "services", "Service", true),
+    ("", "v1", "serviceaccounts", "ServiceAccount", true),
+    ("", "v1", "configmaps", "ConfigMap", true),
+    ("", "v1", "pods", "Pod", true),
+    ("apps", "v1", "deployments", "Deployment", true),
+    ("apps", "v1", "daemonsets", "DaemonSet", true),
+    ("networking.istio.io", "v1", "gateways", "Gateway", true),
+    (
+        "networking.istio.io",
+        "v1",
+        "virtualservices",
+        "VirtualService",
+        true,
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "v1",
+        "gateways",
+        "Gateway",
+        true,
+    ),
+    (
+        "cilium.io",
+        "v2alpha1",
+        "ciliumloadbalancerippools",
+        "CiliumLoadBalancerIPPool",
+        false,
+    ),
+    (
+        "cilium.io",
+        "v2alpha1",
+        "ciliuml2announcementpolicies",
+        "CiliumL2AnnouncementPolicy",
+        false,
+    ),
+    (
+        "metallb.io",
+        "v1beta1",
+        "ipaddresspools",
+        "IPAddressPool",
+        true,
+    ),
+    (
+        "metallb.io",
+        "v1beta1",
+        "l2advertisements",
+        "L2Advertisement",
+        true,
+    ),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        false,
+    ),
+];
+
+/// (group, plural, namespace, name)
+type Key = (String, String, String, String);
+
+#[derive(Clone, Debug)]
+struct Event {
+    kind: &'static str,
+    key: Key,
+    object: Value,
+}
+
+/// Settings the tests can change while the server runs.
+#[derive(Default)]
+pub struct Knobs {
+    pub ready_delay: Mutex<Duration>,
+    pub never_ready: Mutex<HashSet<String>>,
+}
+
+pub struct State {
+    pub name: String,
+    objects: Mutex<BTreeMap<Key, Value>>,
+    rv: AtomicU64,
+    events: broadcast::Sender<Event>,
+    pub mutations: AtomicUsize,
+    pub down: AtomicBool,
+    pub knobs: Knobs,
+    next_ip: AtomicU64,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn resource(group: &str, version: &str, plural: &str) -> Option<(&'static str, bool)> {
+    RESOURCES
+        .iter()
+        .find(|r| r.0 == group && r.1 == version && r.2 == plural)
+        .map(|r| (r.3, r.4))
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(v).unwrap())).boxed())
+        .unwrap()
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(code).unwrap(),
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(decode(k), decode(v));
+    }
+    m
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Deep merge: maps merge, everything else is replaced.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(x) if x.is_object() && v.is_object() => merge(x, v),
+                    _ => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+impl State {
+    pub fn new(name: &str) -> Arc<State> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(State {
+            name: name.into(),
+            objects: Mutex::new(BTreeMap::new()),
+            rv: AtomicU64::new(1),
+            events,
+            mutations: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            knobs: Knobs::default(),
+            next_ip: AtomicU64::new(0),
+        })
+    }
+
+    /// Every object of a kind (tests).
+    pub fn list(&self, group: &str, plural: &str) -> Vec<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.0 == group && k.1 == plural)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn get(&self, group: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(&(group.into(), plural.into(), ns.into(), name.into()))
+            .cloned()
+    }
+
+    pub fn remove(&self, group: &str, plural: &str, ns: &str, name: &str) -> bool {
+        let key: Key = (group.into(), plural.into(), ns.into(), name.into());
+        let removed = self.objects.lock().unwrap().remove(&key);
+        if let Some(o) = removed {
+            let _ = self.events.send(Event {
+                kind: "DELETED",
+                key,
+                object: o,
+            });
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn clear(&self) {
+        self.objects.lock().unwrap().clear();
+        self.rv.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn write(&self, key: Key, mut obj: Value, kind: &'static str) -> Value {
+        let rv = self.rv.fetch_add(1, Ordering::SeqCst) + 1;
+        obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.clone(), obj.clone());
+        let _ = self.events.send(Event {
+            kind,
+            key,
+            object: obj.clone(),
+        });
+        obj
+    }
+
+    /// Server-side apply.
+    fn apply(
+        self: &Arc<Self>,
+        key: Key,
+        gv: &str,
+        kind: &str,
+        namespaced: bool,
+        patch: Value,
+    ) -> Value {
+        let existing = self.objects.lock().unwrap().get(&key).cloned();
+        let (mut obj, event) = match existing {
+            Some(mut o) => {
+                let old_spec = o.get("spec").cloned();
+                merge(&mut o, &patch);
+                if o.get("spec").cloned() != old_spec {
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                    o["metadata"]["generation"] = json!(g + 1);
+                }
+                (o, "MODIFIED")
+            }
+            None => {
+                let mut o = patch.clone();
+                o["metadata"]["uid"] = json!(format!(
+                    "uid-{}-{}",
+                    self.name,
+                    self.rv.load(Ordering::SeqCst)
+                ));
+                o["metadata"]["generation"] = json!(1);
+                o["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                (o, "ADDED")
+            }
+        };
+        obj["apiVersion"] = json!(gv);
+        obj["kind"] = json!(kind);
+        obj["metadata"]["name"] = json!(key.3);
+        if namespaced {
+            obj["metadata"]["namespace"] = json!(key.2);
+        }
+        // Secrets: stringData lands in data.
+        if kind == "Secret"
+            && let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
+            for (k, v) in sd.as_object().cloned().unwrap_or_default() {
+                obj["data"][k] = json!(b64(v.as_str().unwrap_or("").as_bytes()));
+            }
+        }
+        let obj = self.write(key.clone(), obj, event);
+        self.react(key, obj.clone());
+        obj
+    }
+
+    fn pool_ip(&self) -> String {
+        let n = self.next_ip.fetch_add(1, Ordering::SeqCst);
+        format!("172.30.{}.{}", 200 + (n / 250), 1 + n % 250)
+    }
+
+    /// The controllers.
+    fn react(self: &Arc<Self>, key: Key, obj: Value) {
+        let kind = obj["kind"].as_str().unwrap_or("").to_string();
+        let group = key.0.clone();
+        match (group.as_str(), kind.as_str()) {
+            ("apps", "Deployment") => {
+                let gen_ = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+                let ready = obj["status"]["observedGeneration"].as_i64() == Some(gen_);
+                if ready || self.knobs.never_ready.lock().unwrap().contains(&key.3) {
+                    return;
+                }
+                let delay = *self.knobs.ready_delay.lock().unwrap();
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let cur = me.objects.lock().unwrap().get(&key).cloned();
+                    let Some(mut o) = cur else { return };
+                    if me.knobs.never_ready.lock().unwrap().contains(&key.3) {
+                        return;
+                    }
+                    let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
+                    o["status"] = json!({"observedGeneration": o["metadata"]["generation"], "replicas": replicas,
+                                         "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas});
+                    me.write(key, o, "MODIFIED");
+                });
+            }
+            ("", "Service") => {
+                if obj["spec"]["type"] != "LoadBalancer"
+                    || obj["status"]["loadBalancer"]["ingress"].is_array()
+                {
+                    return;
+                }
+                let ann = &obj["metadata"]["annotations"];
+                let ip = ann["lbipam.cilium.io/ips"]
+                    .as_str()
+                    .or(ann["metallb.io/loadBalancerIPs"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| self.pool_ip());
+                let mut o = obj.clone();
+                o["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+                self.write(key, o, "MODIFIED");
+            }
+            ("gateway.networking.k8s.io", "Gateway") => {
+                if obj["spec"]["gatewayClassName"] != "istio-east-west"
+                    || obj["status"]["addresses"].is_array()
+                {
+                    return;
+                }
+                let ann = &obj["spec"]["infrastructure"]["annotations"];
+                let ip = ann["lbipam.cilium.io/ips"]
+                    .as_str()
+                    .or(ann["metallb.io/loadBalancerIPs"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| self.pool_ip());
+                let mut o = obj.clone();
+                o["status"] = json!({"addresses": [{"type": "IPAddress", "value": ip}]});
+                self.write(key, o, "MODIFIED");
+            }
+            ("", "Secret") => {
+                if obj["type"] != "kubernetes.io/service-account-token"
+                    || obj["data"]["token"].is_string()
+                {
+                    return;
+                }
+                let mut o = obj.clone();
+                o["data"]["token"] =
+                    json!(b64(format!("fake-token-{}-{}", self.name, key.3).as_bytes()));
+                o["data"]["ca.crt"] = json!(b64(b"fake-ca"));
+                self.write(key, o, "MODIFIED");
+            }
+            _ => {}
+        }
+    }
+}
+
+struct Route {
+    group: String,
+    version: String,
+    plural: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match *segs.first()? {
+        "api" => ("", *segs.get(1)?, &segs[2..]),
+        "apis" => (*segs.get(1)?, *segs.get(2)?, &segs[3.min(segs.len())..]),
+        _ => return None,
+    };
+    let s = |i: usize| rest.get(i).map(|x| x.to_string());
+    Some(if rest.len() >= 3 && rest[0] == "namespaces" {
+        Route {
+            group: group.into(),
+            version: version.into(),
+            plural: s(2),
+            namespace: s(1),
+            name: s(3),
+            sub: s(4),
+        }
+    } else {
+        Route {
+            group: group.into(),
+            version: version.into(),
+            plural: s(0),
+            namespace: None,
+            name: s(1),
+            sub: s(2),
+        }
+    })
+}
+
+pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if let Some(op) = path.strip_prefix("/fake/") {
+        match op {
+            "reset" => {
+                st.clear();
+                st.down.store(false, Ordering::SeqCst);
+            }
+            "down" => {
+                st.clear();
+                st.down.store(true, Ordering::SeqCst);
+            }
+            _ => return Ok(status(404, "NotFound", "no such fake endpoint")),
+        }
+        return Ok(json_response(StatusCode::OK, &json!({"ok": true})));
+    }
+    if st.down.load(Ordering::SeqCst) {
+        return Ok(status(
+            503,
+            "ServiceUnavailable",
+            "this cluster was deleted",
+        ));
+    }
+    if path == "/version" {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-fake", "platform": "linux/amd64"}),
+        ));
+    }
+    if path == "/api" {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIVersions", "versions": ["v1"]}),
+        ));
+    }
+    let Some(r) = route(&path) else {
+        return Ok(status(404, "NotFound", &format!("no route {path}")));
+    };
+    let gv = if r.group.is_empty() {
+        r.version.clone()
+    } else {
+        format!("{}/{}", r.group, r.version)
+    };
+    let Some(plural) = r.plural.clone() else {
+        // Discovery of a group/version.
+        let resources: Vec<Value> = RESOURCES
+            .iter()
+            .filter(|x| x.0 == r.group && x.1 == r.version)
+            .map(|x| {
+                json!({"name": x.2, "singularName": x.3.to_lowercase(), "namespaced": x.4, "kind": x.3,
+                       "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            })
+            .collect();
+        if resources.is_empty() {
+            return Ok(status(404, "NotFound", &format!("no group version {gv}")));
+        }
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+        ));
+    };
+    let Some((kind, namespaced)) = resource(&r.group, &r.version, &plural) else {
+        return Ok(status(
+            404,
+            "NotFound",
+            &format!("the server could not find the requested resource {gv}/{plural}"),
+        ));
+    };
+    let ns = if namespaced {
+        r.namespace.clone().unwrap_or_else(|| "default".into())
+    } else {
+        String::new()
+    };
+    let q = query(&req);
+    match (method, &r.name) {
+        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => Ok(
+            watch(st, r.group.clone(), plural, namespaced.then_some(ns), &q),
+        ),
+        (Method::GET, None) => {
+            let name = q
+                .get("fieldSelector")
+                .and_then(|f| f.strip_prefix("metadata.name=").map(str::to_string));
+            let items: Vec<Value> = st
+                .objects
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| {
+                    k.0 == r.group
+                        && k.1 == plural
+                        && (!namespaced || r.namespace.is_none() || k.2 == ns)
+                })
+                .filter(|(k, _)| name.as_ref().is_none_or(|n| &k.3 == n))
+                .map(|(_, v)| v.clone())
+                .collect();
+            let rv = st.rv.load(Ordering::SeqCst).to_string();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": format!("{kind}List"), "apiVersion": gv, "metadata": {"resourceVersion": rv}, "items": items}),
+            ))
+        }
+        (Method::GET, Some(name)) => match st.get(&r.group, &plural, &ns, name) {
+            Some(o) => Ok(json_response(StatusCode::OK, &o)),
+            None => Ok(status(
+                404,
+                "NotFound",
+                &format!("{plural} \"{name}\" not found"),
+            )),
+        },
+        (Method::PATCH, Some(name)) => {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                return Ok(status(
+                    400,
+                    "BadRequest",
+                    "the fake API server takes JSON patches only",
+                ));
+            };
+            st.mutations.fetch_add(1, Ordering::SeqCst);
+            let key = (r.group.clone(), plural.clone(), ns.clone(), name.clone());
+            if r.sub.as_deref() == Some("status") {
+                let Some(mut o) = st.get(&r.group, &plural, &ns, name) else {
+                    return Ok(status(404, "NotFound", "not found"));
+                };
+                o["status"] = patch["status"].clone();
+                return Ok(json_response(StatusCode::OK, &st.write(key, o, "MODIFIED")));
+            }
+            let o = st.apply(key, &gv, kind, namespaced, patch);
+            Ok(json_response(StatusCode::OK, &o))
+        }
+        (Method::DELETE, Some(name)) => {
+            st.mutations.fetch_add(1, Ordering::SeqCst);
+            match st.get(&r.group, &plural, &ns, name) {
+                Some(o) => {
+                    st.remove(&r.group, &plural, &ns, name);
+                    Ok(json_response(StatusCode::OK, &o))
+                }
+                None => Ok(status(
+                    404,
+                    "NotFound",
+                    &format!("{plural} \"{name}\" not found"),
+                )),
+            }
+        }
+        (m, _) => Ok(status(
+            405,
+            "MethodNotAllowed",
+            &format!("the fake API server does not do {m} here"),
+        )),
+    }
+}
+
+fn watch(
+    st: Arc<State>,
+    group: String,
+    plural: String,
+    ns: Option<String>,
+    q: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let since: u64 = q
+        .get("resourceVersion")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let name = q
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name=").map(str::to_string));
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(290u64);
+    let matches = {
+        let (group, plural, ns, name) = (group.clone(), plural.clone(), ns.clone(), name.clone());
+        move |k: &Key| {
+            k.0 == group
+                && k.1 == plural
+                && ns.as_ref().is_none_or(|n| &k.2 == n)
+                && name.as_ref().is_none_or(|n| &k.3 == n)
+        }
+    };
+    let mut rx = st.events.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
+    // Replay what changed since the client's resourceVersion, then follow.
+    let replay: Vec<Value> = st
+        .objects
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| matches(k))
+        .filter(|(_, v)| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                > since
+        })
+        .map(|(_, v)| v.clone())
+        .collect();
+    tokio::spawn(async move {
+        let line = |t: &str, o: &Value| {
+            let mut b = serde_json::to_vec(&json!({"type": t, "object": o})).unwrap();
+            b.push(b'\n');
+            Ok(Frame::data(Bytes::from(b)))
+        };
+        for o in replay {
+            if tx.send(line("MODIFIED", &o)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(ev) if matches(&ev.key) => {
+                        if tx.send(line(ev.kind, &ev.object)).await.is_err() { return; }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                },
+                () = &mut deadline => return,
+                () = tx.closed() => return,
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(
+            out,
+            |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+        );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap()
+}

@@ -1,0 +1,326 @@
+//! The fake world the live tests run `mesh` against: fake `kind`, `helm` and
+//! `docker` executables first on PATH (`tools.py`, stdlib Python), and one
+//! fake Kubernetes API server per cluster (`api.rs`) on 127.0.0.1 over TLS
+//! with client-certificate auth. Nothing here reaches any address but
+//! 127.0.0.1.
+//!
+//! The world prepares, for each cluster name, an API server and the two
+//! kubeconfigs the fake `kind` hands out: the external one (server
+//! `https://127.0.0.1:<port>`) and the internal one (server
+//! `https://<name>-control-plane:6443`, as `kind get kubeconfig --internal`
+//! prints). The servers run on the world's own tokio runtime, so they live
+//! exactly as long as the test.
+#![allow(dead_code)]
+
+pub mod api;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOOLS: &str = include_str!("tools.py");
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub apis: BTreeMap<String, Arc<api::State>>,
+    rt: tokio::runtime::Runtime,
+}
+
+struct Pki {
+    ca_pem: String,
+    server: (Vec<u8>, Vec<u8>),
+    client_cert: String,
+    client_key: String,
+    ca_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "fake-kubernetes-ca");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut sp = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    sp.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let server = sp.signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut cp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    cp.distinguished_name
+        .push(DnType::CommonName, "kubernetes-admin");
+    cp.distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    let client = cp.signed_by(&client_key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().to_vec(),
+        server: (server.der().to_vec(), server_key.serialize_der()),
+        client_cert: client.pem(),
+        client_key: client_key.serialize_pem(),
+    }
+}
+
+fn kubeconfig(name: &str, server: &str, pki: &Pki) -> Value {
+    let ctx = format!("kind-{name}");
+    json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": ctx, "cluster": {"server": server, "certificate-authority-data": b64(pki.ca_pem.as_bytes())}}],
+        "users": [{"name": ctx, "user": {"client-certificate-data": b64(pki.client_cert.as_bytes()),
+                                         "client-key-data": b64(pki.client_key.as_bytes())}}],
+        "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": ctx}}],
+        "current-context": ctx,
+    })
+}
+
+impl World {
+    /// A world with API servers prepared for these cluster names.
+    pub fn new(clusters: &[&str]) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let script = bin.join("tools.py");
+        std::fs::write(&script, TOOLS).unwrap();
+        for t in ["kind", "helm", "docker"] {
+            std::os::unix::fs::symlink(&script, bin.join(t)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut apis = BTreeMap::new();
+        for name in clusters {
+            let pki = pki();
+            let st = api::State::new(name);
+            st.down.store(true, std::sync::atomic::Ordering::SeqCst); // no cluster until kind creates it
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let tls = tls_config(&pki);
+            let st2 = st.clone();
+            rt.spawn(serve(listener, tls, st2));
+            let d = state.join("api").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            let ext = kubeconfig(name, &format!("https://127.0.0.1:{port}"), &pki);
+            let int = kubeconfig(name, &format!("https://{name}-control-plane:6443"), &pki);
+            std::fs::write(
+                d.join("kubeconfig.json"),
+                serde_json::to_vec_pretty(&ext).unwrap(),
+            )
+            .unwrap();
+            std::fs::write(
+                d.join("kubeconfig-internal.json"),
+                serde_json::to_vec_pretty(&int).unwrap(),
+            )
+            .unwrap();
+            apis.insert(name.to_string(), st);
+        }
+        World { dir, apis, rt }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Environment for a `mesh` run in this world.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        vec![
+            ("PATH".into(), path),
+            ("FAKE_STATE".into(), self.state().display().to_string()),
+            ("MESH_WAIT_TIMEOUT".into(), "20".into()),
+            (
+                "KUBECONFIG".into(),
+                self.dir
+                    .path()
+                    .join("no-such-kubeconfig")
+                    .display()
+                    .to_string(),
+            ),
+        ]
+    }
+
+    /// Set the fake tools' knobs (config.json).
+    pub fn configure(&self, config: Value) {
+        std::fs::write(
+            self.state().join("config.json"),
+            serde_json::to_vec(&config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Every tool invocation so far.
+    pub fn tool_log(&self) -> Vec<Vec<String>> {
+        std::fs::read_to_string(self.state().join("log.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Tool invocations that change something.
+    pub fn mutating_tool_calls(&self) -> Vec<Vec<String>> {
+        self.tool_log()
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    (c[0].as_str(), c.get(1).map(String::as_str)),
+                    ("kind", Some("create"))
+                        | ("kind", Some("delete"))
+                        | ("helm", Some("upgrade"))
+                        | ("helm", Some("uninstall"))
+                )
+            })
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        let _ = std::fs::remove_file(self.state().join("log.jsonl"));
+    }
+
+    pub fn api(&self, cluster: &str) -> &Arc<api::State> {
+        &self.apis[cluster]
+    }
+
+    /// Mutating API requests across all clusters.
+    pub fn api_mutations(&self) -> usize {
+        self.apis
+            .values()
+            .map(|a| a.mutations.load(std::sync::atomic::Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Helm releases the fake helm holds for a cluster.
+    pub fn releases(&self, cluster: &str) -> Value {
+        std::fs::read_to_string(
+            self.state()
+                .join("releases")
+                .join(format!("kind-{cluster}.json")),
+        )
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(json!({}))
+    }
+
+    pub fn kind_clusters(&self) -> Vec<String> {
+        let d = self.state().join("clusters");
+        let mut v: Vec<String> = std::fs::read_dir(&d)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Delete a kind cluster behind mesh's back, as `kind delete` would.
+    pub fn delete_cluster_behind_meshs_back(&self, name: &str) {
+        let d = self.state().join("clusters").join(name);
+        std::fs::remove_dir_all(d).unwrap();
+        let _ = std::fs::remove_file(
+            self.state()
+                .join("releases")
+                .join(format!("kind-{name}.json")),
+        );
+        self.api(name).clear();
+        self.api(name)
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn set_ready_delay(&self, d: Duration) {
+        for a in self.apis.values() {
+            *a.knobs.ready_delay.lock().unwrap() = d;
+        }
+    }
+}
+
+fn tls_config(pki: &Pki) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from(pki.server.0.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone())),
+        )
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    st: Arc<api::State>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let (tls, st) = (tls.clone(), st.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = tls.accept(tcp).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| api::handle(st.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Write a plan into a project directory.
+pub fn project(plan: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("plan.toml"), plan).unwrap();
+    d
+}
+
+/// Run mesh in `dir` within `world`.
+pub fn mesh(world: &World, dir: &Path, args: &[&str]) -> crate::common::Out {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    c.args(args).current_dir(dir);
+    for (k, v) in world.env() {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    crate::common::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Fake kind, helm and docker for mesh's live tests (stdlib only).
+
+One script, installed under three names; it acts as the tool it is called
+as. State lives in $FAKE_STATE:
+
+  config.json        knobs: {"delay": {"<tool> <verb>": seconds},
+                     "fail": {"<tool> <verb> [<name>]": "message"},
+                     "hang": ["<tool> <verb> [<name>]"], "garbage": [...],
+                     "subnet": "172.18.0.0/16"}
+  clusters/<n>/      a kind cluster that exists (kubeconfig.json,
+                     kubeconfig-internal.json are prepared by the test in
+                     api/<n>/ and copied here on create)
+  releases/<n>.json  helm releases per cluster
+  log.jsonl          every invocation
+
+Helm acts on the fake API server like the charts would: base makes the
+istio-reader service account, istiod its Deployment (not in the remote
+profile), gateway its Deployment and LoadBalancer Service.
+"""
+import base64, json, os, ssl, sys, tempfile, time, http.client
+
+STATE = os.environ["FAKE_STATE"]
+TOOL = os.path.basename(sys.argv[0])
+ARGS = sys.argv[1:]
+
+
+def load(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def save(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+CONFIG = load(os.path.join(STATE, "config.json"), {})
+
+
+def log():
+    with open(os.path.join(STATE, "log.jsonl"), "a") as f:
+        f.write(json.dumps([TOOL] + ARGS) + "\n")
+
+
+def knobs(verb, name=None):
+    """Apply configured delay, failure, hang or garbage for this call."""
+    keys = [f"{TOOL} {verb}"] + ([f"{TOOL} {verb} {name}"] if name else [])
+    for k in keys:
+        if k in CONFIG.get("delay", {}):
+            time.sleep(CONFIG["delay"][k])
+    for k in keys:
+        if k in CONFIG.get("hang", []):
+            time.sleep(3600)
+        if k in CONFIG.get("fail", {}):
+            sys.stderr.write(CONFIG["fail"][k] + "\n")
+            sys.exit(1)
+        if k in CONFIG.get("garbage", []):
+            print("\x00\x01 this is not what you expected {{{")
+            sys.exit(0)
+
+
+def flag(name, default=None):
+    if name in ARGS:
+        i = ARGS.index(name)
+        return ARGS[i + 1]
+    return default
+
+
+def die(msg, code=1):
+    sys.stderr.write(msg + "\n")
+    sys.exit(code)
+
+
+# ------------------------------------------------------------ API access
+
+def api_for_kubeconfig(path):
+    with open(path) as f:
+        kc = json.load(f)
+    ctx_name = flag("--kube-context") or kc["current-context"]
+    ctx = next(c["context"] for c in kc["contexts"] if c["name"] == ctx_name)
+    cluster = next(c["cluster"] for c in kc["clusters"] if c["name"] == ctx["cluster"])
+    user = next(u["user"] for u in kc["users"] if u["name"] == ctx["user"])
+    return cluster, user, ctx["cluster"]
+
+
+def request(cluster, user, method, path, body=None):
+    server = cluster["server"].replace("https://", "")
+    host, port = server.split(":")
+    ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+        with open(cert, "wb") as f:
+            f.write(base64.b64decode(user["client-certificate-data"]))
+        with open(key, "wb") as f:
+            f.write(base64.b64decode(user["client-key-data"]))
+        ctx.load_cert_chain(cert, key)
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=30)
+    headers = {"content-type": "application/apply-patch+yaml"} if body is not None else {}
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    if resp.status >= 300:
+        die(f"{TOOL}: API {method} {path}: {resp.status} {data[:200]!r}")
+    return json.loads(data or b"{}")
+
+
+def apply(cluster, user, api_path, obj):
+    request(cluster, user, "PATCH", api_path + "?fieldManager=helm&force=true", obj)
+
+
+# ------------------------------------------------------------ kind
+
+def kind():
+    if ARGS[:1] == ["version"]:
+        print("kind v0.30.0-fake go1.24 linux/amd64")
+        return
+    if ARGS[:2] == ["get", "clusters"]:
+        knobs("get clusters")
+        d = os.path.join(STATE, "clusters")
+        names = sorted(os.listdir(d)) if os.path.isdir(d) else []
+        if not names:
+            sys.stderr.write("No kind clusters found.\n")
+        for n in names:
+            print(n)
+        return
+    name = flag("--name", "kind")
+    here = os.path.join(STATE, "clusters", name)
+    prepared = os.path.join(STATE, "api", name)
+    if ARGS[:2] == ["create", "cluster"]:
+        knobs("create", name)
+        if os.path.isdir(here):
+            die(f'ERROR: failed to create cluster: node(s) already exist for a cluster with the name "{name}"')
+        config = flag("--config")
+        if not config or not os.path.isfile(config):
+            die("ERROR: no --config file")
+        if not os.path.isdir(prepared):
+            die(f"fake kind: the test prepared no API server for {name}")
+        os.makedirs(here)
+        with open(config) as f, open(os.path.join(here, "config.yaml"), "w") as g:
+            g.write(f.read())
+        cluster, user, _ = api_for_kubeconfig(os.path.join(prepared, "kubeconfig.json"))
+        request(cluster, user, "POST", "/fake/reset")
+        return
+    if ARGS[:2] == ["delete", "cluster"]:
+        knobs("delete", name)
+        if os.path.isdir(prepared):
+            cluster, user, _ = api_for_kubeconfig(os.path.join(prepared, "kubeconfig.json"))
+            request(cluster, user, "POST", "/fake/down")
+        if os.path.isdir(here):
+            for f in os.listdir(here):
+                os.remove(os.path.join(here, f))
+            os.rmdir(here)
+        rel = os.path.join(STATE, "releases", f"kind-{name}.json")
+        if os.path.exists(rel):
+            os.remove(rel)
+        return
+    if ARGS[:2] == ["get", "kubeconfig"]:
+        knobs("get kubeconfig", name)
+        if not os.path.isdir(here):
+            die(f'ERROR: could not locate any control plane nodes for cluster named "{name}"')
+        internal = "--internal" in ARGS
+        with open(os.path.join(prepared, "kubeconfig-internal.json" if internal else "kubeconfig.json")) as f:
+            sys.stdout.write(f.read())
+        return
+    die(f"fake kind: unsupported: {ARGS}")
+
+
+# ------------------------------------------------------------ docker
+
+def docker():
+    if ARGS[:1] == ["info"]:
+        knobs("info")
+        print("28.2.2-fake")
+        return
+    if ARGS[:3] == ["network", "inspect", "kind"]:
+        knobs("network inspect")
+        d = os.path.join(STATE, "clusters")
+        if not (os.path.isdir(d) and os.listdir(d)):
+            die("Error response from daemon: network kind not found")
+        subnet = CONFIG.get("subnet", "172.18.0.0/16")
+        print(json.dumps([{"Subnet": "fc00:f853:ccd:e793::/64"}, {"Subnet": subnet, "Gateway": subnet.split("/")[0][:-1] + "1"}]))
+        return
+    die(f"fake docker: unsupported: {ARGS}")
+
+
+# ------------------------------------------------------------ helm
+
+def chart_objects(chart, release, ns, values):
+    """What the real chart would create that mesh waits on."""
+    objs = []
+    if chart == "base":
+        objs.append(("/api/v1/namespaces/%s/serviceaccounts/istio-reader-service-account" % ns,
+                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account"}}))
+    if chart == "istiod" and values.get("profile") != "remote":
+        objs.append(("/apis/apps/v1/namespaces/%s/deployments/istiod" % ns,
+                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
+                      "spec": {"replicas": 1}}))
+    if chart == "gateway":
+        name = values.get("name", release)
+        svc = values.get("service", {})
+        objs.append(("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, name),
+                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": values.get("labels", {})},
+                      "spec": {"replicas": 1}}))
+        objs.append(("/api/v1/namespaces/%s/services/%s" % (ns, name),
+                     {"apiVersion": "v1", "kind": "Service",
+                      "metadata": {"name": name, "labels": values.get("labels", {}), "annotations": svc.get("annotations", {})},
+                      "spec": {"type": svc.get("type", "LoadBalancer"), "ports": svc.get("ports", [])}}))
+    return objs
+
+
+def helm():
+    if ARGS[:1] == ["version"]:
+        print("v3.19.0-fake+g0000000")
+        return
+    kubeconfig = flag("--kubeconfig")
+    ns = flag("--namespace", "default")
+    if not kubeconfig:
+        die("fake helm: --kubeconfig is required")
+    cluster, user, cluster_name = api_for_kubeconfig(kubeconfig)
+    path = os.path.join(STATE, "releases", f"{cluster_name}.json")
+    releases = load(path, {})
+    verb = ARGS[0]
+    if verb == "upgrade":
+        release, chart = ARGS[2], ARGS[3]
+        knobs("upgrade", release)
+        values = {}
+        if flag("--values"):
+            with open(flag("--values")) as f:
+                values = json.load(f)
+        for api_path, obj in chart_objects(chart, release, ns, values):
+            apply(cluster, user, api_path, obj)
+        releases[f"{ns}/{release}"] = {"chart": chart, "version": flag("--version"), "repo": flag("--repo"),
+                                       "values": values, "status": "deployed"}
+        save(path, releases)
+        print(f'Release "{release}" has been upgraded. Happy Helming!')
+        return
+    if verb == "status":
+        knobs("status", ARGS[1])
+        r = releases.get(f"{ns}/{ARGS[1]}")
+        if r is None:
+            die("Error: release: not found")
+        print(json.dumps({"name": ARGS[1], "namespace": ns, "info": {"status": r["status"]}}))
+        return
+    if verb == "get" and ARGS[1] == "values":
+        knobs("get values", ARGS[2])
+        r = releases.get(f"{ns}/{ARGS[2]}")
+        if r is None:
+            die("Error: release: not found")
+        print(json.dumps(r["values"] or None))
+        return
+    if verb == "uninstall":
+        knobs("uninstall", ARGS[1])
+        releases.pop(f"{ns}/{ARGS[1]}", None)
+        save(path, releases)
+        print(f'release "{ARGS[1]}" uninstalled')
+        return
+    die(f"fake helm: unsupported: {ARGS}")
+
+
+if __name__ == "__main__":
+    log()
+    {"kind": kind, "docker": docker, "helm": helm}[TOOL]()
