@@ -232,6 +232,9 @@ struct ToRun {
     reason: String,
     deps: BTreeMap<String, Digest>,
     dep_files: HashMap<String, Arc<Vec<FileEntry>>>,
+    /// The files of the task's last successful run, if any: a live task
+    /// reads its old receipt to remove what it no longer installs.
+    previous: Option<Arc<Vec<FileEntry>>>,
 }
 
 /// Run `selected` nodes of `graph` (all when `None`). The selection must be
@@ -342,7 +345,11 @@ pub async fn execute(
                             &mut newly_ready,
                         );
                     }
-                    Checked::Miss { key, reason } => {
+                    Checked::Miss {
+                        key,
+                        reason,
+                        previous,
+                    } => {
                         ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
                         to_run.insert(
                             i,
@@ -352,6 +359,7 @@ pub async fn execute(
                                 reason,
                                 deps,
                                 dep_files,
+                                previous,
                             },
                         );
                     }
@@ -367,6 +375,7 @@ pub async fn execute(
                             reason: String::new(),
                             deps,
                             dep_files,
+                            previous: Some(Arc::new(record.files.clone())),
                         };
                         let mut files = job.dep_files.clone();
                         files.insert(graph.node(i).id.clone(), Arc::new(record.files.clone()));
@@ -649,6 +658,7 @@ enum Checked {
     Miss {
         key: Digest,
         reason: String,
+        previous: Option<Arc<Vec<FileEntry>>>,
     },
     /// Up to date, but its exported files could not be restored.
     Failed(TaskReport),
@@ -677,8 +687,10 @@ fn check(
         output,
         files,
     };
+    let mut previous = None;
     let reason = match sh.cache.load(&node.id) {
         Load::Ok(rec) if rec.key == key => {
+            previous = Some(Arc::new(rec.files.clone()));
             let bad = rec.files.iter().find(|f| {
                 if known.contains(&f.blob) || fresh.contains(&f.blob) {
                     return false;
@@ -711,6 +723,7 @@ fn check(
             }
         }
         Load::Ok(rec) => {
+            previous = Some(Arc::new(rec.files.clone()));
             let why = why_stale(node, &rec, deps);
             if why.is_empty() {
                 "key changed".into()
@@ -721,7 +734,11 @@ fn check(
         Load::Missing => "never run".into(),
         Load::Corrupt(why) => format!("record was corrupt ({why})"),
     };
-    Checked::Miss { key, reason }
+    Checked::Miss {
+        key,
+        reason,
+        previous,
+    }
 }
 
 /// Longest chain of dependencies by this build's durations.
@@ -770,11 +787,15 @@ async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
         output,
         files,
     };
+    let mut files = job.dep_files;
+    if let Some(prev) = job.previous {
+        files.insert(node.id.clone(), prev);
+    }
     let ctx = Ctx {
         id: node.id.clone(),
         deps: Arc::new(StoreReader {
             cache: sh.cache.clone(),
-            files: job.dep_files,
+            files,
         }),
     };
     let started_ms = unix_ms();

@@ -65,6 +65,14 @@ pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, 
         .map_err(|e| kerr("bad kubeconfig", e))?;
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(60));
+    // No silent retry with backoff (kube's default waits up to minutes on a
+    // 503): every call here is idempotent and bounded by its task's own
+    // timeout, and a failed task is retried by the next build.
+    config.default_retry = false;
+    // No silent retry with backoff (kube's default waits up to minutes on a
+    // 503): every call here is idempotent and bounded by its task's own
+    // timeout, and a failed task is retried by the next build.
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| kerr("cannot build a client", e))
 }
 

@@ -171,6 +171,8 @@ impl Receipt {
         )
     }
 
+    /// The task's recorded receipt (in a probe or undo), or its previous one
+    /// (in a rerun).
     fn read(ctx: &Ctx) -> Result<Receipt, String> {
         let bytes = ctx.read(&ctx.id, RECEIPT).map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes).map_err(|e| format!("bad receipt: {e}"))
@@ -410,6 +412,24 @@ impl Step {
             let client = access.client().await?;
             for t in &texts {
                 receipt.objects.extend(k8s::apply(&client, t).await?);
+            }
+            // Prune: what the last run applied and this one no longer does.
+            if let Ok(old) = Receipt::read(&ctx) {
+                let key = |o: &ObjRef| {
+                    (
+                        o.api_version.clone(),
+                        o.kind.clone(),
+                        o.namespace.clone(),
+                        o.name.clone(),
+                    )
+                };
+                let now: std::collections::HashSet<_> = receipt.objects.iter().map(key).collect();
+                let gone: Vec<ObjRef> = old
+                    .objects
+                    .into_iter()
+                    .filter(|o| !now.contains(&key(o)))
+                    .collect();
+                k8s::delete(&client, &gone).await?;
             }
         }
         for w in &self.waits {

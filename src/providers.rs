@@ -76,6 +76,17 @@ pub async fn run(tool: Tool, args: &[&str], timeout: Duration) -> Result<String,
     run_env(tool, args, &[], timeout).await
 }
 
+/// `MESH_TOOL_TIMEOUT` (seconds) caps every tool call's timeout.
+fn cap(timeout: Duration) -> Duration {
+    match std::env::var("MESH_TOOL_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(secs) => timeout.min(Duration::from_secs(secs)),
+        None => timeout,
+    }
+}
+
 /// Run a tool with extra environment variables.
 pub async fn run_env(
     tool: Tool,
@@ -83,6 +94,7 @@ pub async fn run_env(
     env: &[(&str, &Path)],
     timeout: Duration,
 ) -> Result<String, TaskError> {
+    let timeout = cap(timeout);
     let shown = format!("{} {}", tool.name(), args.join(" "));
     let bin = tool.locate().ok_or_else(|| {
         TaskError::tool(

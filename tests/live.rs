@@ -149,3 +149,498 @@ fn sidecar_multi_primary_bring_up() {
     assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
     assert_eq!(w.api_mutations(), before, "a no-op rerun changed objects");
 }
+
+fn up(w: &World, plan: &str) -> tempfile::TempDir {
+    let p = project(plan);
+    let o = mesh(w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "bring-up failed:\n{}", o.stderr);
+    p
+}
+
+fn lb_ip(p: &tempfile::TempDir, c: &str) -> Value {
+    let ranges: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("out/net/lb-ranges.json")).unwrap(),
+    )
+    .unwrap();
+    ranges["ranges"][c]["gateway_ip"].clone()
+}
+
+#[test]
+fn sidecar_primary_remote_bring_up() {
+    let w = World::new(&["east", "west"]);
+    let plan = default_plan()
+        .replace(
+            "topology = \"multi-primary\"",
+            "topology = \"primary-remote\"",
+        )
+        .replace(
+            "network = \"network2\"",
+            "network = \"network2\"\nrole = \"remote\"",
+        );
+    let p = up(&w, &plan);
+    let east = w.releases("east");
+    assert_eq!(
+        east["istio-system/istiod"]["values"]["global"]["externalIstiod"],
+        true
+    );
+    let west = w.releases("west");
+    let v = &west["istio-system/istiod"]["values"];
+    assert_eq!(v["profile"], "remote");
+    assert_eq!(v["global"]["remotePilotAddress"], lb_ip(&p, "east"));
+    assert_eq!(
+        v["istiodRemote"]["injectionPath"],
+        "/inject/cluster/west/net/network2"
+    );
+    assert_eq!(
+        west["istio-system/istio-base"]["values"]["profile"],
+        "remote"
+    );
+    let ns = w
+        .api("west")
+        .get("", "namespaces", "", "istio-system")
+        .unwrap();
+    assert_eq!(
+        ns["metadata"]["annotations"]["topology.istio.io/controlPlaneClusters"],
+        "east"
+    );
+    // istiod runs on the primary only; it is exposed through east's gateway.
+    assert!(
+        w.api("east")
+            .get("apps", "deployments", "istio-system", "istiod")
+            .is_some()
+    );
+    assert!(
+        w.api("west")
+            .get("apps", "deployments", "istio-system", "istiod")
+            .is_none()
+    );
+    assert!(
+        w.api("east")
+            .get(
+                "networking.istio.io",
+                "gateways",
+                "istio-system",
+                "istiod-gateway"
+            )
+            .is_some()
+    );
+    assert!(
+        w.api("east")
+            .get(
+                "networking.istio.io",
+                "virtualservices",
+                "istio-system",
+                "istiod-vs"
+            )
+            .is_some()
+    );
+    // Remote secret: remote → primary only.
+    assert!(
+        w.api("east")
+            .get("", "secrets", "istio-system", "istio-remote-secret-west")
+            .is_some()
+    );
+    assert!(
+        w.api("west")
+            .get("", "secrets", "istio-system", "istio-remote-secret-east")
+            .is_none()
+    );
+    assert!(
+        w.api("west")
+            .get("apps", "deployments", "sample", "helloworld-v2")
+            .is_some()
+    );
+}
+
+#[test]
+fn ambient_multi_primary_bring_up() {
+    let w = World::new(&["east", "west"]);
+    let crds = w.dir.path().join("gateway-api-crds.yaml");
+    std::fs::write(
+        &crds,
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n",
+    )
+    .unwrap();
+    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+    let p = up(
+        &w,
+        &default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\""),
+    );
+    for c in ["east", "west"] {
+        let api = w.api(c);
+        assert!(
+            api.get(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "",
+                "gateways.gateway.networking.k8s.io"
+            )
+            .is_some()
+        );
+        let rel = w.releases(c);
+        for r in [
+            "istio-system/istio-base",
+            "istio-system/istiod",
+            "istio-system/istio-cni",
+            "istio-system/ztunnel",
+        ] {
+            assert_eq!(rel[r]["status"], "deployed", "{c} {r}");
+        }
+        assert_eq!(
+            rel["istio-system/istiod"]["values"]["env"]["AMBIENT_ENABLE_MULTI_NETWORK"],
+            "true"
+        );
+        assert!(
+            rel.get("istio-system/istio-eastwestgateway").is_none(),
+            "ambient uses a Gateway, not the chart"
+        );
+        let gw = api
+            .get(
+                "gateway.networking.k8s.io",
+                "gateways",
+                "istio-system",
+                "istio-eastwestgateway",
+            )
+            .unwrap();
+        assert_eq!(gw["spec"]["gatewayClassName"], "istio-east-west");
+        assert_eq!(gw["spec"]["listeners"][0]["port"], 15008);
+        assert_eq!(gw["spec"]["listeners"][0]["protocol"], "HBONE");
+        assert_eq!(gw["status"]["addresses"][0]["value"], lb_ip(&p, c));
+        assert_eq!(
+            api.get("", "namespaces", "", "sample").unwrap()["metadata"]["labels"]["istio.io/dataplane-mode"],
+            "ambient"
+        );
+        assert_eq!(
+            api.get("", "services", "sample", "helloworld").unwrap()["metadata"]["labels"]["istio.io/global"],
+            "true"
+        );
+    }
+}
+
+#[test]
+fn ambient_without_gateway_api_crds_fails_naming_task_and_what_to_do() {
+    let w = World::new(&["east", "west"]);
+    let p = project(&default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\""));
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("task istiod:east failed")
+            || o.stderr.contains("task istiod:west failed"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("MESH_GATEWAY_API_CRDS"), "{}", o.stderr);
+}
+
+#[test]
+fn editing_one_app_reruns_only_that_apps_tasks_and_prunes() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let plan = std::fs::read_to_string(p.path().join("plan.toml")).unwrap();
+    std::fs::write(
+        p.path().join("plan.toml"),
+        plan.replace("west = \"v2\"", "west = \"v1\""),
+    )
+    .unwrap();
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.with("ran"),
+        ["app:helloworld:west", "render.app:helloworld:west"]
+    );
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+    let api = w.api("west");
+    assert!(
+        api.get("apps", "deployments", "sample", "helloworld-v1")
+            .is_some()
+    );
+    assert!(
+        api.get("apps", "deployments", "sample", "helloworld-v2")
+            .is_none(),
+        "v2 was not pruned"
+    );
+    assert!(api.get("", "services", "sample", "helloworld").is_some());
+}
+
+#[test]
+fn a_cluster_deleted_behind_meshs_back_rebuilds_exactly_its_chain() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    w.delete_cluster_behind_meshs_back("east");
+    let st = mesh(&w, p.path(), &["status", "--json"]).json();
+    let state = |id: &str| {
+        st["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state("cluster:east"), "drifted");
+    assert_eq!(state("cluster:west"), "up-to-date");
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut ran: Vec<String> = o
+        .with("ran")
+        .into_iter()
+        .filter(|t| !t.starts_with("render.") && !t.starts_with("pki."))
+        .collect();
+    ran.sort();
+    let mut want: Vec<String> = [
+        "app:curl:east",
+        "app:helloworld:east",
+        "cacerts:east",
+        "cluster:east",
+        "cni:east",
+        "gateway:east",
+        "istiod:east",
+        "lb:east",
+        "net.discover",
+        "remote-secret:east->west",
+        "remote-secret:west->east",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    want.sort();
+    assert_eq!(ran, want);
+    assert!(
+        o.with("ran")
+            .iter()
+            .all(|t| !t.starts_with("render.") && !t.starts_with("pki."))
+    );
+    assert!(
+        w.api("east")
+            .get("", "secrets", "istio-system", "cacerts")
+            .is_some()
+    );
+    // West kept its objects and got a secret for the new east.
+    assert!(
+        w.api("west")
+            .get("", "secrets", "istio-system", "istio-remote-secret-east")
+            .is_some()
+    );
+}
+
+#[test]
+fn a_failing_tool_names_task_and_tool_records_nothing_and_the_next_run_resumes() {
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"fail": {"helm upgrade istiod": "Error: INSTALLATION FAILED: chart exploded"}}));
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("task istiod:"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("helm: `helm upgrade --install istiod"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("chart exploded"), "{}", o.stderr);
+    let failed = o.with("failed");
+    assert!(
+        !failed.is_empty() && failed.iter().all(|t| t.starts_with("istiod:")),
+        "{failed:?}"
+    );
+    for t in &failed {
+        assert!(
+            !p.path()
+                .join("cache/records")
+                .join(mesh::cache::encode_id(t))
+                .exists()
+        );
+    }
+    let skipped = o.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "skipped")
+        .count();
+    assert!(skipped > 0);
+    w.configure(serde_json::json!({}));
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").iter().any(|t| t.starts_with("istiod:")));
+    assert!(
+        o.with("cached").contains(&"cluster:east".to_string()),
+        "resumed, not restarted"
+    );
+}
+
+#[test]
+fn a_hanging_tool_times_out_naming_it() {
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"hang": ["helm upgrade istio-base"]}));
+    w.set_env("MESH_TOOL_TIMEOUT", "2");
+    let p = project(&default_plan());
+    let t = std::time::Instant::now();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1);
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    assert!(
+        o.stderr.contains("did not finish in 2s (killed)"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("task istiod:"), "{}", o.stderr);
+}
+
+#[test]
+fn a_tool_printing_garbage_is_a_clear_error() {
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"garbage": ["kind get kubeconfig east"]}));
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("task cluster:east failed"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("not a kubeconfig"), "{}", o.stderr);
+}
+
+#[test]
+fn ctrl_c_mid_bring_up_stops_children_and_the_next_run_resumes() {
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"delay": {"helm upgrade istiod": 30}}));
+    let p = project(&default_plan());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.args(["build"]).current_dir(p.path());
+    for (k, v) in w.env() {
+        cmd.env(k, v);
+    }
+    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !w
+        .tool_log()
+        .iter()
+        .any(|c| c.len() > 3 && c[1] == "upgrade" && c[3] == "istiod")
+    {
+        assert!(std::time::Instant::now() < deadline, "istiod never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let t = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "Ctrl-C took {:?}",
+        t.elapsed()
+    );
+    // The helm child was killed before it recorded a release.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(w.releases("east").get("istio-system/istiod").is_none());
+    assert!(!p.path().join("cache/records/istiod%3Aeast").exists());
+    w.configure(serde_json::json!({}));
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("cached").contains(&"cluster:east".to_string()));
+    assert!(o.with("ran").contains(&"istiod:east".to_string()));
+}
+
+#[test]
+fn destroy_then_build_again() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let o = mesh(&w, p.path(), &["destroy"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), Vec::<String>::new());
+    let st = mesh(&w, p.path(), &["status", "--json"]).json();
+    for t in st["tasks"].as_array().unwrap() {
+        if !t["pure"].as_bool().unwrap() {
+            assert_eq!(t["state"], "never-run", "{t}");
+        }
+    }
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").contains(&"cluster:east".to_string()));
+    assert_eq!(w.kind_clusters(), ["east", "west"]);
+    assert!(
+        w.api("west")
+            .get("", "secrets", "istio-system", "istio-remote-secret-east")
+            .is_some()
+    );
+}
+
+#[test]
+fn missing_tools_fail_the_build_in_milliseconds() {
+    let w = World::new(&["east", "west"]);
+    let p = project(&default_plan());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.args(["build"])
+        .current_dir(p.path())
+        .env("PATH", "/nonexistent")
+        .env("FAKE_STATE", w.state());
+    let t = std::time::Instant::now();
+    let o = cmd.output().unwrap();
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot run a live build"), "{err}");
+    for line in ["FAIL docker daemon", "FAIL kind", "FAIL helm"] {
+        assert!(err.contains(line), "{line}: {err}");
+    }
+    assert!(
+        err.contains("https://kind.sigs.k8s.io") && err.contains("https://helm.sh"),
+        "{err}"
+    );
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    assert!(!p.path().join("cache").exists(), "nothing was done");
+    let d = mesh(&w, p.path(), &["doctor", "--json"]);
+    assert_eq!(d.code, 0, "{}", d.stdout);
+}
+
+#[test]
+fn user_tasks_run_after_their_edges_and_drift_is_repaired() {
+    let w = World::new(&["east", "west"]);
+    let p = project(&format!(
+        "{}\n[tasks.extras]\ncluster = \"east\"\nmanifest = \"extras.yaml\"\nafter = [\"istiod:east\"]\n\n[tasks.mark]\ncluster = \"east\"\ncommand = [\"sh\", \"-c\", \"echo $MESH_CLUSTER > marker\"]\nafter = [\"task:extras\"]\n",
+        default_plan()
+    ));
+    std::fs::write(p.path().join("extras.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extras\n  namespace: istio-system\ndata:\n  a: b\n").unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        w.api("east")
+            .get("", "configmaps", "istio-system", "extras")
+            .is_some()
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("marker"))
+            .unwrap()
+            .trim(),
+        "east"
+    );
+    // Someone deletes a remote secret: status says drifted, build repairs it.
+    assert!(
+        w.api("west")
+            .remove("", "secrets", "istio-system", "istio-remote-secret-east")
+    );
+    let st = mesh(&w, p.path(), &["status"]);
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.starts_with("drifted") && l.contains("remote-secret:east->west")),
+        "{}",
+        st.stdout
+    );
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.with("ran"), ["remote-secret:east->west"]);
+    let reason = o.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "remote-secret:east->west")
+        .unwrap()["reason"]
+        .clone();
+    assert!(reason.as_str().unwrap().contains("drifted"), "{reason}");
+}

@@ -31,6 +31,7 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub apis: BTreeMap<String, Arc<api::State>>,
     rt: tokio::runtime::Runtime,
+    extra_env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 struct Pki {
@@ -132,7 +133,12 @@ impl World {
             .unwrap();
             apis.insert(name.to_string(), st);
         }
-        World { dir, apis, rt }
+        World {
+            dir,
+            apis,
+            rt,
+            extra_env: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     pub fn state(&self) -> PathBuf {
@@ -159,6 +165,14 @@ impl World {
                     .to_string(),
             ),
         ]
+        .into_iter()
+        .chain(self.extra_env.lock().unwrap().iter().cloned())
+        .collect()
+    }
+
+    /// An extra environment variable for the following mesh runs.
+    pub fn set_env(&self, k: &str, v: &str) {
+        self.extra_env.lock().unwrap().push((k.into(), v.into()));
     }
 
     /// Set the fake tools' knobs (config.json).
@@ -295,7 +309,21 @@ async fn serve(
             let Ok(stream) = tls.accept(tcp).await else {
                 return;
             };
-            let svc = hyper::service::service_fn(move |req| api::handle(st.clone(), req));
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let st = st.clone();
+                    async move {
+                        // A deleted cluster: only the fake control endpoints
+                        // answer; anything else has its connection closed, as
+                        // a stopped kind node refuses it.
+                        if st.down.load(std::sync::atomic::Ordering::SeqCst)
+                            && !req.uri().path().starts_with("/fake/")
+                        {
+                            return Err(std::io::Error::other("cluster is down"));
+                        }
+                        Ok(api::handle(st, req).await.expect("infallible"))
+                    }
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;

@@ -145,6 +145,11 @@ def kind():
         os.makedirs(here)
         with open(config) as f, open(os.path.join(here, "config.yaml"), "w") as g:
             g.write(f.read())
+        # Like real kind, a new cluster has new credentials: count creations.
+        gen_path = os.path.join(STATE, "generations", name)
+        os.makedirs(os.path.dirname(gen_path), exist_ok=True)
+        gen = int(load(gen_path, 0)) + 1
+        save(gen_path, gen)
         cluster, user, _ = api_for_kubeconfig(os.path.join(prepared, "kubeconfig.json"))
         request(cluster, user, "POST", "/fake/reset")
         return
@@ -167,7 +172,10 @@ def kind():
             die(f'ERROR: could not locate any control plane nodes for cluster named "{name}"')
         internal = "--internal" in ARGS
         with open(os.path.join(prepared, "kubeconfig-internal.json" if internal else "kubeconfig.json")) as f:
-            sys.stdout.write(f.read())
+            kc = json.load(f)
+        gen = load(os.path.join(STATE, "generations", name), 0)
+        kc["preferences"] = {"extensions": [{"name": "fake-kind", "extension": {"generation": gen}}]}
+        print(json.dumps(kc, indent=2))
         return
     die(f"fake kind: unsupported: {ARGS}")
 
