@@ -97,6 +97,12 @@ pub enum Command {
     /// Tear the mesh down: kind clusters are deleted; on existing clusters
     /// what mesh installed is removed. Forgets the live tasks' records.
     Destroy,
+    /// Send requests from every cluster's client pod to every app with a
+    /// `verify` path; pass only if every version answers from every cluster.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the tools and contexts a live build of this plan needs.
     Doctor {
         #[arg(long)]
@@ -399,6 +405,24 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Destroy => {
             let l = load(&cli.plan, Build::Live)?;
             destroy(l, &cache_dir)
+        }
+        Command::Verify { json } => {
+            let l = load(&cli.plan, Build::Live)?;
+            let Some(cache) = Cache::open_existing(&cache_dir) else {
+                return Err(fail(
+                    1,
+                    "error: nothing was built yet: run mesh build first",
+                ));
+            };
+            let report = runtime()?
+                .block_on(crate::verify::run(&l.plan, &l.graph, &cache))
+                .map_err(|e| fail(1, format!("error: {e}")))?;
+            if json {
+                print_json(&serde_json::to_value(&report).expect("report serializes"));
+            } else {
+                print!("{}", crate::verify::text(&report));
+            }
+            if report.passed { Ok(()) } else { Err(Exit(1)) }
         }
         Command::Doctor { json } => {
             let display = cli.plan.to_string_lossy().to_string();

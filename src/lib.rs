@@ -23,3 +23,4 @@ pub mod planner;
 pub mod providers;
 pub mod tasks;
 pub mod ui;
+pub mod verify;

@@ -48,6 +48,8 @@ struct RawPlan {
     tasks: BTreeMap<String, Spanned<RawTask>>,
     #[serde(default)]
     templates: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    verify: RawVerify,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +102,14 @@ struct RawApp {
     manifest: Spanned<String>,
     namespace: Option<Spanned<String>>,
     placement: Spanned<BTreeMap<String, Spanned<RawSelector>>>,
+    verify: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    client: Option<Spanned<String>>,
+    requests: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +254,17 @@ pub struct App {
     pub manifest: String,
     pub namespace: String,
     pub placement: BTreeMap<String, Selector>,
+    /// The HTTP path `mesh verify` requests on this app's Service, if any.
+    pub verify: Option<String>,
+}
+
+/// `[verify]`: how `mesh verify` sends traffic.
+#[derive(Serialize, Clone, Debug)]
+pub struct Verify {
+    /// The app whose pod sends the requests (it needs `sh` and `curl`).
+    pub client: String,
+    /// Requests per target app from each cluster.
+    pub requests: u32,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -303,6 +324,7 @@ pub struct Plan {
     pub clusters: BTreeMap<String, Cluster>,
     pub apps: BTreeMap<String, App>,
     pub tasks: BTreeMap<String, UserTask>,
+    pub verify: Verify,
     /// Logical file name (`tasks/kind/cluster.yaml.j2`, an app's manifest
     /// path) → its bytes.
     pub files: BTreeMap<String, Source>,
@@ -1076,9 +1098,44 @@ impl Validator {
                     manifest,
                     namespace,
                     placement,
+                    verify: ra.verify.as_ref().map(|v| v.get_ref().clone()),
                 },
             );
         }
+
+        // [verify]
+        let client = raw
+            .verify
+            .client
+            .as_ref()
+            .map_or("curl".to_string(), |c| c.get_ref().clone());
+        if let Some(c) = &raw.verify.client
+            && !apps.contains_key(c.get_ref())
+        {
+            self.err(
+                Diag::new(format!("verify client {:?} is not an app of this plan", c.get_ref()))
+                    .at(c.span(), "no such app")
+                    .hint("name the app whose pods send the requests (it needs sh and curl), e.g. \"curl\""),
+            );
+        }
+        for (name, ra) in &raw.apps {
+            if let Some(v) = &ra.get_ref().verify
+                && !v.get_ref().starts_with('/')
+            {
+                self.err(
+                    Diag::new(format!("app {name}: verify must be an HTTP path"))
+                        .at(v.span(), "does not start with /")
+                        .hint("for example verify = \"/hello\""),
+                );
+            }
+        }
+        let requests = raw.verify.requests.as_ref().map_or(20, |r| *r.get_ref());
+        if let Some(r) = &raw.verify.requests
+            && !(1..=1000).contains(r.get_ref())
+        {
+            self.err(Diag::new("verify requests must be 1..=1000").at(r.span(), "out of range"));
+        }
+        let verify = Verify { client, requests };
 
         // [tasks.*]
         let mut tasks = BTreeMap::new();
@@ -1179,6 +1236,7 @@ impl Validator {
             clusters,
             apps,
             tasks,
+            verify,
             files: std::mem::take(&mut self.files),
         }
     }

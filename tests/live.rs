@@ -644,3 +644,68 @@ fn user_tasks_run_after_their_edges_and_drift_is_repaired() {
         .clone();
     assert!(reason.as_str().unwrap().contains("drifted"), "{reason}");
 }
+
+#[test]
+fn verify_passes_on_a_healthy_mesh_and_names_a_missing_version() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let o = mesh(&w, p.path(), &["verify"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("from east"), "{}", o.stdout);
+    assert!(o.stdout.contains("verify: passed"), "{}", o.stdout);
+    let j = mesh(&w, p.path(), &["verify", "--json"]).json();
+    assert_eq!(j["passed"], true);
+    for c in ["east", "west"] {
+        let reached = &j["apps"][0]["reached"][c];
+        assert!(
+            reached["v1"].as_u64().unwrap() > 0 && reached["v2"].as_u64().unwrap() > 0,
+            "{c}: {reached}"
+        );
+        assert_eq!(
+            reached["v1"].as_u64().unwrap() + reached["v2"].as_u64().unwrap(),
+            20
+        );
+    }
+    let secrets = j["remote_secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 2);
+    assert!(
+        secrets.iter().all(|s| s["status"] == "synced"),
+        "{secrets:?}"
+    );
+
+    // v2's pods are gone: verify fails and names v2, from both clusters.
+    assert!(
+        w.api("west")
+            .remove("apps", "deployments", "sample", "helloworld-v2")
+    );
+    let o = mesh(&w, p.path(), &["verify"]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("MISSING v2"), "{}", o.stdout);
+    assert!(o.stdout.contains("verify: FAILED"), "{}", o.stdout);
+    let j = mesh(&w, p.path(), &["verify", "--json"]).json();
+    assert_eq!(j["apps"][0]["missing"]["east"], serde_json::json!(["v2"]));
+    assert_eq!(j["apps"][0]["missing"]["west"], serde_json::json!(["v2"]));
+}
+
+#[test]
+fn verify_fails_when_a_remote_secret_is_missing() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    // Without west's secret, east's istiod does not know west's endpoints.
+    assert!(
+        w.api("east")
+            .remove("", "secrets", "istio-system", "istio-remote-secret-west")
+    );
+    let j = mesh(&w, p.path(), &["verify", "--json"]).json();
+    assert_eq!(j["passed"], false);
+    assert_eq!(j["apps"][0]["missing"]["east"], serde_json::json!(["v2"]));
+    assert!(j["apps"][0]["missing"].get("west").is_none(), "{}", j);
+    let s = j["remote_secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["from"] == "west")
+        .unwrap()
+        .clone();
+    assert_eq!(s["status"], "missing");
+}

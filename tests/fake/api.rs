@@ -122,6 +122,8 @@ pub struct State {
     pub down: AtomicBool,
     pub knobs: Knobs,
     next_ip: AtomicU64,
+    /// Every cluster of the world, for exec's routing.
+    pub peers: std::sync::OnceLock<BTreeMap<String, Arc<State>>>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -214,6 +216,7 @@ impl State {
             down: AtomicBool::new(false),
             knobs: Knobs::default(),
             next_ip: AtomicU64::new(0),
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -239,6 +242,9 @@ impl State {
     pub fn remove(&self, group: &str, plural: &str, ns: &str, name: &str) -> bool {
         let key: Key = (group.into(), plural.into(), ns.into(), name.into());
         let removed = self.objects.lock().unwrap().remove(&key);
+        if group == "apps" && plural == "deployments" {
+            self.remove("", "pods", ns, &format!("{name}-fake"));
+        }
         if let Some(o) = removed {
             let _ = self.events.send(Event {
                 kind: "DELETED",
@@ -348,6 +354,17 @@ impl State {
                         return;
                     }
                     let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
+                    let pod_key: Key = (
+                        String::new(),
+                        "pods".into(),
+                        key.2.clone(),
+                        format!("{}-fake", key.3),
+                    );
+                    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": pod_key.3, "namespace": key.2,
+                                     "labels": o["spec"]["template"]["metadata"]["labels"].clone()},
+                        "status": {"phase": "Running"}});
+                    me.write(pod_key, pod, "ADDED");
                     o["status"] = json!({"observedGeneration": o["metadata"]["generation"], "replicas": replicas,
                                          "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas});
                     me.write(key, o, "MODIFIED");
@@ -514,6 +531,9 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     } else {
         String::new()
     };
+    if plural == "pods" && r.sub.as_deref() == Some("exec") {
+        return Ok(exec(st, req, ns, r.name.clone().unwrap_or_default()));
+    }
     let q = query(&req);
     match (method, &r.name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => Ok(
@@ -534,6 +554,14 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
                         && (!namespaced || r.namespace.is_none() || k.2 == ns)
                 })
                 .filter(|(k, _)| name.as_ref().is_none_or(|n| &k.3 == n))
+                .filter(|(_, v)| {
+                    q.get("labelSelector").is_none_or(|sel| {
+                        sel.split(',').all(|kv| {
+                            let (k, want) = kv.split_once('=').unwrap_or((kv, ""));
+                            v["metadata"]["labels"][k].as_str() == Some(want)
+                        })
+                    })
+                })
                 .map(|(_, v)| v.clone())
                 .collect();
             let rv = st.rv.load(Ordering::SeqCst).to_string();
@@ -681,4 +709,150 @@ fn watch(
         .header("content-type", "application/json")
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .unwrap()
+}
+
+fn all_values(req: &Request<Incoming>, key: &str) -> Vec<String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .filter(|(k, _)| decode(k) == key)
+        .map(|(_, v)| decode(v))
+        .collect()
+}
+
+/// `pods/<name>/exec` over a websocket (v4.channel.k8s.io): runs the
+/// simulated command and sends its stdout on channel 1, then a Success
+/// status on channel 3.
+fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> Response<Body> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return status(400, "BadRequest", "exec needs a websocket upgrade");
+    };
+    if st.get("", "pods", &ns, &pod).is_none() {
+        return status(404, "NotFound", &format!("pods \"{pod}\" not found"));
+    }
+    let command = all_values(&req, "command");
+    let output = st.simulate(&ns, &command);
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let mut out = vec![1u8];
+        out.extend_from_slice(output.as_bytes());
+        let _ = ws.send(Message::Binary(out.into())).await;
+        let mut done = vec![3u8];
+        done.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+        let _ = ws.send(Message::Binary(done.into())).await;
+        let _ = ws.close(None).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
+impl State {
+    /// The cluster whose istiod configures this one's proxies.
+    fn control_plane(&self) -> String {
+        if self
+            .get("apps", "deployments", "istio-system", "istiod")
+            .is_some()
+        {
+            return self.name.clone();
+        }
+        self.get("", "namespaces", "", "istio-system")
+            .and_then(|n| {
+                n["metadata"]["annotations"]["topology.istio.io/controlPlaneClusters"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| self.name.clone())
+    }
+
+    fn has_eastwest_address(&self) -> bool {
+        self.get("", "services", "istio-system", "istio-eastwestgateway")
+            .is_some_and(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
+            || self
+                .get(
+                    "gateway.networking.k8s.io",
+                    "gateways",
+                    "istio-system",
+                    "istio-eastwestgateway",
+                )
+                .is_some_and(|g| g["status"]["addresses"][0]["value"].is_string())
+    }
+
+    /// Simulate `sh -c 'for i in $(seq 1 N); do curl -s -m 5 URL; echo; done'`
+    /// as the mesh would route it: endpoints of this cluster, plus those of
+    /// clusters the controlling istiod has a remote secret for and whose
+    /// east-west gateway has an address.
+    pub fn simulate(&self, _ns: &str, command: &[String]) -> String {
+        let script = command.join(" ");
+        let n: usize = script
+            .split("seq 1 ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(1);
+        let Some(url) = script.split_whitespace().find(|w| w.starts_with("http://")) else {
+            return "sh: usage\n".into();
+        };
+        let url = url.trim_end_matches(';');
+        let host = url
+            .trim_start_matches("http://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("");
+        let (svc, svc_ns) = host.split_once('.').unwrap_or((host, "default"));
+        let peers = self.peers.get().cloned().unwrap_or_default();
+        let cp = peers.get(&self.control_plane()).cloned();
+        let mut endpoints = Vec::new();
+        for (name, x) in &peers {
+            let visible = cp.as_ref().is_some_and(|k| {
+                &k.name == name
+                    || k.get(
+                        "",
+                        "secrets",
+                        "istio-system",
+                        &format!("istio-remote-secret-{name}"),
+                    )
+                    .is_some()
+            });
+            let reachable = name == &self.name || x.has_eastwest_address();
+            if !(visible && reachable) {
+                continue;
+            }
+            for p in x.list("", "pods") {
+                if p["metadata"]["namespace"] == svc_ns && p["metadata"]["labels"]["app"] == svc {
+                    let v = p["metadata"]["labels"]["version"]
+                        .as_str()
+                        .unwrap_or("none")
+                        .to_string();
+                    endpoints.push((v, p["metadata"]["name"].as_str().unwrap_or("").to_string()));
+                }
+            }
+        }
+        let mut out = String::new();
+        for i in 0..n {
+            match endpoints.get(i % endpoints.len().max(1)) {
+                Some((v, pod)) if !endpoints.is_empty() => {
+                    out.push_str(&format!("Hello version: {v}, instance: {pod}\n"))
+                }
+                _ => out.push_str("upstream connect error or disconnect/reset before headers\n"),
+            }
+        }
+        out
+    }
 }

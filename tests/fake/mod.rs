@@ -133,6 +133,9 @@ impl World {
             .unwrap();
             apis.insert(name.to_string(), st);
         }
+        for a in apis.values() {
+            let _ = a.peers.set(apis.clone());
+        }
         World {
             dir,
             apis,
@@ -326,6 +329,7 @@ async fn serve(
                 });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .with_upgrades()
                 .await;
         });
     }

@@ -1,0 +1,353 @@
+//! `mesh verify`: prove that traffic crosses clusters.
+//!
+//! For every app with a `verify` path, from the client pod (the `[verify]
+//! client` app) in every cluster the client is placed on, one exec (kube-rs,
+//! websocket) runs a shell loop of N `curl` requests to the app's Service
+//! through the mesh. The `version: <v>` each response names is counted per
+//! cluster. Verify passes only if every version the plan places anywhere is
+//! reached from every cluster: a v1 in east and a v2 in west must both
+//! answer from both clusters, which they do only across the east-west
+//! gateways.
+//!
+//! It also reports each remote secret, like `istioctl remote-clusters`, but
+//! from the API objects rather than istiod's debug endpoint: `synced` when
+//! the secret is present in the target cluster with the content mesh
+//! installed, `changed` or `missing` otherwise, `not installed` when mesh has
+//! no record of it.
+
+use crate::cache::{Cache, Load};
+use crate::graph::Graph;
+use crate::plan::{Plan, Provider, Selector};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, ListParams};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Serialize)]
+pub struct AppResult {
+    pub app: String,
+    pub url: String,
+    pub expected: BTreeSet<String>,
+    /// cluster → version → responses
+    pub reached: BTreeMap<String, BTreeMap<String, u32>>,
+    /// cluster → versions not reached
+    pub missing: BTreeMap<String, Vec<String>>,
+    /// cluster → what went wrong before any response
+    pub errors: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretResult {
+    pub from: String,
+    pub to: String,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub passed: bool,
+    pub requests: u32,
+    pub apps: Vec<AppResult>,
+    pub remote_secrets: Vec<SecretResult>,
+}
+
+/// Kubeconfig text and context of a cluster, from the cache (kind) or the
+/// user's kubeconfig (existing clusters).
+fn access(plan: &Plan, cache: &Cache, cluster: &str) -> Result<(String, Option<String>), String> {
+    let c = &plan.clusters[cluster];
+    match c.provider {
+        Provider::Kind => {
+            let Load::Ok(rec) = cache.load(&format!("cluster:{cluster}")) else {
+                return Err(format!(
+                    "cluster {cluster} was never built (run mesh build)"
+                ));
+            };
+            let f = rec
+                .files
+                .iter()
+                .find(|f| f.name == "kubeconfig")
+                .ok_or("no kubeconfig recorded")?;
+            let bytes = cache
+                .read_blob(&f.blob)
+                .ok_or("the kubeconfig blob is missing")?;
+            Ok((
+                String::from_utf8(bytes).map_err(|_| "kubeconfig is not UTF-8")?,
+                None,
+            ))
+        }
+        Provider::Kubeconfig => {
+            let t = crate::live::Target {
+                name: c.name.clone(),
+                provider: c.provider,
+                context: c.context.clone(),
+                kubeconfig: c.kubeconfig.clone(),
+            };
+            Ok((
+                t.kubeconfig_text().map_err(|e| e.to_string())?,
+                c.context.clone(),
+            ))
+        }
+    }
+}
+
+/// The first Service of an app's manifest: (name, port).
+fn service_of(plan: &Plan, manifest: &str) -> Option<(String, u64)> {
+    let docs = crate::tasks::yaml_docs(&plan.file(manifest).text).ok()?;
+    docs.iter()
+        .find(|d| d.value["kind"] == "Service")
+        .and_then(|d| {
+            Some((
+                d.value.pointer("/metadata/name")?.as_str()?.to_string(),
+                d.value.pointer("/spec/ports/0/port")?.as_u64()?,
+            ))
+        })
+}
+
+fn versions_of(plan: &Plan, manifest: &str, sel: &Selector) -> BTreeSet<String> {
+    match sel {
+        Selector::Versions(v) => v.iter().cloned().collect(),
+        Selector::All(_) => {
+            crate::plan::manifest_versions(&plan.file(manifest).text).unwrap_or_default()
+        }
+    }
+}
+
+/// Parse `version: v1` (helloworld's answer) out of each response line.
+pub fn count_versions(out: &str) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for line in out.lines() {
+        if let Some(rest) = line.split("version: ").nth(1) {
+            let v: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '.')
+                .collect();
+            if !v.is_empty() {
+                *m.entry(v).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+async fn requests_from(
+    kubeconfig: &str,
+    context: Option<&str>,
+    namespace: &str,
+    client_app: &str,
+    url: &str,
+    n: u32,
+) -> Result<String, String> {
+    let client = crate::k8s::connect(kubeconfig, context)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={client_app}")))
+        .await
+        .map_err(|e| format!("cannot list pods: {e}"))?;
+    let pod = list
+        .items
+        .iter()
+        .find_map(|p| p.metadata.name.clone())
+        .ok_or_else(|| format!("no {client_app} pod in namespace {namespace}"))?;
+    let script = format!("for i in $(seq 1 {n}); do curl -s -m 5 {url}; echo; done");
+    let mut proc = pods
+        .exec(
+            &pod,
+            ["sh", "-c", &script],
+            &AttachParams::default()
+                .stdin(false)
+                .stdout(true)
+                .stderr(false),
+        )
+        .await
+        .map_err(|e| format!("cannot exec in {namespace}/{pod}: {e}"))?;
+    let mut out = String::new();
+    if let Some(mut stdout) = proc.stdout() {
+        stdout
+            .read_to_string(&mut out)
+            .await
+            .map_err(|e| format!("exec output: {e}"))?;
+    }
+    let _ = proc.join().await;
+    Ok(out)
+}
+
+/// Run the checks.
+pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, String> {
+    let client = plan.apps.get(&plan.verify.client).ok_or_else(|| {
+        format!(
+            "the plan has no app {:?} to send requests from ([verify] client)",
+            plan.verify.client
+        )
+    })?;
+    let n = plan.verify.requests;
+    let mut apps = Vec::new();
+    for app in plan.apps.values().filter(|a| a.verify.is_some()) {
+        let path = app.verify.clone().unwrap_or_default();
+        let (svc, port) = service_of(plan, &app.manifest).ok_or_else(|| {
+            format!(
+                "app {} has a verify path but its manifest has no Service with a port",
+                app.name
+            )
+        })?;
+        let url = format!("http://{svc}.{}:{port}{path}", app.namespace);
+        let expected: BTreeSet<String> = app
+            .placement
+            .values()
+            .flat_map(|s| versions_of(plan, &app.manifest, s))
+            .collect();
+        let mut jobs = Vec::new();
+        for c in client.placement.keys() {
+            let (url, ns, name, c) = (
+                url.clone(),
+                client.namespace.clone(),
+                client.name.clone(),
+                c.clone(),
+            );
+            let acc = access(plan, cache, &c);
+            jobs.push(tokio::spawn(async move {
+                let out = match acc {
+                    Ok((kc, ctx)) => requests_from(&kc, ctx.as_deref(), &ns, &name, &url, n).await,
+                    Err(e) => Err(e),
+                };
+                (c, out)
+            }));
+        }
+        let mut r = AppResult {
+            app: app.name.clone(),
+            url,
+            expected: expected.clone(),
+            reached: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            errors: BTreeMap::new(),
+        };
+        for j in jobs {
+            let (c, out) = j.await.map_err(|e| e.to_string())?;
+            match out {
+                Ok(out) => {
+                    let counts = count_versions(&out);
+                    let missing: Vec<String> = expected
+                        .iter()
+                        .filter(|v| !counts.contains_key(*v))
+                        .cloned()
+                        .collect();
+                    if !missing.is_empty() {
+                        r.missing.insert(c.clone(), missing);
+                    }
+                    r.reached.insert(c, counts);
+                }
+                Err(e) => {
+                    r.missing
+                        .insert(c.clone(), expected.iter().cloned().collect());
+                    r.errors.insert(c, e);
+                }
+            }
+        }
+        apps.push(r);
+    }
+
+    let mut remote_secrets = Vec::new();
+    for &i in graph.topo() {
+        let node = graph.node(i);
+        let Some(pair) = node.id.strip_prefix("remote-secret:") else {
+            continue;
+        };
+        let (from, to) = pair.split_once("->").unwrap_or((pair, ""));
+        let status = match cache.load(&node.id) {
+            Load::Ok(rec) => {
+                let receipt = rec
+                    .files
+                    .iter()
+                    .find(|f| f.name == crate::live::RECEIPT)
+                    .and_then(|f| cache.read_blob(&f.blob))
+                    .and_then(|b| serde_json::from_slice::<crate::live::Receipt>(&b).ok());
+                match (receipt, access(plan, cache, to)) {
+                    (Some(r), Ok((kc, ctx))) => {
+                        match crate::k8s::connect(&kc, ctx.as_deref()).await {
+                            Ok(client) => match crate::k8s::probe(&client, &r.objects).await {
+                                Ok(()) => "synced".to_string(),
+                                Err(e) if e.contains("is gone") => "missing".to_string(),
+                                Err(e) => format!("changed ({e})"),
+                            },
+                            Err(e) => format!("unreachable ({e})"),
+                        }
+                    }
+                    (None, _) => "no receipt".to_string(),
+                    (_, Err(e)) => format!("unreachable ({e})"),
+                }
+            }
+            _ => "not installed".to_string(),
+        };
+        remote_secrets.push(SecretResult {
+            from: from.into(),
+            to: to.into(),
+            status,
+        });
+    }
+    let passed = !apps.is_empty()
+        && apps
+            .iter()
+            .all(|a| a.missing.is_empty() && a.errors.is_empty())
+        && remote_secrets.iter().all(|s| s.status == "synced");
+    Ok(Report {
+        passed,
+        requests: n,
+        apps,
+        remote_secrets,
+    })
+}
+
+/// The human rendering.
+pub fn text(r: &Report) -> String {
+    let mut s = String::new();
+    for a in &r.apps {
+        s.push_str(&format!(
+            "{} ({}), {} requests from each cluster:\n",
+            a.app, a.url, r.requests
+        ));
+        for (c, counts) in &a.reached {
+            let dist: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            let verdict = match a.missing.get(c) {
+                None => "ok".to_string(),
+                Some(m) => format!("MISSING {}", m.join(", ")),
+            };
+            s.push_str(&format!(
+                "  from {c:<12} {:<30} {verdict}\n",
+                if dist.is_empty() {
+                    "no answer".into()
+                } else {
+                    dist.join(", ")
+                }
+            ));
+        }
+        for (c, e) in &a.errors {
+            s.push_str(&format!("  from {c:<12} FAILED: {e}\n"));
+        }
+    }
+    if !r.remote_secrets.is_empty() {
+        s.push_str("remote secrets:\n");
+        for x in &r.remote_secrets {
+            s.push_str(&format!("  {} -> {:<12} {}\n", x.from, x.to, x.status));
+        }
+    }
+    s.push_str(if r.passed {
+        "verify: passed\n"
+    } else {
+        "verify: FAILED\n"
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_helloworld_answers() {
+        let out = "Hello version: v1, instance: helloworld-v1-abc\n\nHello version: v2, instance: x\nHello version: v1, instance: y\ncurl: (28) timeout\n";
+        let m = super::count_versions(out);
+        assert_eq!(m["v1"], 2);
+        assert_eq!(m["v2"], 1);
+        assert_eq!(m.len(), 2);
+    }
+}
