@@ -41,7 +41,8 @@ pub enum Command {
         /// Only the pure tasks: PKI and every rendered manifest, into out/.
         #[arg(long)]
         offline: bool,
-        /// Run at most N tasks at once (default: the number of CPUs).
+        /// Run at most N tasks at once (default: the number of CPUs offline;
+        /// four per cluster, at most 64, live)
         #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         jobs: Option<u16>,
         /// Keep running every branch that does not depend on a failure.
@@ -468,8 +469,7 @@ fn doctor_text(checks: &[doctor::Check]) -> String {
 
 /// The doctor's checks, before a live build touches anything.
 fn preflight(plan: &Plan) -> Result<(), Exit> {
-    let rt = runtime()?;
-    let checks = rt.block_on(doctor::checks(plan));
+    let checks = doctor::preflight(plan);
     if checks.iter().all(|c| c.ok) {
         return Ok(());
     }
@@ -608,10 +608,15 @@ fn build(
     let cache = Arc::new(cache);
     let lock = Arc::new(lock);
     let sel = selection(&l.graph, offline);
-    let jobs = jobs.map_or_else(
-        || std::thread::available_parallelism().map_or(2, |n| n.get()),
-        |j| j as usize,
-    );
+    // Pure tasks are CPU work: one per CPU. Live tasks mostly wait on tools
+    // and API servers: enough slots for every cluster's chain to progress.
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let default_jobs = if offline {
+        cpus
+    } else {
+        (4 * l.plan.clusters.len()).clamp(cpus, 64)
+    };
+    let jobs = jobs.map_or(default_jobs, |j| j as usize);
     let progress = Arc::new(ui::Progress::new(sel.iter().filter(|s| **s).count()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -44,6 +44,36 @@ async fn tool(t: Tool, args: &[&str], what: &str) -> Check {
     }
 }
 
+/// The pre-flight of `mesh build`: the tools the plan needs are present,
+/// and existing clusters' contexts exist. No process is started, so it
+/// takes microseconds; `mesh doctor` checks versions and the daemon too.
+pub fn preflight(plan: &Plan) -> Vec<Check> {
+    let kind = plan.clusters.values().any(|c| c.provider == Provider::Kind);
+    let mut tools = vec![Tool::Helm];
+    if kind {
+        tools.extend([Tool::Docker, Tool::Kind]);
+    }
+    let mut out: Vec<Check> = tools
+        .into_iter()
+        .map(|t| match t.locate() {
+            Some(p) => Check {
+                what: t.name().into(),
+                ok: true,
+                detail: p.display().to_string(),
+                hint: None,
+            },
+            None => Check {
+                what: t.name().into(),
+                ok: false,
+                detail: "not found on PATH".into(),
+                hint: Some(t.install_hint().into()),
+            },
+        })
+        .collect();
+    out.extend(contexts(plan));
+    out
+}
+
 /// Run every check the plan needs, in parallel.
 pub async fn checks(plan: &Plan) -> Vec<Check> {
     let kind = plan.clusters.values().any(|c| c.provider == Provider::Kind);
@@ -61,6 +91,13 @@ pub async fn checks(plan: &Plan) -> Vec<Check> {
     }
     futs.push(Box::pin(tool(Tool::Helm, &["version", "--short"], "helm")));
     let mut out = futures_util::future::join_all(futs).await;
+    out.extend(contexts(plan));
+    out
+}
+
+/// Existing clusters: the kubeconfig is readable and holds the context.
+fn contexts(plan: &Plan) -> Vec<Check> {
+    let mut out = Vec::new();
     for c in plan
         .clusters
         .values()

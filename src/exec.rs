@@ -307,10 +307,37 @@ pub async fn execute(
     let mut free_lanes: BTreeSet<usize> = (0..jobs).collect();
     let mut verified: HashSet<Digest> = HashSet::new();
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let (ptx, mut prx) = mpsc::unbounded_channel::<(NodeIndex, Result<(), String>)>();
+    let (ptx, mut prx) = mpsc::unbounded_channel::<(NodeIndex, Gen, Result<(), String>)>();
     let probe_slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES));
-    let mut probing: HashMap<NodeIndex, (Box<Record>, ToRun)> = HashMap::new();
+    // Nodes waiting on a probe, with the probe generation they wait for.
+    let mut probing: HashMap<NodeIndex, (Box<Record>, ToRun, Gen)> = HashMap::new();
     let mut probe_handles: Vec<JoinHandle<()>> = Vec::new();
+    // Probes start up front for every recorded live task, all in parallel:
+    // a probe checks a receipt against the world, which does not depend on
+    // the key, so waiting for the dependencies' probes first would only
+    // chain them. A prefetched result counts only if none of the task's
+    // dependencies ran in this build; otherwise the task is probed again.
+    let mut prefetched: HashMap<NodeIndex, Option<Result<(), String>>> = HashMap::new();
+    for &i in graph.topo() {
+        let node = graph.node(i);
+        if !selected[i.index()] || node.pure {
+            continue;
+        }
+        let Load::Ok(rec) = shared.cache.load(&node.id) else {
+            continue;
+        };
+        if let Some(fut) = node
+            .action
+            .probe(recorded_ctx(&graph, &shared.cache, i, &rec))
+        {
+            let (ptx, slots) = (ptx.clone(), probe_slots.clone());
+            probe_handles.push(tokio::spawn(async move {
+                let _permit = slots.acquire_owned().await;
+                let _ = ptx.send((i, Gen::Prefetch, fut.await));
+            }));
+            prefetched.insert(i, None);
+        }
+    }
     let mut running = 0usize;
     let mut stopped_by: Option<String> = None;
     let mut interrupted = false;
@@ -386,6 +413,29 @@ pub async fn execute(
                                 files,
                             }),
                         };
+                        let deps_ran = graph.deps(i).any(|d| {
+                            reports[d.index()]
+                                .as_ref()
+                                .is_some_and(|r| r.status == Status::Ran)
+                        });
+                        let early = if deps_ran {
+                            None
+                        } else {
+                            prefetched.remove(&i)
+                        };
+                        match early {
+                            Some(Some(result)) => {
+                                // Already answered: handled like any probe result.
+                                let _ = ptx.send((i, Gen::Prefetch, result));
+                                probing.insert(i, (record, job, Gen::Prefetch));
+                                continue;
+                            }
+                            Some(None) => {
+                                probing.insert(i, (record, job, Gen::Prefetch));
+                                continue;
+                            }
+                            None => {}
+                        }
                         match graph.node(i).action.probe(ctx) {
                             None => {
                                 let report = cached_report(graph.node(i), &record, jobs);
@@ -404,9 +454,9 @@ pub async fn execute(
                                 let (ptx, slots) = (ptx.clone(), probe_slots.clone());
                                 probe_handles.push(tokio::spawn(async move {
                                     let _permit = slots.acquire_owned().await;
-                                    let _ = ptx.send((i, fut.await));
+                                    let _ = ptx.send((i, Gen::Fresh, fut.await));
                                 }));
-                                probing.insert(i, (record, job));
+                                probing.insert(i, (record, job, Gen::Fresh));
                             }
                         }
                     }
@@ -451,8 +501,17 @@ pub async fn execute(
         };
         let (i, report) = match msg {
             Msg::Done(i, report) => (i, report),
-            Msg::Probed((i, result)) => {
-                let (record, mut job) = probing.remove(&i).expect("a probed node was probing");
+            Msg::Probed((i, generation, result)) => {
+                let waited_for = probing.get(&i).map(|p| p.2);
+                if waited_for != Some(generation) {
+                    // A prefetch nobody waits for yet (keep it), or one
+                    // superseded by a fresh probe (drop it).
+                    if generation == Gen::Prefetch && prefetched.contains_key(&i) {
+                        prefetched.insert(i, Some(result));
+                    }
+                    continue;
+                }
+                let (record, mut job, _) = probing.remove(&i).expect("a probed node was probing");
                 match result {
                     Ok(()) => {
                         let report = cached_report(graph.node(i), &record, jobs);
@@ -632,7 +691,16 @@ const MAX_PROBES: usize = 16;
 
 enum Msg {
     Done(NodeIndex, TaskReport),
-    Probed((NodeIndex, Result<(), String>)),
+    Probed((NodeIndex, Gen, Result<(), String>)),
+}
+
+/// Which probe of a node a result comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gen {
+    /// Started up front, before the node was reached.
+    Prefetch,
+    /// Started when the node was reached.
+    Fresh,
 }
 
 fn cached_report(node: &Node, rec: &Record, lane: usize) -> TaskReport {

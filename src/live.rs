@@ -41,7 +41,6 @@ use crate::k8s::{self, ObjRef};
 use crate::plan::{Cni, Mode, Provider};
 use crate::providers::{docker, helm, kind};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -157,8 +156,10 @@ impl Target {
 pub struct Receipt {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjRef>,
+    /// Each release with the digest of its values and the revision mesh's
+    /// install made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub releases: Vec<(helm::Release, Digest)>,
+    pub releases: Vec<(helm::Release, Digest, u64)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
 }
@@ -179,23 +180,32 @@ impl Receipt {
     }
 
     /// Check objects and releases.
-    async fn probe(
-        &self,
-        access: &Access,
-        values: &BTreeMap<String, serde_json::Value>,
-    ) -> Result<(), String> {
+    async fn probe(&self, access: &Access) -> Result<(), String> {
         if !self.objects.is_empty() {
             let client = access.client().await.map_err(|e| e.to_string())?;
             k8s::probe(&client, &self.objects).await?;
         }
         if !self.releases.is_empty() {
-            let f = access.file().map_err(|e| e.to_string())?;
-            for (r, _) in &self.releases {
-                let v = values
-                    .get(&r.name)
-                    .cloned()
-                    .unwrap_or_else(|| serde_json::json!({}));
-                helm::probe(r, &v, f.path(), access.context()).await?;
+            let client = access.client().await.map_err(|e| e.to_string())?;
+            for (r, _, revision) in &self.releases {
+                match release_state(&client, r).await? {
+                    None => {
+                        return Err(format!(
+                            "release {}/{} is not installed",
+                            r.namespace, r.name
+                        ));
+                    }
+                    Some((_, status)) if status != "deployed" => {
+                        return Err(format!("release {}/{} is {status}", r.namespace, r.name));
+                    }
+                    Some((rev, _)) if rev != *revision => {
+                        return Err(format!(
+                            "release {}/{} is at revision {rev}, mesh installed {revision}",
+                            r.namespace, r.name
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         Ok(())
@@ -208,7 +218,7 @@ impl Receipt {
         }
         if !self.releases.is_empty() {
             let f = access.file()?;
-            for (r, _) in self.releases.iter().rev() {
+            for (r, _, _) in self.releases.iter().rev() {
                 helm::uninstall(r, f.path(), access.context()).await?;
             }
         }
@@ -301,7 +311,7 @@ async fn install_charts(
     ctx: &Ctx,
     access: &Access,
     charts: &[Chart],
-) -> Result<Vec<(helm::Release, Digest)>, TaskError> {
+) -> Result<Vec<(helm::Release, Digest, u64)>, TaskError> {
     let kc = access.file()?;
     let mut done = Vec::new();
     for c in charts {
@@ -310,8 +320,7 @@ async fn install_charts(
                 let text = src.read(ctx)?;
                 let digest = Digest::of_bytes(text.as_bytes());
                 // Helm reads YAML, and JSON is YAML: hand it the values as
-                // parsed here, so what `helm get values` returns compares
-                // exactly in the drift probe.
+                // parsed (and so validated) here.
                 let json =
                     serde_json::to_string_pretty(&values_json(&text)).expect("values serialize");
                 (Some(temp_file(&json, "mesh-values-")?), digest)
@@ -325,23 +334,53 @@ async fn install_charts(
             access.context(),
         )
         .await?;
-        done.push((c.release.clone(), digest));
+        let client = access.client().await?;
+        let revision = match release_state(&client, &c.release)
+            .await
+            .map_err(TaskError::new)?
+        {
+            Some((rev, _)) => rev,
+            None => {
+                return Err(TaskError::tool(
+                    "helm",
+                    format!(
+                        "installed {} but it keeps no release record",
+                        c.release.name
+                    ),
+                ));
+            }
+        };
+        done.push((c.release.clone(), digest, revision));
     }
     Ok(done)
 }
 
-fn chart_values(
-    ctx: &Ctx,
-    charts: &[Chart],
-) -> Result<BTreeMap<String, serde_json::Value>, String> {
-    let mut m = BTreeMap::new();
-    for c in charts {
-        if let Some(src) = &c.values {
-            let text = src.read(ctx).map_err(|e| e.to_string())?;
-            m.insert(c.release.name.clone(), values_json(&text));
-        }
-    }
-    Ok(m)
+/// A release's latest revision and its status, from the release Secrets
+/// helm keeps in the release's namespace (`sh.helm.release.v1.<name>.v<n>`,
+/// labelled owner=helm, name, status, version): the same state `helm
+/// status` reads, without starting a process.
+async fn release_state(
+    client: &kube::Client,
+    r: &helm::Release,
+) -> Result<Option<(u64, String)>, String> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams};
+    let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+    let list = api
+        .list(&ListParams::default().labels(&format!("owner=helm,name={}", r.name)))
+        .await
+        .map_err(|e| format!("cannot read release {}/{}: {e}", r.namespace, r.name))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|s| {
+            let l = s.metadata.labels.as_ref()?;
+            Some((
+                l.get("version")?.parse::<u64>().ok()?,
+                l.get("status").cloned().unwrap_or_default(),
+            ))
+        })
+        .max_by_key(|(v, _)| *v))
 }
 
 /// The generic live step: Helm charts, then manifests (dependency files),
@@ -554,8 +593,7 @@ impl Action for Step {
         Some(Box::pin(async move {
             let r = Receipt::read(&ctx)?;
             let access = this.target.access(&ctx).map_err(|e| e.to_string())?;
-            let values = chart_values(&ctx, &this.charts)?;
-            r.probe(&access, &values).await?;
+            r.probe(&access).await?;
             // The gateway still has its address.
             if let Some(addr) = &r.address {
                 for w in &this.waits {
@@ -627,13 +665,6 @@ impl Action for KindCluster {
     fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
         let name = self.name.clone();
         Some(Box::pin(async move {
-            if !kind::clusters()
-                .await
-                .map_err(|e| e.to_string())?
-                .contains(&name)
-            {
-                return Err(format!("kind cluster {name} is gone"));
-            }
             let kc = ctx
                 .read_string(&ctx.id, "kubeconfig")
                 .map_err(|e| e.to_string())?;
@@ -641,7 +672,7 @@ impl Action for KindCluster {
             client
                 .apiserver_version()
                 .await
-                .map_err(|e| format!("kind cluster {name} does not answer: {e}"))?;
+                .map_err(|e| format!("kind cluster {name} does not answer (deleted?): {e}"))?;
             Ok(())
         }))
     }
@@ -671,18 +702,9 @@ impl Action for NetDiscover {
         })
     }
 
-    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
-        Some(Box::pin(async move {
-            let had = ctx
-                .read_string(&ctx.id, SUBNET_FILE)
-                .map_err(|e| e.to_string())?;
-            let now = docker::kind_subnet().await.map_err(|e| e.to_string())?;
-            if now.to_string() != had {
-                return Err(format!("the kind network is now {now}, was {had}"));
-            }
-            Ok(())
-        }))
-    }
+    // No probe: the subnet can change only if the kind network was
+    // recreated, which means the clusters were, and their new credentials
+    // change this task's key anyway.
 }
 
 /// `remote-secret:<from>-><to>`.
@@ -833,7 +855,7 @@ impl Action for RemoteSecret {
         Some(Box::pin(async move {
             let r = Receipt::read(&ctx)?;
             let access = this.to.access(&ctx).map_err(|e| e.to_string())?;
-            r.probe(&access, &BTreeMap::new()).await
+            r.probe(&access).await
         }))
     }
 

@@ -310,56 +310,6 @@ pub mod helm {
         Ok(())
     }
 
-    /// Is the release deployed, and with these values? `Err` says why not.
-    pub async fn probe(
-        r: &Release,
-        values: &serde_json::Value,
-        kubeconfig: &Path,
-        context: Option<&str>,
-    ) -> Result<(), String> {
-        let kc = kubeconfig.to_string_lossy().to_string();
-        let mut base = vec![
-            "--namespace",
-            &r.namespace,
-            "--kubeconfig",
-            &kc,
-            "-o",
-            "json",
-        ];
-        if let Some(c) = context {
-            base.extend(["--kube-context", c]);
-        }
-        let mut status = vec!["status", &r.name];
-        status.extend(&base);
-        let out = run(Tool::Helm, &status, Duration::from_secs(60))
-            .await
-            .map_err(|e| format!("release {} is not installed ({e})", r.name))?;
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .map_err(|_| format!("`helm status {}` did not print JSON", r.name))?;
-        let st = v
-            .pointer("/info/status")
-            .and_then(|s| s.as_str())
-            .unwrap_or("unknown");
-        if st != "deployed" {
-            return Err(format!("release {} is {st}", r.name));
-        }
-        let mut get = vec!["get", "values", &r.name];
-        get.extend(&base);
-        let out = run(Tool::Helm, &get, Duration::from_secs(60))
-            .await
-            .map_err(|e| e.to_string())?;
-        let have: serde_json::Value = serde_json::from_str(&out).unwrap_or(serde_json::Value::Null);
-        let have = if have.is_null() {
-            serde_json::json!({})
-        } else {
-            have
-        };
-        if &have != values {
-            return Err(format!("release {} runs with other values", r.name));
-        }
-        Ok(())
-    }
-
     pub async fn uninstall(
         r: &Release,
         kubeconfig: &Path,

@@ -11,7 +11,12 @@ fn skip_reason() -> Option<String> {
     if std::env::var("MESH_E2E").as_deref() != Ok("1") {
         return Some("MESH_E2E=1 is not set (this test creates real Kind clusters)".into());
     }
-    let ok = |cmd: &str, args: &[&str]| Command::new(cmd).args(args).output().is_ok_and(|o| o.status.success());
+    let ok = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     if !ok("docker", &["info"]) {
         return Some("no Docker daemon answers `docker info`".into());
     }
@@ -25,7 +30,11 @@ fn skip_reason() -> Option<String> {
 }
 
 fn mesh(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mesh")).args(args).current_dir(dir).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -39,17 +48,34 @@ fn real_kind_bring_up_verify_edit_destroy() {
     std::fs::write(dir.path().join("plan.toml"), &plan).unwrap();
     let run = |args: &[&str]| {
         let o = mesh(dir.path(), args);
-        println!("mesh {args:?}:\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        println!(
+            "mesh {args:?}:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         o
     };
     let destroy_at_end = scopeguard(dir.path().to_path_buf());
     assert!(run(&["build"]).status.success(), "build");
-    assert!(run(&["verify"]).status.success(), "verify: v1 and v2 from both clusters");
-    std::fs::write(dir.path().join("plan.toml"), plan.replace("west = \"v2\"", "west = [\"v1\", \"v2\"]")).unwrap();
+    assert!(
+        run(&["verify"]).status.success(),
+        "verify: v1 and v2 from both clusters"
+    );
+    std::fs::write(
+        dir.path().join("plan.toml"),
+        plan.replace("west = \"v2\"", "west = [\"v1\", \"v2\"]"),
+    )
+    .unwrap();
     let o = run(&["build", "--json"]);
     assert!(o.status.success(), "rebuild after an app edit");
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let ran: Vec<&str> = doc["tasks"].as_array().unwrap().iter().filter(|t| t["status"] == "ran").map(|t| t["id"].as_str().unwrap()).collect();
+    let ran: Vec<&str> = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "ran")
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ran, ["render.app:helloworld:west", "app:helloworld:west"]);
     assert!(run(&["verify"]).status.success(), "verify after the edit");
     drop(destroy_at_end);

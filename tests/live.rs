@@ -586,7 +586,7 @@ fn missing_tools_fail_the_build_in_milliseconds() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot run a live build"), "{err}");
-    for line in ["FAIL docker daemon", "FAIL kind", "FAIL helm"] {
+    for line in ["FAIL docker", "FAIL kind", "FAIL helm"] {
         assert!(err.contains(line), "{line}: {err}");
     }
     assert!(

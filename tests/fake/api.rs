@@ -110,6 +110,8 @@ struct Event {
 #[derive(Default)]
 pub struct Knobs {
     pub ready_delay: Mutex<Duration>,
+    /// Per-namespace readiness delays (override `ready_delay`).
+    pub ready_delay_in: Mutex<BTreeMap<String, Duration>>,
     pub never_ready: Mutex<HashSet<String>>,
 }
 
@@ -344,7 +346,14 @@ impl State {
                 if ready || self.knobs.never_ready.lock().unwrap().contains(&key.3) {
                     return;
                 }
-                let delay = *self.knobs.ready_delay.lock().unwrap();
+                let delay = self
+                    .knobs
+                    .ready_delay_in
+                    .lock()
+                    .unwrap()
+                    .get(&key.2)
+                    .copied()
+                    .unwrap_or(*self.knobs.ready_delay.lock().unwrap());
                 let me = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 """Fake kind, helm and docker for mesh's live tests (stdlib only).
 
 One script, installed under three names; it acts as the tool it is called
@@ -244,8 +244,19 @@ def helm():
                 values = json.load(f)
         for api_path, obj in chart_objects(chart, release, ns, values):
             apply(cluster, user, api_path, obj)
+        old = releases.get(f"{ns}/{release}", {})
         releases[f"{ns}/{release}"] = {"chart": chart, "version": flag("--version"), "repo": flag("--repo"),
-                                       "values": values, "status": "deployed"}
+                                       "values": values, "status": "deployed",
+                                       "revision": old.get("revision", 0) + 1}
+        # Like helm, keep the release record as a Secret in its namespace.
+        rev = releases[f"{ns}/{release}"]["revision"]
+        if rev > 1:
+            apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev - 1}",
+                  {"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"status": "superseded"}}})
+        apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev}",
+              {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+               "metadata": {"labels": {"owner": "helm", "name": release, "status": "deployed", "version": str(rev)}},
+               "data": {"release": base64.b64encode(json.dumps({"chart": chart}).encode()).decode()}})
         save(path, releases)
         print(f'Release "{release}" has been upgraded. Happy Helming!')
         return
@@ -254,7 +265,12 @@ def helm():
         r = releases.get(f"{ns}/{ARGS[1]}")
         if r is None:
             die("Error: release: not found")
-        print(json.dumps({"name": ARGS[1], "namespace": ns, "info": {"status": r["status"]}}))
+        print(json.dumps({"name": ARGS[1], "namespace": ns, "version": r["revision"], "info": {"status": r["status"]}}))
+        return
+    if verb == "list":
+        knobs("list")
+        print(json.dumps([{"name": k.split("/", 1)[1], "namespace": k.split("/", 1)[0], "revision": str(r["revision"]),
+                           "status": r["status"], "chart": r["chart"]} for k, r in sorted(releases.items())]))
         return
     if verb == "get" and ARGS[1] == "values":
         knobs("get values", ARGS[2])
@@ -265,8 +281,14 @@ def helm():
         return
     if verb == "uninstall":
         knobs("uninstall", ARGS[1])
-        releases.pop(f"{ns}/{ARGS[1]}", None)
+        gone = releases.pop(f"{ns}/{ARGS[1]}", None)
         save(path, releases)
+        if gone:
+            for rev in range(1, gone["revision"] + 1):
+                try:
+                    request(cluster, user, "DELETE", f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{ARGS[1]}.v{rev}")
+                except SystemExit:
+                    pass
         print(f'release "{ARGS[1]}" uninstalled')
         return
     die(f"fake helm: unsupported: {ARGS}")

@@ -1,0 +1,158 @@
+//! Live bring-up benchmark (`cargo bench --bench live`): the real `mesh`
+//! binary against the test suite's fake world (fake kind/helm/docker and fake
+//! API servers on 127.0.0.1), with tool steps that take the seeds' times
+//! scaled down 100×: kind create 20 s, CNI 30 s, istiod 40 s, gateway 20 s,
+//! app 10 s → 0.2, 0.3, 0.4, 0.2, 0.1 s.
+//!
+//! For 2 and 8 clusters (multi-primary, helloworld + curl everywhere), from
+//! one run:
+//! - wall / critical path of the parallel build (mesh's own critical path);
+//! - wall / the same steps one after another (`-j 1`, a fresh world);
+//! - the no-op live rerun (probes only), median of 5;
+//! - after editing one app: rerun wall minus that app task's own time.
+//!
+//! `MESH_BENCH_QUICK=1` (and `cargo test --benches`) runs 2 clusters only.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/fake/mod.rs"]
+mod fake;
+
+use fake::{World, mesh};
+use std::time::{Duration, Instant};
+
+fn plan(n: usize) -> String {
+    let mut s = String::from(
+        "[mesh]\nid = \"bench\"\nistio = \"1.28.0\"\nmode = \"sidecar\"\ntopology = \"multi-primary\"\n\n",
+    );
+    let name = |i: usize| format!("c{i}");
+    for i in 0..n {
+        s.push_str(&format!(
+            "[clusters.{}]\nnetwork = \"net{i}\"\npod_subnet = \"10.{}.0.0/16\"\nservice_subnet = \"100.{}.0.0/16\"\n\n",
+            name(i),
+            20 + i,
+            64 + i
+        ));
+    }
+    let placement = |f: &dyn Fn(usize) -> &'static str| {
+        (0..n)
+            .map(|i| format!("{} = \"{}\"", name(i), f(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    s.push_str(&format!(
+        "[apps.helloworld]\nmanifest = \"tasks/apps/helloworld.yaml\"\nnamespace = \"sample\"\nplacement = {{ {} }}\nverify = \"/hello\"\n\n",
+        placement(&|i| if i % 2 == 0 { "v1" } else { "v2" })
+    ));
+    s.push_str(&format!("[apps.curl]\nmanifest = \"tasks/apps/curl.yaml\"\nnamespace = \"sample\"\nplacement = {{ {} }}\n", placement(&|_| "*")));
+    s
+}
+
+fn world(n: usize) -> World {
+    let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let w = World::new(&refs);
+    w.configure(serde_json::json!({"delay": {
+        "kind create": 0.2,
+        "helm upgrade cilium": 0.3,
+        "helm upgrade istiod": 0.4,
+        "helm upgrade istio-eastwestgateway": 0.2,
+    }}));
+    for a in w.apis.values() {
+        a.knobs
+            .ready_delay_in
+            .lock()
+            .unwrap()
+            .insert("sample".into(), Duration::from_millis(100));
+    }
+    w
+}
+
+fn timed(w: &World, dir: &std::path::Path, args: &[&str]) -> (Duration, serde_json::Value) {
+    let t = Instant::now();
+    let o = mesh(w, dir, args);
+    let wall = t.elapsed();
+    assert_eq!(o.code, 0, "mesh {args:?} failed:\n{}", o.stderr);
+    (wall, o.json())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bench(n: usize) {
+    let text = plan(n);
+    // Parallel.
+    let w = world(n);
+    let p = fake::project(&text);
+    let (wall, doc) = timed(&w, p.path(), &["build", "--json"]);
+    let cp = doc["critical_path_ms"].as_f64().unwrap();
+    let tasks = doc["tasks"].as_array().unwrap().len();
+    // Sequential: the same steps one after another, in a fresh world.
+    let ws = world(n);
+    let ps = fake::project(&text);
+    let (seq, _) = timed(&ws, ps.path(), &["build", "-j", "1", "--json"]);
+    // No-op live rerun: probes only.
+    let noop: Vec<Duration> = (0..5)
+        .map(|_| timed(&w, p.path(), &["build", "--json"]).0)
+        .collect();
+    // Edit one app: c0 gets both versions.
+    let edited = text.replacen("c0 = \"v1\"", "c0 = [\"v1\", \"v2\"]", 1);
+    std::fs::write(p.path().join("plan.toml"), edited).unwrap();
+    let (edit_wall, doc) = timed(&w, p.path(), &["build", "--json"]);
+    let ran: Vec<(String, f64)> = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "ran")
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_string(),
+                t["duration_ms"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let app_ms = ran
+        .iter()
+        .find(|(id, _)| id == "app:helloworld:c0")
+        .map(|r| r.1)
+        .unwrap_or(0.0);
+    println!("{n} clusters ({tasks} tasks):");
+    println!("  parallel build wall            {:>9.0} ms", ms(wall));
+    println!(
+        "  critical path (mesh's own)     {:>9.0} ms   wall / critical path = {:.3}  (goal ≤ 1.05)",
+        cp,
+        ms(wall) / cp
+    );
+    println!(
+        "  sequential (-j 1) wall         {:>9.0} ms   wall / sequential    = {:.3}  (goal ≤ {})",
+        ms(seq),
+        ms(wall) / ms(seq),
+        if n <= 2 { "0.55" } else { "0.15" }
+    );
+    println!(
+        "  no-op live rerun (probes)      {:>9.0} ms   (median of 5)",
+        ms(median(noop))
+    );
+    println!(
+        "  edit one app: rerun wall       {:>9.0} ms − app task {:.0} ms = {:.0} ms  (goal ≤ 100 ms); ran {:?}",
+        ms(edit_wall),
+        app_ms,
+        ms(edit_wall) - app_ms,
+        ran.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()
+    );
+}
+
+fn main() {
+    let quick =
+        std::env::var_os("MESH_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
+    bench(2);
+    if !quick {
+        bench(8);
+    }
+}
