@@ -53,6 +53,10 @@ pub struct FileEntry {
     pub secret: bool,
     /// Where it goes under `out/`, if it is part of the offline bundle.
     pub export: Option<String>,
+    /// Bookkeeping for the task's own probe (a Helm revision): recorded,
+    /// but not part of the output digest, so dependents never see it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// What the store remembers about a task's last successful run.
@@ -414,6 +418,7 @@ mod tests {
                 blob,
                 secret: false,
                 export: None,
+                private: false,
             }],
             started_ms: 1,
             duration_us: 2,

@@ -75,8 +75,11 @@ pub fn key_of(node: &Node, deps: &BTreeMap<String, Digest>) -> Digest {
 }
 
 /// The output digest of a set of produced files.
+/// Private files (probe bookkeeping) are left out: dependents only see what
+/// they can depend on, so early cutoff is not defeated by bookkeeping.
 pub fn output_digest(files: &[FileEntry]) -> Digest {
-    digest_of("mesh.task-output.v1", files)
+    let public: Vec<&FileEntry> = files.iter().filter(|f| !f.private).collect();
+    digest_of("mesh.task-output.v1", &public)
 }
 
 /// Why a recorded task is not up to date with these dependency outputs.
@@ -905,6 +908,7 @@ fn store(
             blob,
             secret: f.secret,
             export: f.export,
+            private: f.private,
         });
     }
     let output = output_digest(&entries);

@@ -31,6 +31,8 @@ pub struct OutFile {
     pub secret: bool,
     /// Destination under `out/`, when part of the offline bundle.
     pub export: Option<String>,
+    /// Bookkeeping for the task's own probe, outside the output digest.
+    pub private: bool,
 }
 
 impl OutFile {
@@ -40,7 +42,13 @@ impl OutFile {
             bytes: bytes.into(),
             secret: false,
             export: None,
+            private: false,
         }
+    }
+
+    pub fn private(mut self) -> OutFile {
+        self.private = true;
+        self
     }
     pub fn secret(mut self) -> OutFile {
         self.secret = true;

@@ -41,6 +41,7 @@ use crate::k8s::{self, ObjRef};
 use crate::plan::{Cni, Mode, Provider};
 use crate::providers::{docker, helm, kind};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,27 +157,45 @@ impl Target {
 pub struct Receipt {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjRef>,
-    /// Each release with the digest of its values and the revision mesh's
-    /// install made.
+    /// Each release with the digest of its values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub releases: Vec<(helm::Release, Digest, u64)>,
+    pub releases: Vec<(helm::Release, Digest)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The revision each release got from mesh's install: what the probe
+    /// compares. Kept in a private file ([`STATE`]): a reinstall makes a new
+    /// revision of the same thing, which must not rerun the dependents.
+    #[serde(skip)]
+    pub revisions: BTreeMap<String, u64>,
 }
 
+pub const STATE: &str = "state.json";
+
 impl Receipt {
-    fn file(&self) -> OutFile {
-        OutFile::new(
-            RECEIPT,
-            serde_json::to_vec_pretty(self).expect("receipts serialize"),
-        )
+    fn files(&self) -> Vec<OutFile> {
+        vec![
+            OutFile::new(
+                RECEIPT,
+                serde_json::to_vec_pretty(self).expect("receipts serialize"),
+            ),
+            OutFile::new(
+                STATE,
+                serde_json::to_vec(&self.revisions).expect("revisions serialize"),
+            )
+            .private(),
+        ]
     }
 
     /// The task's recorded receipt (in a probe or undo), or its previous one
     /// (in a rerun).
-    fn read(ctx: &Ctx) -> Result<Receipt, String> {
+    pub fn read(ctx: &Ctx) -> Result<Receipt, String> {
         let bytes = ctx.read(&ctx.id, RECEIPT).map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("bad receipt: {e}"))
+        let mut r: Receipt =
+            serde_json::from_slice(&bytes).map_err(|e| format!("bad receipt: {e}"))?;
+        if let Ok(state) = ctx.read(&ctx.id, STATE) {
+            r.revisions = serde_json::from_slice(&state).map_err(|e| format!("bad state: {e}"))?;
+        }
+        Ok(r)
     }
 
     /// Check objects and releases.
@@ -187,7 +206,9 @@ impl Receipt {
         }
         if !self.releases.is_empty() {
             let client = access.client().await.map_err(|e| e.to_string())?;
-            for (r, _, revision) in &self.releases {
+            for (r, _) in &self.releases {
+                let revision = self.revisions.get(&release_key(r)).copied().unwrap_or(0);
+                let revision = &revision;
                 match release_state(&client, r).await? {
                     None => {
                         return Err(format!(
@@ -218,12 +239,16 @@ impl Receipt {
         }
         if !self.releases.is_empty() {
             let f = access.file()?;
-            for (r, _, _) in self.releases.iter().rev() {
+            for (r, _) in self.releases.iter().rev() {
                 helm::uninstall(r, f.path(), access.context()).await?;
             }
         }
         Ok(())
     }
+}
+
+fn release_key(r: &helm::Release) -> String {
+    format!("{}/{}", r.namespace, r.name)
 }
 
 /// Values YAML as JSON (what `helm get values -o json` prints back).
@@ -435,7 +460,10 @@ impl Step {
                 install_gateway_api_crds(&client, version).await?;
             }
         }
-        receipt.releases = install_charts(&ctx, &access, &self.charts).await?;
+        for (r, digest, revision) in install_charts(&ctx, &access, &self.charts).await? {
+            receipt.revisions.insert(release_key(&r), revision);
+            receipt.releases.push((r, digest));
+        }
         for w in &self.waits {
             if let Wait::Deployment { namespace, name } = w {
                 let client = access.client().await?;
@@ -503,7 +531,7 @@ impl Step {
                 _ => {}
             }
         }
-        Ok(vec![receipt.file()])
+        Ok(receipt.files())
     }
 }
 
@@ -841,7 +869,7 @@ impl RemoteSecret {
             }],
             ..Default::default()
         };
-        Ok(vec![receipt.file()])
+        Ok(receipt.files())
     }
 }
 
@@ -911,7 +939,7 @@ impl Action for Command {
                     ),
                 ));
             }
-            Ok(vec![Receipt::default().file()])
+            Ok(Receipt::default().files())
         })
     }
 }

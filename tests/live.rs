@@ -709,3 +709,55 @@ fn verify_fails_when_a_remote_secret_is_missing() {
         .clone();
     assert_eq!(s["status"], "missing");
 }
+
+#[test]
+fn a_helm_release_upgraded_behind_meshs_back_is_drift() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    // Someone runs `helm upgrade istiod`: a new release revision appears.
+    let api = w.api("east");
+    let mut v1 = api
+        .get(
+            "",
+            "secrets",
+            "istio-system",
+            "sh.helm.release.v1.istiod.v1",
+        )
+        .expect("release record");
+    v1["metadata"]["labels"]["status"] = "superseded".into();
+    api.put(
+        "",
+        "secrets",
+        "istio-system",
+        "sh.helm.release.v1.istiod.v1",
+        v1.clone(),
+    );
+    let mut v2 = v1.clone();
+    v2["metadata"]["name"] = "sh.helm.release.v1.istiod.v2".into();
+    v2["metadata"]["labels"]["status"] = "deployed".into();
+    v2["metadata"]["labels"]["version"] = "2".into();
+    api.put(
+        "",
+        "secrets",
+        "istio-system",
+        "sh.helm.release.v1.istiod.v2",
+        v2,
+    );
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.with("ran"), ["istiod:east"]);
+    let reason = o.json()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "istiod:east")
+        .unwrap()["reason"]
+        .clone();
+    assert!(
+        reason
+            .as_str()
+            .unwrap()
+            .contains("revision 2, mesh installed 1"),
+        "{reason}"
+    );
+}

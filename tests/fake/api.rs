@@ -259,6 +259,15 @@ impl State {
         }
     }
 
+    /// Write an object as it is (tests acting behind mesh's back).
+    pub fn put(&self, group: &str, plural: &str, ns: &str, name: &str, obj: Value) {
+        self.write(
+            (group.into(), plural.into(), ns.into(), name.into()),
+            obj,
+            "MODIFIED",
+        );
+    }
+
     pub fn clear(&self) {
         self.objects.lock().unwrap().clear();
         self.rv.fetch_add(1, Ordering::SeqCst);

@@ -18,7 +18,7 @@ Helm acts on the fake API server like the charts would: base makes the
 istio-reader service account, istiod its Deployment (not in the remote
 profile), gateway its Deployment and LoadBalancer Service.
 """
-import base64, json, os, ssl, sys, tempfile, time, http.client
+import json, os, sys, time
 
 STATE = os.environ["FAKE_STATE"]
 TOOL = os.path.basename(sys.argv[0])
@@ -91,6 +91,8 @@ def api_for_kubeconfig(path):
 
 
 def request(cluster, user, method, path, body=None):
+    # Imported here: only calls that reach the API pay for them.
+    import base64, http.client, ssl, tempfile
     server = cluster["server"].replace("https://", "")
     host, port = server.split(":")
     ctx = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
@@ -253,6 +255,7 @@ def helm():
         if rev > 1:
             apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev - 1}",
                   {"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"status": "superseded"}}})
+        import base64
         apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev}",
               {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
                "metadata": {"labels": {"owner": "helm", "name": release, "status": "deployed", "version": str(rev)}},
