@@ -50,7 +50,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -493,11 +493,18 @@ pub async fn execute(
             p = prx.recv() => Msg::Probed(p.expect("the scheduler holds a sender")),
             () = &mut cancel => {
                 interrupted = true;
-                for h in handles.iter_mut().filter_map(Option::take) {
+                let running: Vec<JoinHandle<()>> = handles.iter_mut().filter_map(Option::take).collect();
+                for h in running.iter().chain(&probe_handles) {
                     h.abort();
                 }
-                for h in &probe_handles {
-                    h.abort();
+                // Let the aborted tasks settle (an await point is reached at
+                // once; CPU work finishes first), so that a task which did
+                // complete, record and all, is reported as run.
+                let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(running)).await;
+                while let Ok(Msg::Done(i, report)) = rx.try_recv() {
+                    if report.status == Status::Ran {
+                        reports[i.index()] = Some(report);
+                    }
                 }
                 break;
             }
