@@ -95,6 +95,9 @@ struct Planner<'a> {
     b: GraphBuilder,
     /// Live nodes added once their dependencies exist: (id, deps).
     pending_live: Vec<(String, Vec<String>)>,
+    target: Build,
+    /// Offline: the ids of the live tasks left out.
+    live_ids: std::collections::HashSet<String>,
 }
 
 impl Planner<'_> {
@@ -173,6 +176,12 @@ impl Planner<'_> {
         deps: &[String],
         action: Arc<dyn Action>,
     ) {
+        if self.target == Build::Offline {
+            // An offline build never runs live tasks: keep only their ids
+            // (user tasks' `after` may name them), not thousands of nodes.
+            self.live_ids.insert(id);
+            return;
+        }
         let inputs = self.inputs(version::LIVE, &slice, files);
         self.add(
             Node {
@@ -198,6 +207,8 @@ pub fn build(plan: &Arc<Plan>, target: Build) -> Result<Graph, PlanError> {
         plan,
         b: GraphBuilder::new(),
         pending_live: Vec::new(),
+        target,
+        live_ids: Default::default(),
     };
     let mesh = &plan.mesh;
     let mode = match mesh.mode {
@@ -848,7 +859,7 @@ pub fn build(plan: &Arc<Plan>, target: Build) -> Result<Graph, PlanError> {
             let known = if let Some(name) = a.strip_prefix("task:") {
                 plan.tasks.contains_key(name)
             } else {
-                p.b.contains(a)
+                p.b.contains(a) || p.live_ids.contains(a)
             };
             if known {
                 deps.push(a.clone());

@@ -761,3 +761,82 @@ fn a_helm_release_upgraded_behind_meshs_back_is_drift() {
         "{reason}"
     );
 }
+
+#[test]
+fn an_existing_cluster_is_installed_into_never_created_or_deleted() {
+    let w = World::new(&["prod"]);
+    // The cluster exists already: its API answers, kind knows nothing of it.
+    w.api("prod")
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let kubeconfig = w.state().join("api/prod/kubeconfig.json");
+    let plan = format!(
+        r#"[mesh]
+id = "mesh1"
+istio = "1.28.0"
+
+[clusters.prod]
+provider = "kubeconfig"
+context = "kind-prod"
+kubeconfig = "{}"
+network = "network1"
+
+[apps.helloworld]
+manifest = "tasks/apps/helloworld.yaml"
+namespace = "sample"
+placement = {{ prod = ["v1", "v2"] }}
+"#,
+        kubeconfig.display()
+    );
+    let p = project(&plan);
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let ids: Vec<String> = o.statuses().into_keys().collect();
+    assert!(
+        !ids.iter()
+            .any(|t| t.starts_with("cluster:") || t.starts_with("cni:") || t.starts_with("lb:")),
+        "{ids:?}"
+    );
+    assert!(
+        w.tool_log()
+            .iter()
+            .all(|c| c[0] != "kind" && c[0] != "docker"),
+        "kind/docker were used"
+    );
+    let api = w.api("prod");
+    assert!(api.get("", "secrets", "istio-system", "cacerts").is_some());
+    assert!(
+        api.get("apps", "deployments", "sample", "helloworld-v2")
+            .is_some()
+    );
+    assert!(
+        api.get("", "services", "istio-system", "istio-eastwestgateway")
+            .unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .is_string()
+    );
+    // Helm ran against the named context.
+    assert!(w.tool_log().iter().any(|c| {
+        c[0] == "helm"
+            && c.windows(2)
+                .any(|x| x[0] == "--kube-context" && x[1] == "kind-prod")
+    }));
+
+    // destroy removes what mesh installed, and only that; the cluster stays.
+    let o = mesh(&w, p.path(), &["destroy"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(api.get("", "secrets", "istio-system", "cacerts").is_none());
+    assert!(
+        api.get("apps", "deployments", "sample", "helloworld-v1")
+            .is_none()
+    );
+    assert!(api.get("", "services", "sample", "helloworld").is_none());
+    assert!(
+        !api.down.load(std::sync::atomic::Ordering::SeqCst),
+        "the cluster itself is untouched"
+    );
+    assert!(
+        w.tool_log()
+            .iter()
+            .any(|c| c[0] == "helm" && c[1] == "uninstall" && c[2] == "istiod")
+    );
+}
