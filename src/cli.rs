@@ -359,15 +359,10 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 &cli.plan,
                 if offline { Build::Offline } else { Build::Live },
             )?;
-            let text = if offline {
-                // Rebuild just the pure subgraph for display.
-                let sel = selection(&l.graph, true);
-                sub_dot(&l.graph, &sel, format)
-            } else {
-                match format {
-                    Format::Dot => l.graph.to_dot(&|_| None),
-                    Format::Mermaid => l.graph.to_mermaid(),
-                }
+            // The offline graph holds only the pure tasks.
+            let text = match format {
+                Format::Dot => l.graph.to_dot(&|_| None),
+                Format::Mermaid => l.graph.to_mermaid(),
             };
             print!("{text}");
             Ok(())
@@ -519,33 +514,6 @@ fn remove_out(dir: &Path) -> Result<(), Exit> {
     cache::remove_dir(&out)
         .map_err(|e| fail(1, format!("error: cannot remove {}: {e}", out.display())))?;
     Ok(())
-}
-
-fn sub_dot(graph: &Graph, sel: &[bool], format: Format) -> String {
-    let mut b = crate::graph::GraphBuilder::new();
-    for &i in graph.topo() {
-        if !sel[i.index()] {
-            continue;
-        }
-        let n = graph.node(i);
-        b.add(crate::graph::Node {
-            id: n.id.clone(),
-            kind: n.kind,
-            version: n.version,
-            pure: n.pure,
-            inputs: Default::default(),
-            action: Arc::new(crate::graph::Unavailable(String::new())),
-        })
-        .expect("ids are unique");
-        for d in graph.deps(i) {
-            b.edge(graph.node(d).id.clone(), n.id.clone());
-        }
-    }
-    let g = b.seal().expect("a subgraph of a DAG is a DAG");
-    match format {
-        Format::Dot => g.to_dot(&|_| None),
-        Format::Mermaid => g.to_mermaid(),
-    }
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

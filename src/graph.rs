@@ -162,17 +162,6 @@ where
     Arc::new(Blocking(Arc::new(f)))
 }
 
-/// An action that cannot run in this build (live tasks in an offline build,
-/// or before the live provider exists): running it is an error that says so.
-pub struct Unavailable(pub String);
-
-impl Action for Unavailable {
-    fn run(&self, _ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
-        let msg = self.0.clone();
-        Box::pin(async move { Err(TaskError::new(msg)) })
-    }
-}
-
 /// One node.
 pub struct Node {
     pub id: String,
@@ -381,6 +370,13 @@ pub fn input_changes(node: &Node, rec: &Record) -> Vec<String> {
 mod tests {
     use super::*;
 
+    struct Never;
+    impl Action for Never {
+        fn run(&self, _ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
+            Box::pin(async { Err(TaskError::new("never runs")) })
+        }
+    }
+
     fn node(id: &str) -> Node {
         Node {
             id: id.into(),
@@ -388,7 +384,7 @@ mod tests {
             version: 1,
             pure: true,
             inputs: BTreeMap::new(),
-            action: Arc::new(Unavailable("x".into())),
+            action: Arc::new(Never),
         }
     }
 
