@@ -255,13 +255,20 @@ fn sidecar_primary_remote_bring_up() {
 #[test]
 fn ambient_multi_primary_bring_up() {
     let w = World::new(&["east", "west"]);
-    let crds = w.dir.path().join("gateway-api-crds.yaml");
-    std::fs::write(
-        &crds,
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n",
-    )
-    .unwrap();
-    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+    // The CRDs are downloaded, through a redirect, as from GitHub's releases.
+    let crds = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n";
+    let base = w.serve_http(vec![
+        (
+            "/download/standard-install.yaml",
+            302,
+            "/objects/standard-install.yaml".to_string(),
+        ),
+        ("/objects/standard-install.yaml", 200, crds.to_string()),
+    ]);
+    w.set_env(
+        "MESH_GATEWAY_API_CRDS",
+        &format!("{base}/download/standard-install.yaml"),
+    );
     let p = up(
         &w,
         &default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\""),
@@ -318,8 +325,10 @@ fn ambient_multi_primary_bring_up() {
 }
 
 #[test]
-fn ambient_without_gateway_api_crds_fails_naming_task_and_what_to_do() {
+fn ambient_with_unreachable_gateway_api_crds_fails_naming_task_and_url() {
     let w = World::new(&["east", "west"]);
+    let base = w.serve_http(vec![]);
+    w.set_env("MESH_GATEWAY_API_CRDS", &format!("{base}/missing.yaml"));
     let p = project(&default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\""));
     let o = mesh(&w, p.path(), &["build"]);
     assert_eq!(o.code, 1);
@@ -329,7 +338,12 @@ fn ambient_without_gateway_api_crds_fails_naming_task_and_what_to_do() {
         "{}",
         o.stderr
     );
-    assert!(o.stderr.contains("MESH_GATEWAY_API_CRDS"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("download: {base}/missing.yaml: HTTP 404")),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]

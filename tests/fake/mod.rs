@@ -268,6 +268,43 @@ impl World {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// A plain HTTP server on 127.0.0.1 serving `routes`: path → (status,
+    /// body; for a 3xx status the body is the Location). Returns its base URL.
+    pub fn serve_http(&self, routes: Vec<(&str, u16, String)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = self
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes: Arc<BTreeMap<String, (u16, String)>> = Arc::new(
+            routes
+                .into_iter()
+                .map(|(p, c, b)| (p.to_string(), (c, b)))
+                .collect(),
+        );
+        self.rt.spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]);
+                    let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (code, body) = routes.get(&path).cloned().unwrap_or((404, "not found".into()));
+                    let resp = if (300..400).contains(&code) {
+                        format!("HTTP/1.1 {code} Moved\r\nLocation: {body}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    } else {
+                        format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    };
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        base
+    }
+
     pub fn set_ready_delay(&self, d: Duration) {
         for a in self.apis.values() {
             *a.knobs.ready_delay.lock().unwrap() = d;
