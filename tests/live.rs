@@ -854,3 +854,34 @@ placement = {{ prod = ["v1", "v2"] }}
             .any(|c| c[0] == "helm" && c[1] == "uninstall" && c[2] == "istiod")
     );
 }
+
+#[test]
+fn a_deployment_that_never_becomes_ready_times_out_naming_it() {
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        w.api(c)
+            .knobs
+            .never_ready
+            .lock()
+            .unwrap()
+            .insert("istiod".into());
+    }
+    w.set_env("MESH_WAIT_TIMEOUT", "2");
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr
+            .contains("timed out after 2s waiting for Deployment istio-system/istiod to be ready"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("task istiod:"), "{}", o.stderr);
+    // Nothing downstream ran, and it is said once per root failure.
+    assert!(o.with("skipped").iter().any(|t| t.starts_with("gateway:")));
+    assert!(
+        o.with("ran")
+            .iter()
+            .all(|t| !t.starts_with("gateway:") && !t.starts_with("app:"))
+    );
+}
