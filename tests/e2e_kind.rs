@@ -40,7 +40,10 @@ fn mesh(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn real_kind_bring_up_verify_edit_destroy() {
     if let Some(reason) = skip_reason() {
-        println!("skipped: {reason}");
+        // Straight to stderr: libtest captures println!, and the skip must
+        // show in a CI log.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: {reason}");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
