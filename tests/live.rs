@@ -3,14 +3,11 @@
 //! tests/fake). Each test asserts what the clusters end up holding.
 
 mod common;
+use common::{default_plan, primary_remote};
 mod fake;
 
 use fake::{World, mesh, project};
 use serde_json::Value;
-
-fn default_plan() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml")).unwrap()
-}
 
 fn b64d(s: &Value) -> String {
     use base64::Engine;
@@ -168,15 +165,7 @@ fn lb_ip(p: &tempfile::TempDir, c: &str) -> Value {
 #[test]
 fn sidecar_primary_remote_bring_up() {
     let w = World::new(&["east", "west"]);
-    let plan = default_plan()
-        .replace(
-            "topology = \"multi-primary\"",
-            "topology = \"primary-remote\"",
-        )
-        .replace(
-            "network = \"network2\"",
-            "network = \"network2\"\nrole = \"remote\"",
-        );
+    let plan = primary_remote(&default_plan());
     let p = up(&w, &plan);
     let east = w.releases("east");
     assert_eq!(

@@ -4,22 +4,11 @@
 
 mod common;
 use common::Project;
+use common::{default_plan, primary_remote};
 use std::path::Path;
 
-fn default_plan() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml")).unwrap()
-}
-
 fn primary_remote_plan() -> String {
-    default_plan()
-        .replace(
-            "topology = \"multi-primary\"",
-            "topology = \"primary-remote\"",
-        )
-        .replace(
-            "network = \"network2\"",
-            "network = \"network2\"\nrole = \"remote\"",
-        )
+    primary_remote(&default_plan())
 }
 
 fn ambient_plan() -> String {

@@ -5,6 +5,23 @@
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 
+/// The repository's default plan.
+pub fn default_plan() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml")).unwrap()
+}
+
+/// A two-cluster plan turned into primary-remote: west becomes east's remote.
+pub fn primary_remote(plan: &str) -> String {
+    plan.replace(
+        "topology = \"multi-primary\"",
+        "topology = \"primary-remote\"",
+    )
+    .replace(
+        "network = \"network2\"",
+        "network = \"network2\"\nrole = \"remote\"",
+    )
+}
+
 pub struct Project {
     pub dir: tempfile::TempDir,
 }
