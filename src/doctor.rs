@@ -104,12 +104,7 @@ fn contexts(plan: &Plan) -> Vec<Check> {
         .filter(|c| c.provider == Provider::Kubeconfig)
     {
         let ctx = c.context.clone().unwrap_or_default();
-        let target = crate::live::Target {
-            name: c.name.clone(),
-            provider: c.provider,
-            context: c.context.clone(),
-            kubeconfig: c.kubeconfig.clone(),
-        };
+        let target = crate::access::Target::of(c);
         let what = format!("kubeconfig context {ctx} (cluster {})", c.name);
         let check = match target.kubeconfig_text() {
             Err(e) => Check {

@@ -191,8 +191,10 @@ pub enum GraphError {
     Duplicate(String),
     #[error("task {from} depends on unknown task {to}")]
     Unknown { from: String, to: String },
-    #[error("dependency cycle through {0}")]
-    Cycle(String),
+    /// The ids of a cycle in "depends on" order, starting at its smallest id
+    /// and ending with it again.
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
 }
 
 /// A graph under construction.
@@ -249,7 +251,7 @@ impl GraphBuilder {
             }
         }
         let order = petgraph::algo::toposort(&g, None)
-            .map_err(|c| GraphError::Cycle(g[c.node_id()].id.clone()))?;
+            .map_err(|c| GraphError::Cycle(cycle_through(&g, c.node_id(), |n: &Node| &n.id)))?;
         let index = self
             .index
             .into_iter()
@@ -257,6 +259,55 @@ impl GraphBuilder {
             .collect();
         Ok(Graph { g, index, order })
     }
+}
+
+/// A cycle through `start` (which toposort found on one), following
+/// dependencies (incoming edges), rotated to begin at its smallest id so that the report does
+/// not depend on where the search began.
+pub fn cycle_through<N>(
+    g: &DiGraph<N, ()>,
+    start: NodeIndex,
+    id: impl Fn(&N) -> &str,
+) -> Vec<String> {
+    // Depth-first along dependency edges, keeping the path, until an edge
+    // returns to a node on it.
+    let mut path = vec![start];
+    let mut on_path = std::collections::HashSet::from([start]);
+    let mut seen = std::collections::HashSet::from([start]);
+    let mut iters = vec![g.neighbors_directed(start, Direction::Incoming).detach()];
+    let cycle: Vec<NodeIndex> = loop {
+        let Some(it) = iters.last_mut() else {
+            return vec![id(&g[start]).to_string()];
+        };
+        match it.next_node(g) {
+            Some(d) if on_path.contains(&d) => {
+                let pos = path.iter().position(|&x| x == d).expect("on the path");
+                break path[pos..].to_vec();
+            }
+            Some(d) if seen.insert(d) => {
+                path.push(d);
+                on_path.insert(d);
+                iters.push(g.neighbors_directed(d, Direction::Incoming).detach());
+            }
+            Some(_) => {}
+            None => {
+                iters.pop();
+                if let Some(x) = path.pop() {
+                    on_path.remove(&x);
+                }
+            }
+        }
+    };
+    let min = (0..cycle.len())
+        .min_by_key(|&i| id(&g[cycle[i]]))
+        .expect("a cycle has nodes");
+    let mut ids: Vec<String> = cycle[min..]
+        .iter()
+        .chain(&cycle[..min])
+        .map(|&i| id(&g[i]).to_string())
+        .collect();
+    ids.push(ids[0].clone());
+    ids
 }
 
 /// A sealed, acyclic task graph.

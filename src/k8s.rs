@@ -148,7 +148,7 @@ impl Resolver {
 
 /// The documents of a manifest as objects, with their references.
 pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, TaskError> {
-    let docs = crate::tasks::yaml_docs(yaml).map_err(|e| kerr("manifest", e))?;
+    let docs = crate::yaml::yaml_docs(yaml).map_err(|e| kerr("manifest", e))?;
     docs.into_iter()
         .map(|d| {
             let obj: DynamicObject =

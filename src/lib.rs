@@ -1,13 +1,24 @@
 //! mesh: an Istio multi-cluster mesh, brought up as a build system builds a
 //! program.
 //!
-//! The layers, bottom up: `hash` (digests), `cache` (the store), `plan`
-//! (plan.toml → validated plan, with `diag` for errors), `graph` (nodes and
-//! the sealed DAG), `planner` (plan → graph), `tasks` (what pure tasks
-//! compute), `providers` (kind, helm, docker) and `k8s` (the Kubernetes API)
-//! under `live` (what live tasks do), `exec` (the parallel, cached
-//! executor), `ui` (progress, summary, trace, JSON) and `cli` (the commands).
+//! The layers, bottom up; a module imports only from layers below it:
+//!
+//! 1. the engine, which knows nothing of Istio: `hash` (digests), `cache`
+//!    (the store and its records), `graph` (nodes, actions and the sealed
+//!    DAG), `exec` (the parallel, cached executor);
+//! 2. the input: `diag` (located errors), `yaml` (multi-document YAML),
+//!    `assets` (the embedded `tasks/` files), `plan` (plan.toml → a
+//!    validated plan);
+//! 3. the world: `providers` (kind, helm, docker, http: every process and
+//!    download), `k8s` (every Kubernetes API call), `access` (reaching a
+//!    cluster's API with its credentials);
+//! 4. the domain: `kinds` (one module per task kind: ids, version, slice,
+//!    templates, action, probe, undo) and `planner` (plan → graph, kind by
+//!    kind);
+//! 5. the commands: `verify`, `doctor`, `ui` (progress, summary, trace,
+//!    JSON) and `cli`.
 
+pub mod access;
 pub mod assets;
 pub mod cache;
 pub mod cli;
@@ -17,10 +28,10 @@ pub mod exec;
 pub mod graph;
 pub mod hash;
 pub mod k8s;
-pub mod live;
+pub mod kinds;
 pub mod plan;
 pub mod planner;
 pub mod providers;
-pub mod tasks;
 pub mod ui;
 pub mod verify;
+pub mod yaml;

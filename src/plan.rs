@@ -1252,9 +1252,9 @@ fn list_or_none(s: &BTreeSet<String>) -> String {
 
 /// The `metadata.labels.version` values found in a multi-document manifest.
 pub fn manifest_versions(text: &str) -> Result<BTreeSet<String>, String> {
-    let docs = crate::tasks::yaml_docs(text)?;
+    let docs = crate::yaml::yaml_docs(text)?;
     Ok(docs
         .iter()
-        .filter_map(|d| crate::tasks::doc_version(&d.value))
+        .filter_map(|d| crate::yaml::doc_version(&d.value))
         .collect())
 }

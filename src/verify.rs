@@ -15,9 +15,11 @@
 //! installed, `changed` or `missing` otherwise, `not installed` when mesh has
 //! no record of it.
 
+use crate::access::{Access, Target};
 use crate::cache::{Cache, Load};
-use crate::graph::Graph;
-use crate::plan::{Plan, Provider, Selector};
+use crate::graph::{Graph, TaskError};
+use crate::kinds;
+use crate::plan::{Plan, Selector};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, ListParams};
 use serde::Serialize;
@@ -52,48 +54,33 @@ pub struct Report {
     pub remote_secrets: Vec<SecretResult>,
 }
 
-/// Kubeconfig text and context of a cluster, from the cache (kind) or the
-/// user's kubeconfig (existing clusters).
-fn access(plan: &Plan, cache: &Cache, cluster: &str) -> Result<(String, Option<String>), String> {
-    let c = &plan.clusters[cluster];
-    match c.provider {
-        Provider::Kind => {
-            let Load::Ok(rec) = cache.load(&format!("cluster:{cluster}")) else {
-                return Err(format!(
-                    "cluster {cluster} was never built (run mesh build)"
-                ));
-            };
-            let f = rec
-                .files
-                .iter()
-                .find(|f| f.name == "kubeconfig")
-                .ok_or("no kubeconfig recorded")?;
-            let bytes = cache
-                .read_blob(&f.blob)
-                .ok_or("the kubeconfig blob is missing")?;
-            Ok((
-                String::from_utf8(bytes).map_err(|_| "kubeconfig is not UTF-8")?,
-                None,
-            ))
-        }
-        Provider::Kubeconfig => {
-            let t = crate::live::Target {
-                name: c.name.clone(),
-                provider: c.provider,
-                context: c.context.clone(),
-                kubeconfig: c.kubeconfig.clone(),
-            };
-            Ok((
-                t.kubeconfig_text().map_err(|e| e.to_string())?,
-                c.context.clone(),
-            ))
-        }
-    }
+/// A cluster's credentials: from the cache (kind: what `cluster:<c>`
+/// recorded) or the user's kubeconfig (existing clusters).
+fn access(plan: &Plan, cache: &Cache, cluster: &str) -> Result<Access, String> {
+    let recorded = |file: &str| -> Result<String, TaskError> {
+        let Load::Ok(rec) = cache.load(&kinds::cluster::id(cluster)) else {
+            return Err(TaskError::new(format!(
+                "cluster {cluster} was never built (run mesh build)"
+            )));
+        };
+        let f = rec
+            .files
+            .iter()
+            .find(|f| f.name == file)
+            .ok_or_else(|| TaskError::new(format!("no {file} recorded")))?;
+        let bytes = cache
+            .read_blob(&f.blob)
+            .ok_or_else(|| TaskError::new(format!("the {file} blob is missing")))?;
+        String::from_utf8(bytes).map_err(|_| TaskError::new(format!("{file} is not UTF-8")))
+    };
+    Target::of(&plan.clusters[cluster])
+        .access(&recorded)
+        .map_err(|e| e.to_string())
 }
 
 /// The first Service of an app's manifest: (name, port).
 fn service_of(plan: &Plan, manifest: &str) -> Option<(String, u64)> {
-    let docs = crate::tasks::yaml_docs(&plan.file(manifest).text).ok()?;
+    let docs = crate::yaml::yaml_docs(&plan.file(manifest).text).ok()?;
     docs.iter()
         .find(|d| d.value["kind"] == "Service")
         .and_then(|d| {
@@ -131,16 +118,13 @@ pub fn count_versions(out: &str) -> BTreeMap<String, u32> {
 }
 
 async fn requests_from(
-    kubeconfig: &str,
-    context: Option<&str>,
+    access: &Access,
     namespace: &str,
     client_app: &str,
     url: &str,
     n: u32,
 ) -> Result<String, String> {
-    let client = crate::k8s::connect(kubeconfig, context)
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = access.client().await.map_err(|e| e.to_string())?;
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let list = pods
         .list(&ListParams::default().labels(&format!("app={client_app}")))
@@ -209,7 +193,7 @@ pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, St
             let acc = access(plan, cache, &c);
             jobs.push(tokio::spawn(async move {
                 let out = match acc {
-                    Ok((kc, ctx)) => requests_from(&kc, ctx.as_deref(), &ns, &name, &url, n).await,
+                    Ok(acc) => requests_from(&acc, &ns, &name, &url, n).await,
                     Err(e) => Err(e),
                 };
                 (c, out)
@@ -251,29 +235,26 @@ pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, St
     let mut remote_secrets = Vec::new();
     for &i in graph.topo() {
         let node = graph.node(i);
-        let Some(pair) = node.id.strip_prefix("remote-secret:") else {
+        let Some((from, to)) = kinds::remote_secret::parse_id(&node.id) else {
             continue;
         };
-        let (from, to) = pair.split_once("->").unwrap_or((pair, ""));
         let status = match cache.load(&node.id) {
             Load::Ok(rec) => {
                 let receipt = rec
                     .files
                     .iter()
-                    .find(|f| f.name == crate::live::RECEIPT)
+                    .find(|f| f.name == kinds::step::RECEIPT)
                     .and_then(|f| cache.read_blob(&f.blob))
-                    .and_then(|b| serde_json::from_slice::<crate::live::Receipt>(&b).ok());
+                    .and_then(|b| serde_json::from_slice::<kinds::step::Receipt>(&b).ok());
                 match (receipt, access(plan, cache, to)) {
-                    (Some(r), Ok((kc, ctx))) => {
-                        match crate::k8s::connect(&kc, ctx.as_deref()).await {
-                            Ok(client) => match crate::k8s::probe(&client, &r.objects).await {
-                                Ok(()) => "synced".to_string(),
-                                Err(e) if e.contains("is gone") => "missing".to_string(),
-                                Err(e) => format!("changed ({e})"),
-                            },
-                            Err(e) => format!("unreachable ({e})"),
-                        }
-                    }
+                    (Some(r), Ok(acc)) => match acc.client().await {
+                        Ok(client) => match crate::k8s::probe(&client, &r.objects).await {
+                            Ok(()) => "synced".to_string(),
+                            Err(e) if e.contains("is gone") => "missing".to_string(),
+                            Err(e) => format!("changed ({e})"),
+                        },
+                        Err(e) => format!("unreachable ({e})"),
+                    },
                     (None, _) => "no receipt".to_string(),
                     (_, Err(e)) => format!("unreachable ({e})"),
                 }

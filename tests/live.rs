@@ -400,6 +400,7 @@ fn a_cluster_deleted_behind_meshs_back_rebuilds_exactly_its_chain() {
         "gateway:east",
         "istiod:east",
         "lb:east",
+        "namespace:sample:east",
         "net.discover",
         "remote-secret:east->west",
         "remote-secret:west->east",

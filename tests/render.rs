@@ -54,7 +54,7 @@ fn snapshot(name: &str, text: &str) {
 }
 
 fn yaml(p: &Project, rel: &str) -> Vec<serde_json::Value> {
-    mesh::tasks::yaml_docs(&p.read(rel))
+    mesh::yaml::yaml_docs(&p.read(rel))
         .unwrap()
         .into_iter()
         .map(|d| d.value)
@@ -108,18 +108,20 @@ fn sidecar_multi_primary() {
         assert_eq!(cilium["cni"]["exclusive"], false);
         assert_eq!(cilium["socketLB"]["hostNamespaceOnly"], true);
         assert_eq!(cilium["l2announcements"]["enabled"], true);
-        let app = yaml(&p, &format!("out/{c}/apps/helloworld.yaml"));
-        assert_eq!(app[0]["metadata"]["labels"]["istio-injection"], "enabled");
+        // The apps' namespace is enrolled (the namespace kind owns it).
+        let ns = yaml(&p, &format!("out/{c}/namespaces/sample.yaml"));
+        assert_eq!(ns[0]["metadata"]["labels"]["istio-injection"], "enabled");
     }
-    // v1 in east, v2 in west, the Service in both.
+    // v1 in east, v2 in west, the Service in both; the namespace is not the
+    // app's (see namespaces/).
     let kinds = |c: &str| -> Vec<String> {
         yaml(&p, &format!("out/{c}/apps/helloworld.yaml"))
             .iter()
             .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(kinds("east"), ["sample", "helloworld", "helloworld-v1"]);
-    assert_eq!(kinds("west"), ["sample", "helloworld", "helloworld-v2"]);
+    assert_eq!(kinds("east"), ["helloworld", "helloworld-v1"]);
+    assert_eq!(kinds("west"), ["helloworld", "helloworld-v2"]);
 }
 
 #[test]
@@ -198,11 +200,12 @@ fn ambient_multi_primary() {
         );
         let cilium = &yaml(&p, &format!("out/{c}/cni/cilium-values.yaml"))[0];
         assert_eq!(cilium["bpf"]["masquerade"], false);
-        let app = yaml(&p, &format!("out/{c}/apps/helloworld.yaml"));
+        let ns = yaml(&p, &format!("out/{c}/namespaces/sample.yaml"));
         assert_eq!(
-            app[0]["metadata"]["labels"]["istio.io/dataplane-mode"],
+            ns[0]["metadata"]["labels"]["istio.io/dataplane-mode"],
             "ambient"
         );
+        let app = yaml(&p, &format!("out/{c}/apps/helloworld.yaml"));
         let svc = app.iter().find(|d| d["kind"] == "Service").unwrap();
         assert_eq!(svc["metadata"]["labels"]["istio.io/global"], "true");
     }

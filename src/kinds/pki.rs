@@ -10,14 +10,61 @@
 //! validity. Outputs are PEM; private keys are marked secret (0600, never
 //! printed); the root key is not exported to `out/`. `cert-chain.pem` is the
 //! intermediate followed by the root, as istiod expects in `cacerts`.
+//!
+//! Tasks: `pki.root` (no dependencies) and `pki.intermediate:<c>` (after
+//! the root, reading its cert and key). Both read the whole `[pki]` table.
 
-use crate::graph::{OutFile, TaskError};
+use super::{Planner, Slice, TaskId};
+use crate::graph::{OutFile, TaskError, blocking};
 use crate::plan::{Algorithm, Pki};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
+
+pub const VERSION: u32 = 1;
+
+/// `pki.root`
+pub fn root_id() -> TaskId {
+    TaskId::new("pki.root")
+}
+
+/// `pki.intermediate:<c>`
+pub fn intermediate_id(cluster: &str) -> TaskId {
+    TaskId::new(format!("pki.intermediate:{cluster}"))
+}
+
+pub fn plan(p: &mut Planner) {
+    let plan = p.plan;
+    let slice = || Slice::new().put("pki", "pki", &plan.pki);
+    let pk = plan.pki.clone();
+    p.pure(
+        root_id(),
+        "pki.root",
+        VERSION,
+        &slice(),
+        &[],
+        vec![],
+        blocking(move |_| root(&pk)),
+    );
+    for c in plan.clusters.values() {
+        let (pk, name) = (plan.pki.clone(), c.name.clone());
+        p.pure(
+            intermediate_id(&c.name),
+            "pki.intermediate",
+            VERSION,
+            &slice().put("cluster", format!("clusters.{}.name", c.name), &c.name),
+            &[],
+            vec![root_id()],
+            blocking(move |ctx| {
+                let cert = ctx.read_string(&root_id(), "root-cert.pem")?;
+                let key = ctx.read_string(&root_id(), "root-key.pem")?;
+                intermediate(&pk, &name, &cert, &key)
+            }),
+        );
+    }
+}
 
 fn err(e: rcgen::Error) -> TaskError {
     TaskError::tool("rcgen", e.to_string())

@@ -1,0 +1,61 @@
+//! The cacerts kind: `render.cacerts:<c>` and `cacerts:<c>`.
+//!
+//! `render.cacerts:<c>` renders the `istio-system` namespace, labelled
+//! `topology.istio.io/network=<network>` (and on a remote annotated
+//! `topology.istio.io/controlPlaneClusters=<primary>`), and the `cacerts`
+//! Secret holding the cluster's intermediate CA from `pki.intermediate:<c>`
+//! (a secret output: 0600, never printed). `cacerts:<c>` applies both, in
+//! that order, before istiod: without `cacerts` istiod silently self-signs
+//! and cross-cluster mTLS fails.
+
+use super::render::Enrich;
+use super::step::{Src, Step};
+use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, pki};
+
+pub const VERSION: u32 = 1;
+pub const RENDER_VERSION: u32 = 1;
+const NAMESPACE: &str = "namespace.yaml";
+const CACERTS: &str = "cacerts.yaml";
+
+/// `cacerts:<c>`
+pub fn id(cluster: &str) -> TaskId {
+    TaskId::new(format!("cacerts:{cluster}"))
+}
+
+/// `render.cacerts:<c>`
+pub fn render_id(cluster: &str) -> TaskId {
+    TaskId::new(format!("render.cacerts:{cluster}"))
+}
+
+pub fn plan(p: &mut Planner) {
+    for c in p.plan.clusters.values() {
+        let n = &c.name;
+        let dir = format!("{n}/istio");
+        p.render(RenderSpec {
+            id: render_id(n),
+            version: RENDER_VERSION,
+            slice: Slice::new().put(
+                "cluster",
+                super::cluster_path(c),
+                serde_json::json!({"name": n, "network": c.network, "role": c.role, "primary": c.primary}),
+            ),
+            outputs: vec![
+                Out::new("tasks/istio/namespace.yaml.j2", NAMESPACE, &dir),
+                Out::new("tasks/istio/cacerts.yaml.j2", CACERTS, &dir).secret(),
+            ],
+            enrich: vec![Enrich::Pem { cluster: n.clone() }],
+            deps: vec![pki::intermediate_id(n)],
+        });
+        p.live(id(n), "cacerts", VERSION, || LiveSpec {
+            slice: super::access_slice(c),
+            files: vec![],
+            deps: super::on_cluster(c, vec![render_id(n)]),
+            action: Step::on(super::target(c))
+                .manifests(vec![
+                    Src::dep(render_id(n), NAMESPACE),
+                    Src::dep(render_id(n), CACERTS),
+                ])
+                .action(),
+        });
+    }
+}

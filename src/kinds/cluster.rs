@@ -1,0 +1,129 @@
+//! The cluster kind: `render.kind:<c>` and `cluster:<c>`, for kind
+//! clusters only (an existing cluster is never created or deleted).
+//!
+//! `render.kind:<c>` renders the kind config (`tasks/kind/cluster.yaml.j2`:
+//! pod and service subnets, workers, the default CNI off for Cilium).
+//! `cluster:<c>` runs `kind create cluster` with it (an existing cluster of
+//! that name is deleted first: this task reruns only when the config changed
+//! or the cluster drifted), then records both kubeconfigs as secret outputs
+//! (see `access`). Its probe asks the API server for its version; its undo
+//! deletes the cluster. Every other live task on a kind cluster depends on
+//! it and reads its credentials from it ([`access`], [`internal`]).
+
+use super::step::temp_file;
+use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId};
+use crate::access::{Access, KUBECONFIG, KUBECONFIG_INTERNAL, Target};
+use crate::graph::{Action, BoxFuture, Ctx, OutFile, TaskError};
+use crate::k8s;
+use crate::plan::Provider;
+use crate::providers::kind;
+use std::sync::Arc;
+
+pub const VERSION: u32 = 1;
+pub const RENDER_VERSION: u32 = 1;
+const CONFIG: &str = "kind-cluster.yaml";
+
+/// `cluster:<c>`
+pub fn id(cluster: &str) -> TaskId {
+    TaskId::new(format!("cluster:{cluster}"))
+}
+
+/// `render.kind:<c>`
+pub fn render_id(cluster: &str) -> TaskId {
+    TaskId::new(format!("render.kind:{cluster}"))
+}
+
+/// Credentials of `t` as this machine reaches it, during a build.
+pub fn access(t: &Target, ctx: &Ctx) -> Result<Access, TaskError> {
+    let dep = id(&t.name);
+    t.access(&|f| ctx.read_string(&dep, f))
+}
+
+/// Credentials of `t` as the other clusters reach it, during a build.
+pub fn internal(t: &Target, ctx: &Ctx) -> Result<Access, TaskError> {
+    let dep = id(&t.name);
+    t.internal(&|f| ctx.read_string(&dep, f))
+}
+
+pub fn plan(p: &mut Planner) {
+    let plan = p.plan;
+    for c in plan.clusters.values() {
+        if c.provider != Provider::Kind {
+            continue;
+        }
+        let n = &c.name;
+        let slice = Slice::new()
+            .put(
+                "cluster",
+                super::cluster_path(c),
+                serde_json::json!({"name": n, "pod_subnet": c.pod_subnet, "service_subnet": c.service_subnet,
+                       "workers": c.workers, "cni": c.cni}),
+            )
+            .put("kind_node", "versions.kind_node", &plan.versions.kind_node);
+        p.render(RenderSpec {
+            id: render_id(n),
+            version: RENDER_VERSION,
+            slice,
+            outputs: vec![Out::new("tasks/kind/cluster.yaml.j2", CONFIG, n)],
+            enrich: vec![],
+            deps: vec![],
+        });
+        p.live(id(n), "cluster", VERSION, || LiveSpec {
+            slice: super::access_slice(c),
+            files: vec![],
+            deps: vec![render_id(n)],
+            action: Arc::new(KindCluster { name: n.clone() }),
+        });
+    }
+}
+
+/// `cluster:<c>` for kind clusters.
+#[derive(Clone, Debug)]
+pub struct KindCluster {
+    pub name: String,
+}
+
+impl Action for KindCluster {
+    fn run(&self, ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
+        let name = self.name.clone();
+        Box::pin(async move {
+            let config = ctx.read_string(&render_id(&name), CONFIG)?;
+            let file = temp_file(&config, "mesh-kind-")?;
+            if kind::clusters().await?.contains(&name) {
+                kind::delete(&name).await?;
+            }
+            kind::create(&name, file.path()).await?;
+            let external = kind::kubeconfig(&name, false).await?;
+            let internal = kind::kubeconfig(&name, true).await?;
+            Ok(vec![
+                OutFile::new(KUBECONFIG, external).secret(),
+                OutFile::new(KUBECONFIG_INTERNAL, internal).secret(),
+            ])
+        })
+    }
+
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+        let name = self.name.clone();
+        Some(Box::pin(async move {
+            let kc = ctx
+                .read_string(&ctx.id, KUBECONFIG)
+                .map_err(|e| e.to_string())?;
+            let client = k8s::connect(&kc, None).await.map_err(|e| e.to_string())?;
+            client
+                .apiserver_version()
+                .await
+                .map_err(|e| format!("kind cluster {name} does not answer (deleted?): {e}"))?;
+            Ok(())
+        }))
+    }
+
+    fn undo(&self, _ctx: Ctx) -> Option<BoxFuture<Result<(), TaskError>>> {
+        let name = self.name.clone();
+        Some(Box::pin(async move {
+            if kind::clusters().await?.contains(&name) {
+                kind::delete(&name).await?;
+            }
+            Ok(())
+        }))
+    }
+}

@@ -1,0 +1,195 @@
+//! The istiod kind: `render.istio:<c>` and `istiod:<c>`.
+//!
+//! `render.istio:<c>` renders the Helm values of `istio/base` and
+//! `istio/istiod` (ambient: also `istio/cni` and `istio/ztunnel`): meshID,
+//! cluster name, network; a primary with remotes gets `externalIstiod`; a
+//! remote gets the `remote` profile and `remotePilotAddress`, its primary's
+//! east-west gateway address (pinned in the plan, or from `net.alloc`).
+//!
+//! `istiod:<c>` installs, in order: for ambient the Gateway API CRDs (from
+//! [`gateway_api_source`], whose value is part of the key), then the charts,
+//! then on a primary a wait until istiod is ready, so that no Gateway is
+//! applied before its validation webhook answers. It runs after `cacerts`,
+//! after the cluster's LoadBalancer pool (kind), and on a remote after its
+//! primary's gateway.
+
+use super::step::{Chart, Src, Step, Wait};
+use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, cacerts, gateway, lb, net};
+use crate::hash::Digest;
+use crate::plan::{Cluster, Mode, Plan, Provider, Role, Topology};
+use crate::providers::helm;
+
+pub const VERSION: u32 = 1;
+pub const RENDER_VERSION: u32 = 1;
+pub const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
+
+/// `istiod:<c>`
+pub fn id(cluster: &str) -> TaskId {
+    TaskId::new(format!("istiod:{cluster}"))
+}
+
+/// `render.istio:<c>`
+pub fn render_id(cluster: &str) -> TaskId {
+    TaskId::new(format!("render.istio:{cluster}"))
+}
+
+/// Does `c` run istiod for remotes (primary-remote, a primary with remotes)?
+pub fn external_istiod(plan: &Plan, c: &Cluster) -> bool {
+    plan.mesh.topology == Topology::PrimaryRemote
+        && plan
+            .clusters
+            .values()
+            .any(|r| r.primary.as_deref() == Some(c.name.as_str()))
+}
+
+/// Where the Gateway API CRDs come from: `MESH_GATEWAY_API_CRDS` (a file or
+/// an http(s) URL), else the release's standard-install.yaml.
+pub fn gateway_api_source(version: &str) -> String {
+    std::env::var("MESH_GATEWAY_API_CRDS").unwrap_or_else(|_| {
+        format!("https://github.com/kubernetes-sigs/gateway-api/releases/download/v{version}/standard-install.yaml")
+    })
+}
+
+pub fn plan(p: &mut Planner) {
+    let plan = p.plan;
+    let mesh = &plan.mesh;
+    let mode = super::mode_str(plan);
+    for c in plan.clusters.values() {
+        let n = &c.name;
+        let cpath = super::cluster_path(c);
+        let external = external_istiod(plan, c);
+        let mut slice = Slice::new()
+            .put(
+                "mesh",
+                "mesh",
+                serde_json::json!({"id": mesh.id, "mode": mode, "topology": mesh.topology}),
+            )
+            .put(
+                "cluster",
+                &cpath,
+                serde_json::json!({"name": n, "network": c.network, "role": c.role, "cni": c.cni}),
+            )
+            .put("external_istiod", "derived.has_remotes", external);
+        let mut enrich = vec![];
+        let mut deps = vec![];
+        if let Some(primary) = plan.primary_of(c) {
+            match primary.gateway_ip {
+                Some(ip) => {
+                    slice = slice.put(
+                        "remote_pilot_address",
+                        format!("clusters.{}.gateway_ip", primary.name),
+                        ip.to_string(),
+                    )
+                }
+                None => {
+                    enrich.push(super::render::Enrich::RemotePilot {
+                        primary: primary.name.clone(),
+                    });
+                    deps.push(net::alloc_id());
+                }
+            }
+        }
+        let dir = format!("{n}/istio");
+        let mut outputs = vec![
+            Out::new("tasks/istio/base-values.yaml.j2", "base-values.yaml", &dir),
+            Out::new(
+                "tasks/istio/istiod-values.yaml.j2",
+                "istiod-values.yaml",
+                &dir,
+            ),
+        ];
+        if mesh.mode == Mode::Ambient {
+            outputs.push(Out::new(
+                "tasks/istio/cni-values.yaml.j2",
+                "cni-values.yaml",
+                &dir,
+            ));
+            outputs.push(Out::new(
+                "tasks/istio/ztunnel-values.yaml.j2",
+                "ztunnel-values.yaml",
+                &dir,
+            ));
+        }
+        p.render(RenderSpec {
+            id: render_id(n),
+            version: RENDER_VERSION,
+            slice,
+            outputs,
+            enrich,
+            deps,
+        });
+        p.live(id(n), "istiod", VERSION, || live(plan, c));
+    }
+}
+
+fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
+    let (mesh, n) = (&plan.mesh, &c.name);
+    let mut deps = vec![cacerts::id(n), render_id(n)];
+    if c.provider == Provider::Kind {
+        deps.push(lb::id(n));
+    }
+    if let Some(primary) = &c.primary {
+        deps.push(gateway::id(primary));
+    }
+    let mut slice = super::access_slice(c)
+        .put("istio", "mesh.istio", &mesh.istio)
+        .put("mode", "mesh.mode", super::mode_str(plan))
+        .put("role", format!("clusters.{n}.role"), c.role)
+        .put(
+            "gateway_api",
+            "versions.gateway_api",
+            &plan.versions.gateway_api,
+        );
+    let mut waits = vec![];
+    if mesh.mode == Mode::Ambient {
+        let source = gateway_api_source(&plan.versions.gateway_api);
+        // What is applied is part of the key: the source, and a local
+        // file's bytes (a URL's bytes are pinned by the version in it).
+        let bytes = std::fs::read(&source).ok();
+        slice = slice.put(
+            "gateway_api_crds",
+            "env.MESH_GATEWAY_API_CRDS",
+            serde_json::json!({"source": source, "digest": bytes.map(|b| Digest::of_bytes(&b).to_string())}),
+        );
+        waits.push(Wait::GatewayApiCrds { source });
+    }
+    if c.role == Role::Primary {
+        // Gateways are applied only once istiod (and its webhook) answers.
+        waits.push(Wait::Deployment {
+            namespace: "istio-system".into(),
+            name: "istiod".into(),
+        });
+    }
+    LiveSpec {
+        slice,
+        files: vec![],
+        deps: super::on_cluster(c, deps),
+        action: Step::on(super::target(c))
+            .charts(charts(mesh.mode, &mesh.istio, &render_id(n)))
+            .waits(waits)
+            .action(),
+    }
+}
+
+/// The charts of the istiod task for a cluster.
+fn charts(mode: Mode, istio: &str, render: &TaskId) -> Vec<Chart> {
+    let chart = |name: &str, chart: &str, values: &str| Chart {
+        release: helm::Release {
+            name: name.into(),
+            namespace: "istio-system".into(),
+            chart: chart.into(),
+            repo: Some(ISTIO_REPO.into()),
+            version: Some(istio.into()),
+        },
+        values: Some(Src::dep(render.clone(), values)),
+    };
+    let mut v = vec![
+        chart("istio-base", "base", "base-values.yaml"),
+        chart("istiod", "istiod", "istiod-values.yaml"),
+    ];
+    if mode == Mode::Ambient {
+        v.push(chart("istio-cni", "cni", "cni-values.yaml"));
+        v.push(chart("ztunnel", "ztunnel", "ztunnel-values.yaml"));
+    }
+    v
+}

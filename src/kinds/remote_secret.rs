@@ -1,0 +1,251 @@
+//! The remote-secret kind: `remote-secret:<from>-><to>` puts <from>'s
+//! credentials into <to>, so that <to>'s istiod watches <from>'s API.
+//!
+//! Pairs: both ways between every two clusters in multi-primary; from each
+//! remote to its primary in primary-remote. What it writes is what
+//! `istioctl create-remote-secret` writes: a long-lived token Secret for
+//! `istio-reader-service-account` in <from> (its token filled in by the
+//! token controller), then in <to> the Secret `istio-remote-secret-<from>`
+//! (label `istio/multiCluster: "true"`, annotation
+//! `networking.istio.io/cluster: <from>`) whose one key `<from>` holds a
+//! kubeconfig: <from>'s internal server address (never 127.0.0.1: the other
+//! cluster cannot reach it), its CA data and the reader's bearer token.
+
+use super::step::{Receipt, content_hash, wait_timeout};
+use super::{LiveSpec, Planner, Slice, TaskId, cluster, istiod};
+use crate::access::Target;
+use crate::graph::{Action, BoxFuture, Ctx, OutFile, TaskError};
+use crate::k8s::{self, ObjRef};
+use crate::plan::{Provider, Topology};
+use std::sync::Arc;
+
+pub const VERSION: u32 = 1;
+
+/// `remote-secret:<from>-><to>`
+pub fn id(from: &str, to: &str) -> TaskId {
+    TaskId::new(format!("remote-secret:{from}->{to}"))
+}
+
+/// (from, to) of a remote-secret id.
+pub fn parse_id(id: &str) -> Option<(&str, &str)> {
+    id.strip_prefix("remote-secret:")?.split_once("->")
+}
+
+/// Every (from, to) pair of the plan.
+pub fn pairs(plan: &crate::plan::Plan) -> Vec<(&str, &str)> {
+    let mut pairs = Vec::new();
+    match plan.mesh.topology {
+        Topology::MultiPrimary => {
+            for a in plan.clusters.keys() {
+                for b in plan.clusters.keys() {
+                    if a != b {
+                        pairs.push((a.as_str(), b.as_str()));
+                    }
+                }
+            }
+        }
+        Topology::PrimaryRemote => {
+            for c in plan.clusters.values() {
+                if let Some(pr) = &c.primary {
+                    pairs.push((c.name.as_str(), pr.as_str()));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+pub fn plan(p: &mut Planner) {
+    let plan = p.plan;
+    for (a, b) in pairs(plan) {
+        p.live(id(a, b), "remote-secret", VERSION, || {
+            let (ca, cb) = (&plan.clusters[a], &plan.clusters[b]);
+            let slice = Slice::new()
+                .put(
+                    "from",
+                    format!("clusters.{a}"),
+                    serde_json::json!({"name": a, "provider": ca.provider, "context": ca.context, "kubeconfig": ca.kubeconfig}),
+                )
+                .put("to", format!("clusters.{b}.name"), b);
+            let mut deps = vec![istiod::id(a), istiod::id(b)];
+            for c in [ca, cb] {
+                if c.provider == Provider::Kind {
+                    deps.push(cluster::id(&c.name));
+                }
+            }
+            LiveSpec {
+                slice,
+                files: vec![],
+                deps,
+                action: Arc::new(RemoteSecret {
+                    from: Target::of(ca),
+                    to: Target::of(cb),
+                }),
+            }
+        });
+    }
+}
+
+/// `remote-secret:<from>-><to>`.
+#[derive(Clone, Debug)]
+pub struct RemoteSecret {
+    pub from: Target,
+    pub to: Target,
+}
+
+pub const READER_SA: &str = "istio-reader-service-account";
+pub const READER_TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret-token";
+
+impl RemoteSecret {
+    fn secret_name(&self) -> String {
+        format!("istio-remote-secret-{}", self.from.name)
+    }
+
+    async fn go(self, ctx: Ctx) -> Result<Vec<OutFile>, TaskError> {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+        let from = cluster::access(&self.from, &ctx)?;
+        let (server, ca) = cluster::internal(&self.from, &ctx)?.server_and_ca()?;
+        let host = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split([':', '/'])
+            .next()
+            .unwrap_or("");
+        if host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "[::1]" {
+            return Err(TaskError::new(format!(
+                "cluster {}'s API server address {server} is not reachable from cluster {}; \
+                 use its internal address (kind get kubeconfig --internal)",
+                self.from.name, self.to.name
+            )));
+        }
+        // A long-lived token for the reader service account.
+        let from_client = from.client().await?;
+        let secrets: Api<Secret> = Api::namespaced(from_client.clone(), "istio-system");
+        let token_secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(READER_TOKEN_SECRET.into()),
+                namespace: Some("istio-system".into()),
+                annotations: Some(
+                    [(
+                        "kubernetes.io/service-account.name".to_string(),
+                        READER_SA.to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/service-account-token".into()),
+            ..Default::default()
+        };
+        secrets
+            .patch(
+                READER_TOKEN_SECRET,
+                &PatchParams::apply(k8s::FIELD_MANAGER).force(),
+                &Patch::Apply(&token_secret),
+            )
+            .await
+            .map_err(|e| {
+                TaskError::tool(
+                    "kubernetes",
+                    format!("cannot create the reader token in {}: {e}", self.from.name),
+                )
+            })?;
+        let token = k8s::wait_secret_key(
+            &from_client,
+            "istio-system",
+            READER_TOKEN_SECRET,
+            "token",
+            wait_timeout(),
+        )
+        .await?;
+        let token = String::from_utf8(token)
+            .map_err(|_| TaskError::new("the reader token is not UTF-8"))?;
+        let name = &self.from.name;
+        let mut cluster = serde_json::json!({ "server": server });
+        if let Some(ca) = ca {
+            cluster["certificate-authority-data"] = serde_json::Value::String(ca);
+        }
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{ "name": name, "cluster": cluster }],
+            "users": [{ "name": name, "user": { "token": token } }],
+            "contexts": [{ "name": name, "context": { "cluster": name, "user": name } }],
+            "current-context": name,
+            "preferences": {},
+        });
+        let kubeconfig =
+            serde_saphyr::to_string(&kubeconfig).map_err(|e| TaskError::new(e.to_string()))?;
+        let hash = content_hash(&[&kubeconfig]);
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(self.secret_name()),
+                namespace: Some("istio-system".into()),
+                labels: Some([("istio/multiCluster".to_string(), "true".to_string())].into()),
+                annotations: Some(
+                    [
+                        ("networking.istio.io/cluster".to_string(), name.clone()),
+                        (k8s::HASH_ANNOTATION.to_string(), hash.clone()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            data: Some([(name.clone(), ByteString(kubeconfig.into_bytes()))].into()),
+            ..Default::default()
+        };
+        let to_client = cluster::access(&self.to, &ctx)?.client().await?;
+        let api: Api<Secret> = Api::namespaced(to_client, "istio-system");
+        api.patch(
+            &self.secret_name(),
+            &PatchParams::apply(k8s::FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| {
+            TaskError::tool(
+                "kubernetes",
+                format!("cannot write the remote secret into {}: {e}", self.to.name),
+            )
+        })?;
+        let receipt = Receipt {
+            objects: vec![ObjRef {
+                api_version: "v1".into(),
+                kind: "Secret".into(),
+                namespace: Some("istio-system".into()),
+                name: self.secret_name(),
+                hash,
+            }],
+            ..Default::default()
+        };
+        Ok(receipt.files())
+    }
+}
+
+impl Action for RemoteSecret {
+    fn run(&self, ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
+        Box::pin(self.clone().go(ctx))
+    }
+
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+        let this = self.clone();
+        Some(Box::pin(async move {
+            let r = Receipt::read(&ctx)?;
+            let access = cluster::access(&this.to, &ctx).map_err(|e| e.to_string())?;
+            r.probe(&access).await
+        }))
+    }
+
+    fn undo(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), TaskError>>> {
+        if self.to.provider == Provider::Kind {
+            return None;
+        }
+        let this = self.clone();
+        Some(Box::pin(async move {
+            let r = Receipt::read(&ctx).map_err(TaskError::new)?;
+            r.undo(&cluster::access(&this.to, &ctx)?).await
+        }))
+    }
+}

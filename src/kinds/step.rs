@@ -1,0 +1,584 @@
+//! The generic live step: Helm charts, then manifests, then waits, with a
+//! receipt that probe and undo read back.
+//!
+//! A live task's output is a small receipt (`receipt.json`: the objects it
+//! applied with their content hash, the Helm releases with a digest of their
+//! values, the gateway address). Receipts hold no secrets, and they are what
+//! dependents' keys see, so a task that reruns and installs the same thing
+//! cuts off its dependents. Helm revisions go to a private file
+//! (`state.json`), outside the output digest: a reinstall makes a new
+//! revision of the same thing and must not rerun the dependents.
+//!
+//! A [`Step`] runs in this order: Gateway API CRDs (ambient), charts (each
+//! `helm upgrade --install`, its revision read back from helm's release
+//! Secrets), the named Deployments' readiness, manifests (server-side
+//! apply, then a prune of what the last run applied and this one no longer
+//! does), then the waits on what was applied. Its probe re-reads the
+//! receipt's objects (their content hash annotation), the releases' latest
+//! revision and status, and a gateway's address; its undo (existing
+//! clusters only: a kind cluster goes away whole) deletes the objects and
+//! uninstalls the releases.
+
+use super::{cluster, net};
+use crate::access::{Access, Target};
+use crate::graph::{Action, BoxFuture, Ctx, OutFile, TaskError};
+use crate::hash::Digest;
+use crate::k8s::{self, ObjRef};
+use crate::providers::helm;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const RECEIPT: &str = "receipt.json";
+
+/// How long a wait may take (`MESH_WAIT_TIMEOUT` seconds, default 300).
+pub fn wait_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("MESH_WAIT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300),
+    )
+}
+
+/// What a live task did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjRef>,
+    /// Each release with the digest of its values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<(helm::Release, Digest)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The revision each release got from mesh's install: what the probe
+    /// compares. Kept in a private file ([`STATE`]): a reinstall makes a new
+    /// revision of the same thing, which must not rerun the dependents.
+    #[serde(skip)]
+    pub revisions: BTreeMap<String, u64>,
+}
+
+pub const STATE: &str = "state.json";
+
+impl Receipt {
+    pub fn files(&self) -> Vec<OutFile> {
+        vec![
+            OutFile::new(
+                RECEIPT,
+                serde_json::to_vec_pretty(self).expect("receipts serialize"),
+            ),
+            OutFile::new(
+                STATE,
+                serde_json::to_vec(&self.revisions).expect("revisions serialize"),
+            )
+            .private(),
+        ]
+    }
+
+    /// The task's recorded receipt (in a probe or undo), or its previous one
+    /// (in a rerun).
+    pub fn read(ctx: &Ctx) -> Result<Receipt, String> {
+        let bytes = ctx.read(&ctx.id, RECEIPT).map_err(|e| e.to_string())?;
+        let mut r: Receipt =
+            serde_json::from_slice(&bytes).map_err(|e| format!("bad receipt: {e}"))?;
+        if let Ok(state) = ctx.read(&ctx.id, STATE) {
+            r.revisions = serde_json::from_slice(&state).map_err(|e| format!("bad state: {e}"))?;
+        }
+        Ok(r)
+    }
+
+    /// Check objects and releases.
+    pub async fn probe(&self, access: &Access) -> Result<(), String> {
+        if !self.objects.is_empty() {
+            let client = access.client().await.map_err(|e| e.to_string())?;
+            k8s::probe(&client, &self.objects).await?;
+        }
+        if !self.releases.is_empty() {
+            let client = access.client().await.map_err(|e| e.to_string())?;
+            for (r, _) in &self.releases {
+                let revision = self.revisions.get(&release_key(r)).copied().unwrap_or(0);
+                let revision = &revision;
+                match release_state(&client, r).await? {
+                    None => {
+                        return Err(format!(
+                            "release {}/{} is not installed",
+                            r.namespace, r.name
+                        ));
+                    }
+                    Some((_, status)) if status != "deployed" => {
+                        return Err(format!("release {}/{} is {status}", r.namespace, r.name));
+                    }
+                    Some((rev, _)) if rev != *revision => {
+                        return Err(format!(
+                            "release {}/{} is at revision {rev}, mesh installed {revision}",
+                            r.namespace, r.name
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn undo(&self, access: &Access) -> Result<(), TaskError> {
+        if !self.objects.is_empty() {
+            let client = access.client().await?;
+            k8s::delete(&client, &self.objects).await?;
+        }
+        if !self.releases.is_empty() {
+            let f = access.file()?;
+            for (r, _) in self.releases.iter().rev() {
+                helm::uninstall(r, f.path(), access.context()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn release_key(r: &helm::Release) -> String {
+    format!("{}/{}", r.namespace, r.name)
+}
+
+/// Values YAML as JSON (what `helm get values -o json` prints back).
+pub fn values_json(yaml: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap_or(serde_json::Value::Null);
+    if v.is_null() {
+        serde_json::json!({})
+    } else {
+        v
+    }
+}
+
+pub(crate) fn content_hash(parts: &[&str]) -> String {
+    let mut h = blake3::Hasher::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize().to_hex()[..32].to_string()
+}
+
+pub(crate) fn temp_file(text: &str, prefix: &str) -> Result<tempfile::NamedTempFile, TaskError> {
+    let mut f = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile()
+        .map_err(|e| TaskError::new(format!("cannot write a temp file: {e}")))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| TaskError::new(format!("cannot write a temp file: {e}")))?;
+    Ok(f)
+}
+
+/// Where a manifest or values file comes from.
+#[derive(Clone, Debug)]
+pub enum Src {
+    /// A file a dependency produced: (dependency id, file name).
+    Dep(String, String),
+    /// A file the plan names (user tasks), read at plan time and hashed.
+    Text(Arc<str>),
+}
+
+impl Src {
+    pub fn dep(id: impl Into<String>, file: impl Into<String>) -> Src {
+        Src::Dep(id.into(), file.into())
+    }
+
+    fn read(&self, ctx: &Ctx) -> Result<String, TaskError> {
+        match self {
+            Src::Dep(d, f) => ctx.read_string(d, f),
+            Src::Text(t) => Ok(t.to_string()),
+        }
+    }
+}
+
+/// Which address a gateway must get.
+#[derive(Clone, Debug)]
+pub enum Expect {
+    Any,
+    Ip(String),
+    /// The one `net.alloc` pinned for this cluster.
+    Alloc(String),
+}
+
+impl Expect {
+    fn resolve(&self, ctx: &Ctx) -> Result<Option<String>, TaskError> {
+        match self {
+            Expect::Any => Ok(None),
+            Expect::Ip(ip) => Ok(Some(ip.clone())),
+            Expect::Alloc(c) => Ok(Some(net::read_range(ctx, c)?.gateway_ip.to_string())),
+        }
+    }
+}
+
+/// A Helm step of a task: release + its values.
+#[derive(Clone, Debug)]
+pub struct Chart {
+    pub release: helm::Release,
+    pub values: Option<Src>,
+}
+
+async fn install_charts(
+    ctx: &Ctx,
+    access: &Access,
+    charts: &[Chart],
+) -> Result<Vec<(helm::Release, Digest, u64)>, TaskError> {
+    let kc = access.file()?;
+    let mut done = Vec::new();
+    for c in charts {
+        let (file, digest) = match &c.values {
+            Some(src) => {
+                let text = src.read(ctx)?;
+                let digest = Digest::of_bytes(text.as_bytes());
+                // Helm reads YAML, and JSON is YAML: hand it the values as
+                // parsed (and so validated) here.
+                let json =
+                    serde_json::to_string_pretty(&values_json(&text)).expect("values serialize");
+                (Some(temp_file(&json, "mesh-values-")?), digest)
+            }
+            None => (None, Digest::of_bytes(b"")),
+        };
+        helm::upgrade(
+            &c.release,
+            file.as_ref().map(|f| f.path()),
+            kc.path(),
+            access.context(),
+        )
+        .await?;
+        let client = access.client().await?;
+        let revision = match release_state(&client, &c.release)
+            .await
+            .map_err(TaskError::new)?
+        {
+            Some((rev, _)) => rev,
+            None => {
+                return Err(TaskError::tool(
+                    "helm",
+                    format!(
+                        "installed {} but it keeps no release record",
+                        c.release.name
+                    ),
+                ));
+            }
+        };
+        done.push((c.release.clone(), digest, revision));
+    }
+    Ok(done)
+}
+
+/// A release's latest revision and its status, from the release Secrets
+/// helm keeps in the release's namespace (`sh.helm.release.v1.<name>.v<n>`,
+/// labelled owner=helm, name, status, version): the same state `helm
+/// status` reads, without starting a process.
+async fn release_state(
+    client: &kube::Client,
+    r: &helm::Release,
+) -> Result<Option<(u64, String)>, String> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, ListParams};
+    let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
+    let list = api
+        .list(&ListParams::default().labels(&format!("owner=helm,name={}", r.name)))
+        .await
+        .map_err(|e| format!("cannot read release {}/{}: {e}", r.namespace, r.name))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|s| {
+            let l = s.metadata.labels.as_ref()?;
+            Some((
+                l.get("version")?.parse::<u64>().ok()?,
+                l.get("status").cloned().unwrap_or_default(),
+            ))
+        })
+        .max_by_key(|(v, _)| *v))
+}
+
+/// The generic live step: Helm charts, then manifests (dependency files),
+/// then waits; probe and undo from the receipt.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub target: Target,
+    pub charts: Vec<Chart>,
+    /// Manifests to apply, in order.
+    pub manifests: Vec<Src>,
+    pub waits: Vec<Wait>,
+    /// Objects to remove on destroy even though the cluster stays (kubeconfig
+    /// clusters); kind clusters go away whole.
+    pub undo_in_place: bool,
+    /// Never prune a Namespace: apps applied their namespace themselves
+    /// before the `namespace` kind owned it, and pruning one deletes
+    /// everything in it.
+    pub keep_namespaces: bool,
+}
+
+impl Step {
+    /// A step on `target` that does nothing yet.
+    pub fn on(target: Target) -> Step {
+        let undo_in_place = target.provider != crate::plan::Provider::Kind;
+        Step {
+            target,
+            charts: vec![],
+            manifests: vec![],
+            waits: vec![],
+            undo_in_place,
+            keep_namespaces: false,
+        }
+    }
+    pub fn charts(mut self, charts: Vec<Chart>) -> Step {
+        self.charts = charts;
+        self
+    }
+    pub fn manifests(mut self, manifests: Vec<Src>) -> Step {
+        self.manifests = manifests;
+        self
+    }
+    pub fn waits(mut self, waits: Vec<Wait>) -> Step {
+        self.waits = waits;
+        self
+    }
+    pub fn keep_namespaces(mut self) -> Step {
+        self.keep_namespaces = true;
+        self
+    }
+    pub fn action(self) -> Arc<dyn Action> {
+        Arc::new(self)
+    }
+}
+
+/// Readiness mesh waits for after a step.
+#[derive(Clone, Debug)]
+pub enum Wait {
+    Deployment {
+        namespace: String,
+        name: String,
+    },
+    /// Every Deployment among the applied manifests.
+    AppliedDeployments,
+    /// A LoadBalancer Service's address, checked against `expect`.
+    LbAddress {
+        namespace: String,
+        name: String,
+        expect: Expect,
+    },
+    /// A Gateway API Gateway's status address, checked against `expect`.
+    GatewayAddress {
+        namespace: String,
+        name: String,
+        expect: Expect,
+    },
+    /// Ambient: Gateway API CRDs present before anything else.
+    GatewayApiCrds {
+        source: String,
+    },
+}
+
+impl Step {
+    async fn go(self, ctx: Ctx) -> Result<Vec<OutFile>, TaskError> {
+        let access = cluster::access(&self.target, &ctx)?;
+        let mut receipt = Receipt::default();
+        // Gateway API CRDs come before the charts that need them.
+        for w in &self.waits {
+            if let Wait::GatewayApiCrds { source } = w {
+                let client = access.client().await?;
+                install_gateway_api_crds(&client, source).await?;
+            }
+        }
+        for (r, digest, revision) in install_charts(&ctx, &access, &self.charts).await? {
+            receipt.revisions.insert(release_key(&r), revision);
+            receipt.releases.push((r, digest));
+        }
+        for w in &self.waits {
+            if let Wait::Deployment { namespace, name } = w {
+                let client = access.client().await?;
+                k8s::wait_deployment(&client, namespace, name, wait_timeout()).await?;
+            }
+        }
+        if !self.manifests.is_empty() {
+            let texts: Vec<String> = self
+                .manifests
+                .iter()
+                .map(|m| m.read(&ctx))
+                .collect::<Result<_, _>>()?;
+            let client = access.client().await?;
+            for t in &texts {
+                receipt.objects.extend(k8s::apply(&client, t).await?);
+            }
+            // Prune: what the last run applied and this one no longer does.
+            if let Ok(old) = Receipt::read(&ctx) {
+                let key = |o: &ObjRef| {
+                    (
+                        o.api_version.clone(),
+                        o.kind.clone(),
+                        o.namespace.clone(),
+                        o.name.clone(),
+                    )
+                };
+                let now: std::collections::HashSet<_> = receipt.objects.iter().map(key).collect();
+                let gone: Vec<ObjRef> = old
+                    .objects
+                    .into_iter()
+                    .filter(|o| !now.contains(&key(o)))
+                    .filter(|o| !(self.keep_namespaces && o.kind == "Namespace"))
+                    .collect();
+                k8s::delete(&client, &gone).await?;
+            }
+        }
+        for w in &self.waits {
+            match w {
+                Wait::AppliedDeployments => {
+                    let client = access.client().await?;
+                    for o in receipt.objects.iter().filter(|o| o.kind == "Deployment") {
+                        let ns = o.namespace.as_deref().unwrap_or("default");
+                        k8s::wait_deployment(&client, ns, &o.name, wait_timeout()).await?;
+                    }
+                }
+                Wait::LbAddress {
+                    namespace,
+                    name,
+                    expect,
+                } => {
+                    let client = access.client().await?;
+                    let ip = k8s::wait_lb_ip(&client, namespace, name, wait_timeout()).await?;
+                    check_address(&ip, expect.resolve(&ctx)?.as_deref(), namespace, name)?;
+                    receipt.address = Some(ip);
+                }
+                Wait::GatewayAddress {
+                    namespace,
+                    name,
+                    expect,
+                } => {
+                    let client = access.client().await?;
+                    let ip = wait_gateway_address(&client, namespace, name).await?;
+                    check_address(&ip, expect.resolve(&ctx)?.as_deref(), namespace, name)?;
+                    receipt.address = Some(ip);
+                }
+                _ => {}
+            }
+        }
+        Ok(receipt.files())
+    }
+}
+
+fn check_address(ip: &str, expect: Option<&str>, ns: &str, name: &str) -> Result<(), TaskError> {
+    match expect {
+        Some(e) if e != ip => Err(TaskError::tool(
+            "kubernetes",
+            format!(
+                "{ns}/{name} got address {ip}, but mesh pinned {e} (remotes and the LB pool rely on it)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn wait_gateway_address(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<String, TaskError> {
+    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+    ));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let addr = |o: &DynamicObject| -> Option<String> {
+        o.data
+            .pointer("/status/addresses/0/value")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let cond = move |o: Option<&DynamicObject>| o.and_then(addr).is_some();
+    let what = format!("Gateway {ns}/{name} to get an address");
+    match tokio::time::timeout(
+        wait_timeout(),
+        kube::runtime::wait::await_condition(api, name, cond),
+    )
+    .await
+    {
+        Ok(Ok(Some(o))) => Ok(addr(&o).expect("condition holds")),
+        Ok(Ok(None)) => Err(TaskError::tool(
+            "kubernetes",
+            format!("{what}: deleted while waiting"),
+        )),
+        Ok(Err(e)) => Err(TaskError::tool("kubernetes", format!("{what}: {e}"))),
+        Err(_) => Err(TaskError::tool(
+            "kubernetes",
+            format!(
+                "timed out after {}s waiting for {what}",
+                wait_timeout().as_secs()
+            ),
+        )),
+    }
+}
+
+/// Gateway API CRDs from `source` (a file, or an http(s) URL: see
+/// [`super::istiod::gateway_api_source`]).
+async fn install_gateway_api_crds(client: &kube::Client, source: &str) -> Result<(), TaskError> {
+    let text = if source.starts_with("https://") || source.starts_with("http://") {
+        crate::providers::http::fetch(source).await?
+    } else {
+        std::fs::read_to_string(source).map_err(|e| {
+            TaskError::new(format!("cannot read MESH_GATEWAY_API_CRDS {source}: {e}"))
+        })?
+    };
+    k8s::apply(client, &text).await?;
+    Ok(())
+}
+
+impl Action for Step {
+    fn run(&self, ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
+        Box::pin(self.clone().go(ctx))
+    }
+
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+        let this = self.clone();
+        Some(Box::pin(async move {
+            let r = Receipt::read(&ctx)?;
+            let access = cluster::access(&this.target, &ctx).map_err(|e| e.to_string())?;
+            r.probe(&access).await?;
+            // The gateway still has its address.
+            if let Some(addr) = &r.address {
+                for w in &this.waits {
+                    if let Wait::LbAddress {
+                        namespace, name, ..
+                    } = w
+                    {
+                        let client = access.client().await.map_err(|e| e.to_string())?;
+                        let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+                            kube::Api::namespaced(client, namespace);
+                        let svc = api.get_opt(name).await.map_err(|e| e.to_string())?;
+                        let ip = svc.and_then(|s| {
+                            s.status?
+                                .load_balancer?
+                                .ingress?
+                                .into_iter()
+                                .find_map(|i| i.ip)
+                        });
+                        if ip.as_deref() != Some(addr.as_str()) {
+                            return Err(format!(
+                                "Service {namespace}/{name} lost its address {addr}"
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn undo(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), TaskError>>> {
+        if !self.undo_in_place {
+            return None;
+        }
+        let this = self.clone();
+        Some(Box::pin(async move {
+            let r = Receipt::read(&ctx).map_err(TaskError::new)?;
+            let access = cluster::access(&this.target, &ctx)?;
+            r.undo(&access).await
+        }))
+    }
+}

@@ -1,0 +1,32 @@
+//! The docker CLI: only to read the kind network.
+use super::{Tool, run};
+use crate::graph::TaskError;
+use std::time::Duration;
+
+/// The IPv4 subnet of the `kind` Docker network.
+pub async fn kind_subnet() -> Result<ipnet::Ipv4Net, TaskError> {
+    let args = [
+        "network",
+        "inspect",
+        "kind",
+        "--format",
+        "{{json .IPAM.Config}}",
+    ];
+    let out = run(Tool::Docker, &args, Duration::from_secs(30)).await?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).map_err(|_| {
+        TaskError::tool(
+            "docker",
+            format!(
+                "`docker {}` printed {:?}, not JSON",
+                args.join(" "),
+                out.chars().take(120).collect::<String>()
+            ),
+        )
+    })?;
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("Subnet")?.as_str()?.parse::<ipnet::Ipv4Net>().ok())
+        .next()
+        .ok_or_else(|| TaskError::tool("docker", "the kind network has no IPv4 subnet"))
+}

@@ -1,0 +1,79 @@
+//! The helm CLI.
+use super::{Tool, run};
+use crate::graph::TaskError;
+use std::path::Path;
+use std::time::Duration;
+
+pub const TIMEOUT: Duration = Duration::from_secs(900);
+
+/// A chart install.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub namespace: String,
+    pub chart: String,
+    pub repo: Option<String>,
+    pub version: Option<String>,
+}
+
+/// `helm upgrade --install` with a values file, waiting for readiness.
+pub async fn upgrade(
+    r: &Release,
+    values: Option<&Path>,
+    kubeconfig: &Path,
+    context: Option<&str>,
+) -> Result<(), TaskError> {
+    let kc = kubeconfig.to_string_lossy().to_string();
+    let mut args: Vec<String> = vec![
+        "upgrade".into(),
+        "--install".into(),
+        r.name.clone(),
+        r.chart.clone(),
+        "--namespace".into(),
+        r.namespace.clone(),
+        "--create-namespace".into(),
+        "--wait".into(),
+        "--timeout".into(),
+        "10m".into(),
+        "--kubeconfig".into(),
+        kc,
+    ];
+    if let Some(c) = context {
+        args.extend(["--kube-context".into(), c.into()]);
+    }
+    if let Some(repo) = &r.repo {
+        args.extend(["--repo".into(), repo.clone()]);
+    }
+    if let Some(v) = &r.version {
+        args.extend(["--version".into(), v.clone()]);
+    }
+    if let Some(v) = values {
+        args.extend(["--values".into(), v.to_string_lossy().to_string()]);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(Tool::Helm, &a, TIMEOUT).await?;
+    Ok(())
+}
+
+pub async fn uninstall(
+    r: &Release,
+    kubeconfig: &Path,
+    context: Option<&str>,
+) -> Result<(), TaskError> {
+    let kc = kubeconfig.to_string_lossy().to_string();
+    let mut args = vec![
+        "uninstall",
+        &r.name,
+        "--namespace",
+        &r.namespace,
+        "--kubeconfig",
+        &kc,
+        "--ignore-not-found",
+        "--wait",
+    ];
+    if let Some(c) = context {
+        args.extend(["--kube-context", c]);
+    }
+    run(Tool::Helm, &args, TIMEOUT).await?;
+    Ok(())
+}
