@@ -29,7 +29,15 @@ pub use crate::kinds::Build;
 
 /// Build the graph of `plan`.
 pub fn build(plan: &Arc<Plan>, target: Build) -> Result<Graph, PlanError> {
+    build_bumped(plan, target, &[])
+}
+
+/// Build the graph of `plan` as a release that bumps the `VERSION` of the
+/// kinds named (id prefixes: `gateway`, `render.app`) would: what tests use
+/// to show that a bump reaches only its own kind.
+pub fn build_bumped(plan: &Arc<Plan>, target: Build, bumped: &[&str]) -> Result<Graph, PlanError> {
     let mut p = Planner::new(plan, target);
+    p.bump(bumped);
     kinds::net::plan(&mut p);
     kinds::pki::plan(&mut p);
     kinds::cluster::plan(&mut p);

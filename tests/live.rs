@@ -367,6 +367,72 @@ fn editing_one_app_reruns_only_that_apps_tasks_and_prunes() {
 }
 
 #[test]
+fn moving_one_app_to_another_namespace_keeps_the_app_sharing_the_old_one() {
+    // helloworld and curl share `sample`. Moving curl must not delete
+    // `sample`: a real namespace delete takes helloworld with it.
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let plan = std::fs::read_to_string(p.path().join("plan.toml")).unwrap();
+    let moved = plan.replace(
+        "manifest = \"tasks/apps/curl.yaml\"\nnamespace = \"sample\"",
+        "manifest = \"tasks/apps/curl.yaml\"\nnamespace = \"client\"",
+    );
+    assert_ne!(plan, moved, "the plan names curl's namespace");
+    std::fs::write(p.path().join("plan.toml"), moved).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut ran = o.with("ran");
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "app:curl:east",
+            "app:curl:west",
+            "namespace:client:east",
+            "namespace:client:west",
+            "render.app:curl:east",
+            "render.app:curl:west",
+            "render.namespace:client:east",
+            "render.namespace:client:west",
+        ]
+    );
+    for c in ["east", "west"] {
+        let api = w.api(c);
+        assert!(api.get("", "namespaces", "", "sample").is_some(), "{c}");
+        assert!(
+            api.get("", "services", "sample", "helloworld").is_some(),
+            "{c}"
+        );
+        assert!(
+            api.list("apps", "deployments")
+                .iter()
+                .any(|d| d["metadata"]["namespace"] == "sample"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("helloworld")),
+            "{c}: helloworld was deleted with its namespace"
+        );
+        assert!(
+            api.get("apps", "deployments", "client", "curl").is_some(),
+            "{c}"
+        );
+        assert!(
+            api.get("apps", "deployments", "sample", "curl").is_none(),
+            "{c}: curl not pruned"
+        );
+        let ns = api
+            .get("", "namespaces", "", "client")
+            .expect("client namespace");
+        assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
+    }
+    // And the world is what mesh recorded: a rerun probes and does nothing.
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
+}
+
+#[test]
 fn a_cluster_deleted_behind_meshs_back_rebuilds_exactly_its_chain() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());

@@ -201,6 +201,9 @@ pub struct Planner<'a> {
     /// Offline: the ids of the live tasks left out (a user task's `after`
     /// may name them).
     live_ids: HashSet<String>,
+    /// Kinds (id prefixes, e.g. `gateway`, `render.app`) whose version is
+    /// taken as one higher: what a release that bumps them would hash.
+    bumped: Vec<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -210,7 +213,19 @@ impl<'a> Planner<'a> {
             build,
             b: GraphBuilder::new(),
             live_ids: HashSet::new(),
+            bumped: Vec::new(),
         }
+    }
+
+    /// Plan as if the kinds named were one version higher (see
+    /// [`crate::planner::build_bumped`]).
+    pub fn bump(&mut self, kinds: &[&str]) {
+        self.bumped = kinds.iter().map(|k| k.to_string()).collect();
+    }
+
+    fn version(&self, id: &TaskId, version: u32) -> u32 {
+        let kind = id.split(':').next().unwrap_or_default();
+        version + u32::from(self.bumped.iter().any(|b| b == kind))
     }
 
     /// Is `id` a task of this plan (live ones included, offline too)?
@@ -271,6 +286,7 @@ impl<'a> Planner<'a> {
         deps: Vec<TaskId>,
         action: Arc<dyn Action>,
     ) {
+        let version = self.version(&id, version);
         let inputs = self.inputs(version, slice, files);
         self.add(
             Node {
@@ -288,7 +304,8 @@ impl<'a> Planner<'a> {
     /// A render task.
     pub fn render(&mut self, spec: RenderSpec) {
         let files: Vec<&str> = spec.outputs.iter().map(|o| o.template).collect();
-        let inputs = self.inputs(spec.version, &spec.slice, &files);
+        let version = self.version(&spec.id, spec.version);
+        let inputs = self.inputs(version, &spec.slice, &files);
         let outputs: Vec<Output> = spec
             .outputs
             .iter()
@@ -305,7 +322,7 @@ impl<'a> Planner<'a> {
             Node {
                 id: spec.id.into(),
                 kind: "render",
-                version: spec.version,
+                version,
                 pure: true,
                 inputs,
                 action: blocking(move |ctx: &Ctx| render::render(ctx, &base, &how, &outputs)),
@@ -328,6 +345,7 @@ impl<'a> Planner<'a> {
             return;
         }
         let spec = make();
+        let version = self.version(&id, version);
         let inputs = self.inputs(version, &spec.slice, &spec.files);
         self.add(
             Node {

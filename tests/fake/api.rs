@@ -15,6 +15,7 @@
 //!
 //! `/fake/reset` empties the cluster and brings it up (kind create);
 //! `/fake/down` empties it and makes every other request fail (kind delete).
+//! Deleting a namespace deletes every object in it, as a real server does.
 //! Every mutating request is counted, so tests can assert a no-op rerun
 //! changed nothing.
 #![allow(dead_code)]
@@ -246,6 +247,21 @@ impl State {
         let removed = self.objects.lock().unwrap().remove(&key);
         if group == "apps" && plural == "deployments" {
             self.remove("", "pods", ns, &format!("{name}-fake"));
+        }
+        if removed.is_some() && group.is_empty() && plural == "namespaces" {
+            // As a real API server's namespace controller does: deleting a
+            // namespace deletes everything in it.
+            let inside: Vec<Key> = self
+                .objects
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|k| k.2 == name)
+                .cloned()
+                .collect();
+            for k in inside {
+                self.remove(&k.0, &k.1, &k.2, &k.3);
+            }
         }
         if let Some(o) = removed {
             let _ = self.events.send(Event {
