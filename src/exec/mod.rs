@@ -54,144 +54,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// What a cache key is made of. Printed, it is the explanation of a miss.
-#[derive(Serialize)]
-pub struct KeyInput<'a> {
-    pub kind: &'a str,
-    pub inputs: &'a BTreeMap<String, Digest>,
-    pub deps: &'a BTreeMap<String, Digest>,
-}
+mod destroy;
+mod fresh;
+mod report;
+mod store;
 
-/// The key of a node given its dependencies' output digests.
-pub fn key_of(node: &Node, deps: &BTreeMap<String, Digest>) -> Digest {
-    digest_of(
-        "mesh.task-key.v1",
-        &KeyInput {
-            kind: node.kind,
-            inputs: &node.inputs,
-            deps,
-        },
-    )
-}
-
-/// The output digest of a set of produced files.
-/// Private files (probe bookkeeping) are left out: dependents only see what
-/// they can depend on, so early cutoff is not defeated by bookkeeping.
-pub fn output_digest(files: &[FileEntry]) -> Digest {
-    let public: Vec<&FileEntry> = files.iter().filter(|f| !f.private).collect();
-    digest_of("mesh.task-output.v1", &public)
-}
-
-/// Why a recorded task is not up to date with these dependency outputs.
-pub fn why_stale(node: &Node, rec: &Record, deps: &BTreeMap<String, Digest>) -> Vec<String> {
-    let mut out: Vec<String> = crate::graph::input_changes(node, rec)
-        .into_iter()
-        .map(|c| format!("input {c} changed"))
-        .collect();
-    for (d, dig) in deps {
-        match rec.deps.get(d) {
-            None => out.push(format!("new dependency {d}")),
-            Some(old) if old != dig => out.push(format!("output of {d} changed")),
-            _ => {}
-        }
-    }
-    for d in rec.deps.keys() {
-        if !deps.contains_key(d) {
-            out.push(format!("no longer depends on {d}"));
-        }
-    }
-    out
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ran,
-    Cached,
-    Failed,
-    Skipped,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ran => "ran",
-            Status::Cached => "cached",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-        }
-    }
-}
-
-/// The outcome of one task in one build.
-#[derive(Clone, Debug)]
-pub struct TaskReport {
-    pub id: String,
-    pub status: Status,
-    /// Why it ran, what failed, or why it was skipped.
-    pub reason: String,
-    /// Start relative to the build's start, and duration, in µs.
-    pub start_us: u64,
-    pub duration_us: u64,
-    /// The concurrency slot it ran in (a trace row).
-    pub lane: usize,
-    pub output: Option<Digest>,
-    pub files: Option<Arc<Vec<FileEntry>>>,
-}
-
-impl TaskReport {
-    fn skipped(id: &str, reason: String) -> TaskReport {
-        TaskReport {
-            id: id.to_string(),
-            status: Status::Skipped,
-            reason,
-            start_us: 0,
-            duration_us: 0,
-            lane: 0,
-            output: None,
-            files: None,
-        }
-    }
-}
-
-/// The outcome of a build.
-#[derive(Debug)]
-pub struct BuildReport {
-    /// In topological order.
-    pub tasks: Vec<TaskReport>,
-    pub wall_us: u64,
-    /// The chain of tasks that bounded the wall time, and its length.
-    pub critical_path: Vec<String>,
-    pub critical_path_us: u64,
-    pub interrupted: bool,
-}
-
-impl BuildReport {
-    pub fn count(&self, s: Status) -> usize {
-        self.tasks.iter().filter(|t| t.status == s).count()
-    }
-    pub fn ok(&self) -> bool {
-        !self.interrupted && self.count(Status::Failed) == 0 && self.count(Status::Skipped) == 0
-    }
-}
-
-/// Hooks for progress display.
-pub trait Observer: Send + Sync {
-    fn started(&self, _id: &str) {}
-    fn finished(&self, _report: &TaskReport) {}
-}
-
-/// An observer that shows nothing.
-pub struct Quiet;
-impl Observer for Quiet {}
-
-pub struct Options {
-    /// Maximum concurrent tasks (≥ 1).
-    pub jobs: usize,
-    pub keep_going: bool,
-    /// Where exported files are materialized (`out/`); `None`: nowhere.
-    pub out_dir: Option<PathBuf>,
-}
+pub use destroy::undo_all;
+use fresh::{Checked, check, recorded_ctx};
+pub use fresh::{
+    KeyInput, Prediction, key_of, output_digest, predict, probe_predictions, why_stale,
+};
+pub use report::{BuildReport, Observer, Options, Quiet, Status, TaskReport};
+pub use store::write_file_atomic;
+use store::{StoreReader, materialize, store};
 
 struct Shared {
     graph: Arc<Graph>,
@@ -201,28 +76,7 @@ struct Shared {
     epoch: Instant,
 }
 
-/// Reads dependency files out of the blob store.
-struct StoreReader {
-    cache: Arc<Cache>,
-    files: HashMap<String, Arc<Vec<FileEntry>>>,
-}
-
-impl DepReader for StoreReader {
-    fn read(&self, dep: &str, name: &str) -> Result<Vec<u8>, TaskError> {
-        let entry = self
-            .files
-            .get(dep)
-            .and_then(|fs| fs.iter().find(|f| f.name == name))
-            .ok_or_else(|| TaskError::new(format!("dependency {dep} produced no file {name}")))?;
-        self.cache.read_blob(&entry.blob).ok_or_else(|| {
-            TaskError::new(format!(
-                "blob of {dep}/{name} is missing or corrupt in the cache"
-            ))
-        })
-    }
-}
-
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -607,7 +461,7 @@ pub async fn execute(
     }
 }
 
-type DepFiles = HashMap<String, Arc<Vec<FileEntry>>>;
+pub(crate) type DepFiles = HashMap<String, Arc<Vec<FileEntry>>>;
 
 /// Check a wave of ready nodes, on up to `threads` scoped threads when the
 /// wave is large enough to pay for them.
@@ -697,7 +551,7 @@ fn release(
 }
 
 /// At most this many drift probes at once.
-const MAX_PROBES: usize = 16;
+pub(crate) const MAX_PROBES: usize = 16;
 
 enum Msg {
     Done(NodeIndex, TaskReport),
@@ -713,7 +567,7 @@ enum Gen {
     Fresh,
 }
 
-fn cached_report(node: &Node, rec: &Record, lane: usize) -> TaskReport {
+pub(crate) fn cached_report(node: &Node, rec: &Record, lane: usize) -> TaskReport {
     TaskReport {
         id: node.id.clone(),
         status: Status::Cached,
@@ -723,99 +577,6 @@ fn cached_report(node: &Node, rec: &Record, lane: usize) -> TaskReport {
         lane,
         output: Some(rec.output),
         files: Some(Arc::new(rec.files.clone())),
-    }
-}
-
-enum Checked {
-    /// Up to date, but an effectful task: probe the world first.
-    Probe {
-        key: Digest,
-        record: Box<Record>,
-    },
-    Hit(TaskReport),
-    Miss {
-        key: Digest,
-        reason: String,
-        previous: Option<Arc<Vec<FileEntry>>>,
-    },
-    /// Up to date, but its exported files could not be restored.
-    Failed(TaskReport),
-}
-
-/// Is node `i` up to date? Blobs verified earlier in this build (`known`,
-/// or `fresh` in this wave) are not re-hashed.
-fn check(
-    sh: &Shared,
-    i: NodeIndex,
-    deps: &BTreeMap<String, Digest>,
-    known: &HashSet<Digest>,
-    fresh: &mut HashSet<Digest>,
-    lane: usize,
-) -> Checked {
-    let node = sh.graph.node(i);
-    let start = Instant::now();
-    let key = key_of(node, deps);
-    let report = |status, reason: String, output, files| TaskReport {
-        id: node.id.clone(),
-        status,
-        reason,
-        start_us: start.duration_since(sh.epoch).as_micros() as u64,
-        duration_us: start.elapsed().as_micros() as u64,
-        lane,
-        output,
-        files,
-    };
-    let mut previous = None;
-    let reason = match sh.cache.load(&node.id) {
-        Load::Ok(rec) if rec.key == key => {
-            previous = Some(Arc::new(rec.files.clone()));
-            let bad = rec.files.iter().find(|f| {
-                if known.contains(&f.blob) || fresh.contains(&f.blob) {
-                    return false;
-                }
-                let ok = sh.cache.blob_ok(&f.blob);
-                if ok {
-                    fresh.insert(f.blob);
-                }
-                !ok
-            });
-            match bad {
-                None if !node.pure => {
-                    return Checked::Probe {
-                        key,
-                        record: Box::new(rec),
-                    };
-                }
-                None => {
-                    return match materialize(sh, &rec.files) {
-                        Ok(()) => Checked::Hit(report(
-                            Status::Cached,
-                            "up to date".into(),
-                            Some(rec.output),
-                            Some(Arc::new(rec.files)),
-                        )),
-                        Err(e) => Checked::Failed(report(Status::Failed, e, None, None)),
-                    };
-                }
-                Some(f) => format!("output {} is missing or corrupt in the cache", f.name),
-            }
-        }
-        Load::Ok(rec) => {
-            previous = Some(Arc::new(rec.files.clone()));
-            let why = why_stale(node, &rec, deps);
-            if why.is_empty() {
-                "key changed".into()
-            } else {
-                why.join(", ")
-            }
-        }
-        Load::Missing => "never run".into(),
-        Load::Corrupt(why) => format!("record was corrupt ({why})"),
-    };
-    Checked::Miss {
-        key,
-        reason,
-        previous,
     }
 }
 
@@ -893,323 +654,4 @@ async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
         },
         Err(e) => done(Status::Failed, e, None, None),
     }
-}
-
-fn store(
-    sh: &Shared,
-    node: &Node,
-    key: Digest,
-    deps: BTreeMap<String, Digest>,
-    files: Vec<OutFile>,
-    started_ms: u64,
-    start: Instant,
-) -> Result<(Digest, Vec<FileEntry>), String> {
-    let mut entries = Vec::with_capacity(files.len());
-    for f in files {
-        let blob = sh
-            .cache
-            .put_blob(&sh.lock, &f.bytes, f.secret)
-            .map_err(|e| e.to_string())?;
-        entries.push(FileEntry {
-            name: f.name,
-            blob,
-            secret: f.secret,
-            export: f.export,
-            private: f.private,
-        });
-    }
-    let output = output_digest(&entries);
-    let rec = Record {
-        id: node.id.clone(),
-        key,
-        inputs: node.inputs.clone(),
-        deps,
-        output,
-        files: entries.clone(),
-        started_ms,
-        duration_us: start.elapsed().as_micros() as u64,
-    };
-    // Durable records for effectful tasks (minutes of work); pure ones are
-    // cheaper to recompute than to fsync, and are verified when read.
-    sh.cache
-        .save(&sh.lock, &rec, !node.pure)
-        .map_err(|e| e.to_string())?;
-    Ok((output, entries))
-}
-
-/// Make `out/` hold exactly the exported files (restoring edited or deleted
-/// ones from the store).
-fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), String> {
-    let Some(out) = &sh.out_dir else {
-        return Ok(());
-    };
-    for f in files {
-        let Some(rel) = &f.export else { continue };
-        let dest = out.join(rel);
-        if std::fs::read(&dest).is_ok_and(|b| Digest::of_bytes(&b) == f.blob) {
-            if f.secret {
-                set_mode(&dest, 0o600)
-                    .map_err(|e| format!("cannot chmod {}: {e}", dest.display()))?;
-            }
-            continue;
-        }
-        let bytes = sh
-            .cache
-            .read_blob(&f.blob)
-            .ok_or_else(|| format!("blob of {} vanished from the cache", f.name))?;
-        write_file_atomic(&dest, &bytes, if f.secret { 0o600 } else { 0o644 })
-            .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
-    }
-    Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-/// Write a file through a temp file in the same directory and a rename.
-pub fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = dir.join(format!(
-        ".{}.mesh-tmp.{}",
-        dest.file_name().map_or("f".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let r = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        set_mode(&tmp, mode)?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
-
-/// What a build would do with a task, decided without running anything.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Prediction {
-    /// Same key, outputs verified.
-    UpToDate { output: Digest, record: Box<Record> },
-    /// Will run, for this reason.
-    Run { reason: String, never_run: bool },
-    /// Will rerun only if this dependency's rerun changes its output
-    /// (early cutoff may stop it).
-    Maybe { after: String },
-    /// Same key, but the world no longer matches (a failed probe).
-    Drifted { reason: String },
-}
-
-impl Prediction {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Prediction::UpToDate { .. } => "up-to-date",
-            Prediction::Run {
-                never_run: true, ..
-            } => "never-run",
-            Prediction::Run { .. } => "stale",
-            Prediction::Maybe { .. } => "stale",
-            Prediction::Drifted { .. } => "drifted",
-        }
-    }
-    pub fn reason(&self) -> String {
-        match self {
-            Prediction::UpToDate { .. } => "up to date".into(),
-            Prediction::Run { reason, .. } => reason.clone(),
-            Prediction::Maybe { after } => format!("{after} reruns (early cutoff may spare this)"),
-            Prediction::Drifted { reason } => format!("drifted: {reason}"),
-        }
-    }
-}
-
-/// Dry-run the cache decisions of `selected` nodes in topological order.
-pub fn predict(
-    graph: &Graph,
-    selected: &[bool],
-    cache: Option<&Cache>,
-) -> Vec<(NodeIndex, Prediction)> {
-    let mut known: HashMap<NodeIndex, Digest> = HashMap::new();
-    let mut verified: HashSet<Digest> = HashSet::new();
-    let mut unknown_because: HashMap<NodeIndex, String> = HashMap::new();
-    let mut out = Vec::new();
-    for &i in graph.topo() {
-        if !selected[i.index()] {
-            continue;
-        }
-        let node = graph.node(i);
-        let rec = match cache.map(|c| c.load(&node.id)) {
-            Some(Load::Ok(r)) => Some(r),
-            Some(Load::Corrupt(why)) => {
-                let p = Prediction::Run {
-                    reason: format!("record is corrupt ({why})"),
-                    never_run: false,
-                };
-                unknown_because.insert(i, node.id.clone());
-                out.push((i, p));
-                continue;
-            }
-            _ => None,
-        };
-        let mut dep_ids: Vec<NodeIndex> = graph.deps(i).collect();
-        dep_ids.sort_by(|a, b| graph.node(*a).id.cmp(&graph.node(*b).id));
-        let rerunning_dep = dep_ids
-            .iter()
-            .find(|d| unknown_because.contains_key(d))
-            .copied();
-        let p = match (rec, rerunning_dep) {
-            (None, _) => Prediction::Run {
-                reason: "never run".into(),
-                never_run: true,
-            },
-            (Some(rec), Some(d)) => {
-                let changes = crate::graph::input_changes(node, &rec);
-                if changes.is_empty() {
-                    Prediction::Maybe {
-                        after: graph.node(d).id.clone(),
-                    }
-                } else {
-                    Prediction::Run {
-                        reason: changes
-                            .iter()
-                            .map(|c| format!("input {c} changed"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        never_run: false,
-                    }
-                }
-            }
-            (Some(rec), None) => {
-                let deps: BTreeMap<String, Digest> = dep_ids
-                    .iter()
-                    .map(|d| (graph.node(*d).id.clone(), known[d]))
-                    .collect();
-                let key = key_of(node, &deps);
-                let cache = cache.expect("a record implies a cache");
-                if rec.key == key {
-                    let bad = rec.files.iter().find(|f| {
-                        let ok = verified.contains(&f.blob) || cache.blob_ok(&f.blob);
-                        if ok {
-                            verified.insert(f.blob);
-                        }
-                        !ok
-                    });
-                    match bad {
-                        None => Prediction::UpToDate {
-                            output: rec.output,
-                            record: Box::new(rec),
-                        },
-                        Some(f) => Prediction::Run {
-                            reason: format!("output {} is missing or corrupt in the cache", f.name),
-                            never_run: false,
-                        },
-                    }
-                } else {
-                    let why = why_stale(node, &rec, &deps);
-                    Prediction::Run {
-                        reason: if why.is_empty() {
-                            "key changed".into()
-                        } else {
-                            why.join(", ")
-                        },
-                        never_run: false,
-                    }
-                }
-            }
-        };
-        match &p {
-            Prediction::UpToDate { output, .. } => {
-                known.insert(i, *output);
-            }
-            _ => {
-                unknown_because.insert(i, node.id.clone());
-            }
-        }
-        out.push((i, p));
-    }
-    out
-}
-
-/// The files a task can read in a probe or undo: its dependencies' recorded
-/// files, and its own under its id.
-fn recorded_ctx(graph: &Graph, cache: &Arc<Cache>, i: NodeIndex, own: &Record) -> Ctx {
-    let mut files: DepFiles = HashMap::new();
-    for d in graph.deps(i) {
-        if let Load::Ok(r) = cache.load(&graph.node(d).id) {
-            files.insert(r.id.clone(), Arc::new(r.files));
-        }
-    }
-    files.insert(own.id.clone(), Arc::new(own.files.clone()));
-    Ctx {
-        id: graph.node(i).id.clone(),
-        deps: Arc::new(StoreReader {
-            cache: cache.clone(),
-            files,
-        }),
-    }
-}
-
-/// Probe every live task predicted up to date (in parallel, bounded); a
-/// failed probe turns the prediction into a drift.
-pub async fn probe_predictions(
-    graph: &Graph,
-    cache: &Cache,
-    preds: &mut [(NodeIndex, Prediction)],
-) {
-    let cache = Arc::new(Cache::open_existing(cache.root()).expect("the cache exists"));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES));
-    let mut jobs = Vec::new();
-    for (k, (i, p)) in preds.iter().enumerate() {
-        let node = graph.node(*i);
-        if let (false, Prediction::UpToDate { record, .. }) = (node.pure, p)
-            && let Some(fut) = node.action.probe(recorded_ctx(graph, &cache, *i, record))
-        {
-            let slots = slots.clone();
-            jobs.push(tokio::spawn(async move {
-                let _permit = slots.acquire_owned().await;
-                (k, fut.await)
-            }));
-        }
-    }
-    for j in jobs {
-        if let Ok((k, Err(why))) = j.await {
-            preds[k].1 = Prediction::Drifted { reason: why };
-        }
-    }
-}
-
-/// Undo recorded live tasks, dependents first. Returns the ids undone (or
-/// with nothing to undo), and the first failure.
-pub async fn undo_all(
-    graph: &Graph,
-    cache: &Arc<Cache>,
-) -> (Vec<String>, Vec<(String, TaskError)>) {
-    let mut done = Vec::new();
-    for &i in graph.topo().iter().rev() {
-        let node = graph.node(i);
-        if node.pure {
-            continue;
-        }
-        let Load::Ok(rec) = cache.load(&node.id) else {
-            continue;
-        };
-        if let Some(fut) = node.action.undo(recorded_ctx(graph, cache, i, &rec))
-            && let Err(e) = fut.await
-        {
-            return (done, vec![(node.id.clone(), e)]);
-        }
-        done.push(node.id.clone());
-    }
-    (done, Vec::new())
 }

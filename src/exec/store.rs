@@ -1,0 +1,130 @@
+//! The executor's side of the store: reading dependency files out of the
+//! blob store, storing a task's outputs (blobs first, then the record,
+//! atomically) and materialising exported files under `out/` (write to a
+//! temp file, fsync where it matters, rename; secrets 0600).
+
+use super::*;
+
+/// Reads dependency files out of the blob store.
+pub(crate) struct StoreReader {
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) files: HashMap<String, Arc<Vec<FileEntry>>>,
+}
+
+impl DepReader for StoreReader {
+    fn read(&self, dep: &str, name: &str) -> Result<Vec<u8>, TaskError> {
+        let entry = self
+            .files
+            .get(dep)
+            .and_then(|fs| fs.iter().find(|f| f.name == name))
+            .ok_or_else(|| TaskError::new(format!("dependency {dep} produced no file {name}")))?;
+        self.cache.read_blob(&entry.blob).ok_or_else(|| {
+            TaskError::new(format!(
+                "blob of {dep}/{name} is missing or corrupt in the cache"
+            ))
+        })
+    }
+}
+
+pub(crate) fn store(
+    sh: &Shared,
+    node: &Node,
+    key: Digest,
+    deps: BTreeMap<String, Digest>,
+    files: Vec<OutFile>,
+    started_ms: u64,
+    start: Instant,
+) -> Result<(Digest, Vec<FileEntry>), String> {
+    let mut entries = Vec::with_capacity(files.len());
+    for f in files {
+        let blob = sh
+            .cache
+            .put_blob(&sh.lock, &f.bytes, f.secret)
+            .map_err(|e| e.to_string())?;
+        entries.push(FileEntry {
+            name: f.name,
+            blob,
+            secret: f.secret,
+            export: f.export,
+            private: f.private,
+        });
+    }
+    let output = output_digest(&entries);
+    let rec = Record {
+        id: node.id.clone(),
+        key,
+        inputs: node.inputs.clone(),
+        deps,
+        output,
+        files: entries.clone(),
+        started_ms,
+        duration_us: start.elapsed().as_micros() as u64,
+    };
+    // Durable records for effectful tasks (minutes of work); pure ones are
+    // cheaper to recompute than to fsync, and are verified when read.
+    sh.cache
+        .save(&sh.lock, &rec, !node.pure)
+        .map_err(|e| e.to_string())?;
+    Ok((output, entries))
+}
+
+/// Make `out/` hold exactly the exported files (restoring edited or deleted
+/// ones from the store).
+pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), String> {
+    let Some(out) = &sh.out_dir else {
+        return Ok(());
+    };
+    for f in files {
+        let Some(rel) = &f.export else { continue };
+        let dest = out.join(rel);
+        if std::fs::read(&dest).is_ok_and(|b| Digest::of_bytes(&b) == f.blob) {
+            if f.secret {
+                set_mode(&dest, 0o600)
+                    .map_err(|e| format!("cannot chmod {}: {e}", dest.display()))?;
+            }
+            continue;
+        }
+        let bytes = sh
+            .cache
+            .read_blob(&f.blob)
+            .ok_or_else(|| format!("blob of {} vanished from the cache", f.name))?;
+        write_file_atomic(&dest, &bytes, if f.secret { 0o600 } else { 0o644 })
+            .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Write a file through a temp file in the same directory and a rename.
+pub fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = dir.join(format!(
+        ".{}.mesh-tmp.{}",
+        dest.file_name().map_or("f".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        set_mode(&tmp, mode)?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
