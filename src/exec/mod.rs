@@ -12,21 +12,42 @@
 //! dependents, queueing those that reach zero. A task therefore starts the
 //! moment its last dependency is done, and never more than `jobs` run at once.
 //!
-//! A spawned task (`run_node`) decides between *cached* and *ran*:
+//! When a node's dependencies are done, the loop decides, inline and
+//! without a thread hop (a no-op build is this loop alone), between
+//! *cached* and *ran* (`fresh::freshness`, the same decision `plan` and
+//! `status` make through [`predict`]):
 //!
 //! 1. key = blake3 over [`KeyInput`]: the node's kind, its input manifest
-//!    (plan fields, file bytes, implementation version — all digests), and the
-//!    output digests of its dependencies from this build;
+//!    (plan fields, file bytes, its kind's implementation version — all
+//!    digests), and the output digests of its dependencies from this build;
 //! 2. if the stored record has that key and every blob it lists still hashes
 //!    to its name, the task is up to date: its recorded output digest is
 //!    passed on, and its exported files are restored under `out/` if needed;
-//! 3. otherwise the action runs; on success its files go to the blob store
-//!    and only then is the record written (atomically). The reason it ran
-//!    (never run / which inputs changed / which dependency output changed /
-//!    corrupt record / missing blob) is reported.
+//! 3. otherwise it is queued and its action runs (`run_node`); on success its
+//!    files go to the blob store and only then is the record written
+//!    (atomically, `store`). The reason it ran (never run / which inputs
+//!    changed / which dependency output changed / corrupt record / missing
+//!    blob) is reported.
 //!
 //! Early cutoff falls out of step 1: a dependency that reran but produced the
 //! same output digest leaves its dependents' keys unchanged.
+//!
+//! ## Probes (effectful tasks)
+//!
+//! A live task whose key matches is not yet up to date: the world may have
+//! drifted. Its action's probe checks the recorded receipt against the
+//! world; success makes it *cached (probed)*, failure queues it to run with
+//! "drifted: …". Probes are the slow part of a live no-op, so they are
+//! *prefetched*: when the build starts, every recorded live task's probe is
+//! spawned at once (bounded by `MAX_PROBES`), before its dependencies are
+//! checked, because a probe reads the receipt and the world, not the key.
+//! Each result carries a generation: `Prefetch` for these, `Fresh` for a
+//! probe started when the node is reached. A prefetched result is used only
+//! if none of the node's dependencies ran in this build (a rerun
+//! dependency may have changed what the probe would see); otherwise the
+//! node is probed again and the prefetch, when it arrives, is dropped. A
+//! node reached before its prefetch answered waits for that answer. Probe
+//! results arrive on their own channel, so the loop never blocks on one.
 //!
 //! ## Failure and cancellation
 //!
