@@ -253,23 +253,7 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self.root.join("tmp").join(format!("{}.{n}", self.pid));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            if sync {
-                f.sync_all()?;
-            }
-            fs::rename(&tmp, dest)
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("cannot write", dest)(e));
-        }
-        Ok(())
+        write_via(&tmp, dest, bytes, mode, sync).map_err(io_err("cannot write", dest))
     }
 
     /// Store bytes as a blob; returns its digest. Idempotent.
@@ -399,6 +383,32 @@ pub fn remove_dir(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Write `dest` atomically: `bytes` into the new file `tmp` (same file
+/// system), its mode set to `mode` whatever the umask, fsynced if `sync`,
+/// then renamed over `dest`. On failure `tmp` is removed and `dest` is
+/// untouched. The one atomic writer of the crate: the store's blobs and
+/// records and the files of `out/` all go through it.
+pub fn write_via(tmp: &Path, dest: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        fs::rename(tmp, dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! cycles and fixes a topological order; a sealed graph cannot change.
 //! Rendering to Graphviz dot and to Mermaid lives here too.
 
-use crate::cache::Record;
 use crate::hash::Digest;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -397,24 +396,6 @@ impl Graph {
         }
         s
     }
-}
-
-/// What a node's last record says about its inputs compared to now.
-pub fn input_changes(node: &Node, rec: &Record) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, d) in &node.inputs {
-        match rec.inputs.get(k) {
-            None => out.push(format!("{k} (new input)")),
-            Some(old) if old != d => out.push(k.clone()),
-            _ => {}
-        }
-    }
-    for k in rec.inputs.keys() {
-        if !node.inputs.contains_key(k) {
-            out.push(format!("{k} (no longer read)"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

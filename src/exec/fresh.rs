@@ -41,9 +41,27 @@ pub fn output_digest(files: &[FileEntry]) -> Digest {
     digest_of("mesh.task-output.v1", &public)
 }
 
+/// What a node's last record says about its inputs compared to now.
+pub fn input_changes(node: &Node, rec: &Record) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, d) in &node.inputs {
+        match rec.inputs.get(k) {
+            None => out.push(format!("{k} (new input)")),
+            Some(old) if old != d => out.push(k.clone()),
+            _ => {}
+        }
+    }
+    for k in rec.inputs.keys() {
+        if !node.inputs.contains_key(k) {
+            out.push(format!("{k} (no longer read)"));
+        }
+    }
+    out
+}
+
 /// Why a recorded task is not up to date with these dependency outputs.
 pub fn why_stale(node: &Node, rec: &Record, deps: &BTreeMap<String, Digest>) -> Vec<String> {
-    let mut out: Vec<String> = crate::graph::input_changes(node, rec)
+    let mut out: Vec<String> = input_changes(node, rec)
         .into_iter()
         .map(|c| format!("input {c} changed"))
         .collect();
@@ -247,7 +265,7 @@ pub fn predict(
             // A dependency will rerun: its output, and so this key, is not
             // known until it has. Input changes alone already decide.
             (Load::Ok(rec), Some(d)) => {
-                let changes = crate::graph::input_changes(node, &rec);
+                let changes = input_changes(node, &rec);
                 if changes.is_empty() {
                     Prediction::Maybe {
                         after: graph.node(d).id.clone(),

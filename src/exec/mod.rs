@@ -86,7 +86,6 @@ pub use fresh::{
     KeyInput, Prediction, key_of, output_digest, predict, probe_predictions, why_stale,
 };
 pub use report::{BuildReport, Observer, Options, Quiet, Status, TaskReport};
-pub use store::write_file_atomic;
 use store::{StoreReader, materialize, store};
 
 struct Shared {

@@ -99,10 +99,8 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Write a file through a temp file in the same directory and a rename.
-pub fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+/// Write a file of `out/` through a temp file in its directory.
+fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     if !dir.is_dir() {
         std::fs::create_dir_all(dir)?;
@@ -112,19 +110,7 @@ pub fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
         dest.file_name().map_or("f".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
-    let r = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        set_mode(&tmp, mode)?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+    // A temp file left by a killed run of this pid would block create_new.
+    let _ = std::fs::remove_file(&tmp);
+    crate::cache::write_via(&tmp, dest, bytes, mode, false)
 }
