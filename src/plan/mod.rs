@@ -1,0 +1,332 @@
+//! `plan.toml`: parsing and validation.
+//!
+//! The plan declares the mesh, not the steps. Loading happens in two passes:
+//!
+//! 1. serde + toml into `Raw*` types that keep a `toml::Spanned` around every
+//!    value a later check may blame, with `deny_unknown_fields` everywhere so a
+//!    typo is an error at its line and column, not a silent default;
+//! 2. [`validate`] checks what serde cannot (CIDR syntax and overlaps, distinct
+//!    networks, roles and topology, versions, files that must exist), collects
+//!    every problem it finds instead of stopping at the first, and produces the
+//!    validated [`Plan`], in which each value has its final type and default.
+//!
+//! Files the plan names (templates, app manifests, user manifests and values)
+//! are read here, once, into [`Plan::files`]: the planner hashes exactly the
+//! bytes the tasks will later use. A path is resolved beside the plan first,
+//! then among the embedded defaults (`assets`), so the default plan works from
+//! any directory.
+//!
+//! The validated types are `Serialize`: the planner hashes slices of them, so
+//! reformatting the file or reordering its tables changes no key.
+
+use crate::assets;
+use crate::diag::{Diag, PlanError};
+use crate::hash::Digest;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use toml::Spanned;
+
+mod raw;
+mod validate;
+
+use raw::RawPlan;
+use validate::Validator;
+
+// ---------------------------------------------------------------- validated
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Sidecar,
+    Ambient,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Topology {
+    MultiPrimary,
+    PrimaryRemote,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    Kind,
+    Kubeconfig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cni {
+    Cilium,
+    Kindnet,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Primary,
+    Remote,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Mesh {
+    pub id: String,
+    pub istio: String,
+    pub mode: Mode,
+    pub topology: Topology,
+    /// The Docker `kind` network's subnet the offline render assumes (a live
+    /// build reads the real one); LoadBalancer ranges are carved from it.
+    pub kind_subnet: Ipv4Net,
+    /// Addresses per cluster LoadBalancer range.
+    pub lb_size: u32,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Pki {
+    pub algorithm: Algorithm,
+    pub root_days: u32,
+    pub intermediate_days: u32,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Versions {
+    pub cilium: String,
+    pub metallb: String,
+    pub gateway_api: String,
+    pub kind_node: String,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub provider: Provider,
+    pub context: Option<String>,
+    pub kubeconfig: Option<String>,
+    pub network: String,
+    pub pod_subnet: Option<Ipv4Net>,
+    pub service_subnet: Option<Ipv4Net>,
+    pub workers: u32,
+    pub cni: Cni,
+    pub role: Role,
+    /// For a remote: the primary whose istiod it uses.
+    pub primary: Option<String>,
+    /// For an existing cluster: the east-west gateway's address, when known.
+    pub gateway_ip: Option<Ipv4Addr>,
+}
+
+/// Which documents of an app manifest go to a cluster.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Selector {
+    /// `"*"`: every document.
+    All(String),
+    /// Documents labelled `version: <v>` for these v, plus unlabelled ones.
+    Versions(Vec<String>),
+}
+
+impl Selector {
+    pub fn admits(&self, version: Option<&str>) -> bool {
+        match (self, version) {
+            (Selector::All(_), _) | (_, None) => true,
+            (Selector::Versions(vs), Some(v)) => vs.iter().any(|x| x == v),
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct App {
+    pub name: String,
+    pub manifest: String,
+    pub namespace: String,
+    pub placement: BTreeMap<String, Selector>,
+    /// The HTTP path `mesh verify` requests on this app's Service, if any.
+    pub verify: Option<String>,
+}
+
+/// `[verify]`: how `mesh verify` sends traffic.
+#[derive(Serialize, Clone, Debug)]
+pub struct Verify {
+    /// The app whose pod sends the requests (it needs `sh` and `curl`).
+    pub client: String,
+    /// Requests per target app from each cluster.
+    pub requests: u32,
+}
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserAction {
+    Manifest {
+        path: String,
+    },
+    Chart {
+        chart: String,
+        repo: Option<String>,
+        version: Option<String>,
+        release: String,
+        namespace: String,
+        values: Option<String>,
+    },
+    Command {
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct UserTask {
+    pub name: String,
+    pub cluster: String,
+    pub action: UserAction,
+    /// Task ids this one runs after, with where each was written.
+    #[serde(skip)]
+    pub after: Vec<(String, Range<usize>)>,
+}
+
+/// Where a file's bytes came from.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Disk(PathBuf),
+    Embedded,
+}
+
+/// A file the plan's tasks read, loaded once.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub origin: Origin,
+    pub text: Arc<str>,
+    pub digest: Digest,
+}
+
+/// A validated plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The file as the user named it, and its text (for later diagnostics).
+    pub file: String,
+    pub text: String,
+    pub dir: PathBuf,
+    pub mesh: Mesh,
+    pub pki: Pki,
+    pub versions: Versions,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub apps: BTreeMap<String, App>,
+    pub tasks: BTreeMap<String, UserTask>,
+    pub verify: Verify,
+    /// Logical file name (`tasks/kind/cluster.yaml.j2`, an app's manifest
+    /// path) → its bytes.
+    pub files: BTreeMap<String, Source>,
+}
+
+impl Plan {
+    pub fn file(&self, name: &str) -> &Source {
+        self.files
+            .get(name)
+            .unwrap_or_else(|| panic!("file {name} was not loaded by validation"))
+    }
+
+    pub fn error(&self, diag: Diag) -> PlanError {
+        PlanError::one(&self.file, &self.text, diag)
+    }
+
+    /// The primary a remote cluster uses.
+    pub fn primary_of(&self, c: &Cluster) -> Option<&Cluster> {
+        c.primary.as_ref().and_then(|p| self.clusters.get(p))
+    }
+}
+
+pub const DEFAULT_KIND_SUBNET: &str = "172.18.0.0/16";
+pub const MIN_ISTIO: (u64, u64) = (1, 24);
+pub const MIN_ISTIO_AMBIENT_MULTINETWORK: (u64, u64) = (1, 27);
+
+// ---------------------------------------------------------------- loading
+
+/// Read and validate the plan at `path`; `file` is how messages name it.
+pub fn load(path: &Path, file: &str) -> Result<Plan, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        PlanError::one(
+            file,
+            "",
+            Diag::new(format!("cannot read the plan: {e}"))
+                .hint("run mesh in the directory holding plan.toml, or pass --plan FILE"),
+        )
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    parse(file, &text, &dir)
+}
+
+/// Parse and validate plan text; relative paths resolve against `dir`.
+pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Plan, PlanError> {
+    let raw: RawPlan = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        let mut headline = first_line(&msg).to_string();
+        if headline == "duplicate key"
+            && let Some(key) = e.span().and_then(|s| text.get(s))
+        {
+            headline = format!("duplicate key `{key}`");
+        }
+        let mut d = Diag::new(headline);
+        if let Some(span) = e.span() {
+            d = d.at(span, "here");
+        }
+        let hint = if msg.contains("unknown field") {
+            Some("check the spelling; README.md lists every plan.toml key")
+        } else if msg.contains("unknown variant") {
+            Some("use one of the values listed above")
+        } else if msg.contains("missing field") {
+            Some("add the key; README.md lists the required ones")
+        } else if msg.contains("duplicate key") {
+            Some("each cluster, app and task name may appear once")
+        } else {
+            None
+        };
+        if let Some(h) = hint {
+            d = d.hint(h);
+        }
+        PlanError::one(file, text, d)
+    })?;
+    let mut v = Validator::new(dir);
+    let plan = v.validate(raw, file, text);
+    if v.diags.is_empty() {
+        Ok(plan)
+    } else {
+        Err(PlanError {
+            file: file.to_string(),
+            source: text.to_string(),
+            diags: v.diags,
+        })
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// The `metadata.labels.version` values found in a multi-document manifest.
+pub fn manifest_versions(text: &str) -> Result<BTreeSet<String>, String> {
+    let docs = crate::yaml::yaml_docs(text)?;
+    Ok(docs
+        .iter()
+        .filter_map(|d| crate::yaml::doc_version(&d.value))
+        .collect())
+}

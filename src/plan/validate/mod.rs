@@ -1,0 +1,360 @@
+//! Validation: what serde cannot check, with every problem collected.
+//!
+//! [`Validator::validate`] walks the parsed plan table by table, one method
+//! each (`[mesh]`, `[pki]`, `[versions]`, `[clusters.*]` and the checks
+//! across clusters: networks, roles, CIDR overlaps, LoadBalancer capacity;
+//! `[templates]`, `[apps.*]`, `[verify]`, `[tasks.*]`). A check that fails
+//! pushes a [`Diag`] with the span of the value at fault and goes on, so one
+//! run reports every error; the value then takes its default so later
+//! checks still run. Files the plan names are loaded here, once.
+
+use super::raw::*;
+use super::*;
+
+mod apps;
+mod clusters;
+
+/// What the cluster checks need from `[mesh]`.
+pub(super) struct MeshCtx {
+    topology: Topology,
+    topo_span: Range<usize>,
+    kind_subnet_span: Range<usize>,
+}
+
+/// A CIDR block a cluster declares: (cluster, key, block, span).
+type Net = (String, &'static str, Ipv4Net, Range<usize>);
+
+pub(super) struct Validator {
+    pub(super) diags: Vec<Diag>,
+    dir: PathBuf,
+    files: BTreeMap<String, Source>,
+}
+
+/// A name Kubernetes and kind accept as a label value / DNS label.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_label_value(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+fn parse_version(s: &str) -> Option<semver::Version> {
+    semver::Version::parse(s.strip_prefix('v').unwrap_or(s)).ok()
+}
+
+/// Overlap of two CIDR blocks (one contains the other's network address).
+pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+impl Validator {
+    pub(super) fn new(dir: &Path) -> Validator {
+        Validator {
+            diags: Vec::new(),
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn err(&mut self, d: Diag) {
+        self.diags.push(d);
+    }
+
+    /// Load a file the plan names: beside the plan, then embedded.
+    fn load_file(&mut self, name: &str, span: Option<Range<usize>>, what: &str) -> bool {
+        if self.files.contains_key(name) {
+            return true;
+        }
+        let path = self.dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                self.files.insert(
+                    name.to_string(),
+                    Source {
+                        origin: Origin::Disk(PathBuf::from(name)),
+                        digest: Digest::of_bytes(text.as_bytes()),
+                        text: text.into(),
+                    },
+                );
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(text) = assets::embedded(name) {
+                    self.files.insert(
+                        name.to_string(),
+                        Source {
+                            origin: Origin::Embedded,
+                            digest: Digest::of_bytes(text.as_bytes()),
+                            text: text.into(),
+                        },
+                    );
+                    return true;
+                }
+                let mut d = Diag::new(format!("missing {what}: {name}")).hint(format!(
+                    "paths are relative to the plan's directory ({})",
+                    self.dir.display()
+                ));
+                if let Some(s) = span {
+                    d = d.at(s, "no such file");
+                }
+                self.err(d);
+                false
+            }
+            Err(e) => {
+                let mut d = Diag::new(format!("cannot read {what} {name}: {e}"));
+                if let Some(s) = span {
+                    d = d.at(s, "unreadable");
+                }
+                self.err(d);
+                false
+            }
+        }
+    }
+
+    fn version(&mut self, v: &Option<Spanned<String>>, default: &str, what: &str) -> String {
+        match v {
+            None => default.to_string(),
+            Some(s) => {
+                if parse_version(s.get_ref()).is_none() {
+                    self.err(
+                        Diag::new(format!("bad {what} version {:?}", s.get_ref()))
+                            .at(s.span(), "not a MAJOR.MINOR.PATCH version")
+                            .hint(format!("for example {default:?}")),
+                    );
+                }
+                s.get_ref().clone()
+            }
+        }
+    }
+
+    /// Validate a parsed plan, collecting every problem into `self.diags`.
+    pub(super) fn validate(&mut self, raw: RawPlan, file: &str, text: &str) -> Plan {
+        let mesh_span = raw.mesh.span();
+        let rm = raw.mesh.into_inner();
+        let (mesh, ctx) = self.mesh(&rm, mesh_span);
+        let pki = self.pki(&raw.pki);
+        let versions = self.versions(&raw.versions);
+        let clusters_span = raw.clusters.span();
+        let raw_clusters = raw.clusters.into_inner();
+        let (clusters, nets) = self.clusters(&raw_clusters, clusters_span, &ctx);
+        self.remote_gateways(&clusters, &raw_clusters);
+        self.cidrs(&nets, &clusters, mesh.kind_subnet);
+        self.lb_capacity(&clusters, &mesh, &ctx);
+        self.templates(&raw.templates);
+        let apps = self.apps(&raw.apps, &clusters);
+        let verify = self.verify(&raw.verify, &raw.apps, &apps);
+        let tasks = self.tasks(&raw.tasks, &clusters);
+        Plan {
+            file: file.to_string(),
+            text: text.to_string(),
+            dir: self.dir.clone(),
+            mesh,
+            pki,
+            versions,
+            clusters,
+            apps,
+            tasks,
+            verify,
+            files: std::mem::take(&mut self.files),
+        }
+    }
+
+    /// `[mesh]`.
+    fn mesh(&mut self, rm: &RawMesh, mesh_span: Range<usize>) -> (Mesh, MeshCtx) {
+        if !is_dns_label(rm.id.get_ref()) {
+            self.err(
+                Diag::new(format!("bad mesh id {:?}", rm.id.get_ref()))
+                    .at(rm.id.span(), "not a DNS label")
+                    .hint("lowercase letters, digits and '-', at most 63 characters"),
+            );
+        }
+        let istio = rm.istio.get_ref().clone();
+        let istio_v = parse_version(&istio);
+        match &istio_v {
+        None => self.err(
+            Diag::new(format!("bad Istio version {istio:?}"))
+                .at(rm.istio.span(), "not a MAJOR.MINOR.PATCH version")
+                .hint("for example \"1.28.0\""),
+        ),
+        Some(v) if (v.major, v.minor) < MIN_ISTIO => self.err(
+            Diag::new(format!("Istio {istio} is too old for mesh"))
+                .at(rm.istio.span(), "unsupported")
+                .hint(format!(
+                    "mesh installs Istio {}.{} or later (the Helm charts and multi-cluster values it uses)",
+                    MIN_ISTIO.0, MIN_ISTIO.1
+                )),
+        ),
+        _ => {}
+    }
+        let mode = rm.mode.as_ref().map_or(Mode::Sidecar, |m| *m.get_ref());
+        let topology = rm
+            .topology
+            .as_ref()
+            .map_or(Topology::MultiPrimary, |t| *t.get_ref());
+        let mode_span = rm.mode.as_ref().map_or(mesh_span.clone(), |m| m.span());
+        let topo_span = rm.topology.as_ref().map_or(mesh_span.clone(), |t| t.span());
+        if mode == Mode::Ambient && topology == Topology::PrimaryRemote {
+            self.err(
+            Diag::new("ambient mode with topology primary-remote is not supported")
+                .at(topo_span.clone(), "primary-remote")
+                .also(mode_span.clone(), "ambient")
+                .hint(
+                    "Istio's ambient multi-cluster supports multi-primary, multi-network meshes only; \
+                     use topology = \"multi-primary\" or mode = \"sidecar\"",
+                ),
+        );
+        }
+        if mode == Mode::Ambient
+            && let Some(v) = &istio_v
+            && (v.major, v.minor) < MIN_ISTIO_AMBIENT_MULTINETWORK
+        {
+            self.err(
+                Diag::new(format!(
+                    "ambient multi-network needs Istio 1.27 or later, the plan says {istio}"
+                ))
+                .at(rm.istio.span(), "too old for ambient multi-cluster")
+                .also(mode_span.clone(), "ambient"),
+            );
+        }
+        let kind_subnet = match &rm.kind_subnet {
+            None => DEFAULT_KIND_SUBNET.parse().expect("default subnet parses"),
+            Some(s) => match s.get_ref().parse::<Ipv4Net>() {
+                Ok(n) => n.trunc(),
+                Err(_) => {
+                    self.err(
+                        Diag::new(format!("bad kind_subnet {:?}", s.get_ref()))
+                            .at(s.span(), "not an IPv4 CIDR")
+                            .hint("for example \"172.18.0.0/16\" (docker network inspect kind)"),
+                    );
+                    DEFAULT_KIND_SUBNET.parse().expect("default subnet parses")
+                }
+            },
+        };
+        let lb_size = rm.lb_size.as_ref().map_or(16, |s| *s.get_ref());
+        if let Some(s) = &rm.lb_size
+            && !(2..=1024).contains(s.get_ref())
+        {
+            self.err(
+                Diag::new(format!("lb_size {} is out of range", s.get_ref()))
+                    .at(s.span(), "must be 2..=1024")
+                    .hint("the number of LoadBalancer addresses each cluster gets"),
+            );
+        }
+        let mesh = Mesh {
+            id: rm.id.get_ref().clone(),
+            istio,
+            mode,
+            topology,
+            kind_subnet,
+            lb_size,
+        };
+
+        let ctx = MeshCtx {
+            topology,
+            topo_span,
+            kind_subnet_span: rm.kind_subnet.as_ref().map_or(mesh_span, |s| s.span()),
+        };
+        (mesh, ctx)
+    }
+
+    /// `[pki]`.
+    fn pki(&mut self, raw: &RawPki) -> Pki {
+        let algorithm = raw
+            .algorithm
+            .as_ref()
+            .map_or(Algorithm::EcdsaP256, |a| *a.get_ref());
+        let root_days = raw.root_days.as_ref().map_or(3650, |d| *d.get_ref());
+        let intermediate_days = raw.intermediate_days.as_ref().map_or(730, |d| *d.get_ref());
+        for d in [&raw.root_days, &raw.intermediate_days]
+            .into_iter()
+            .flatten()
+        {
+            if *d.get_ref() == 0 {
+                self.err(
+                    Diag::new("a certificate must be valid for at least one day")
+                        .at(d.span(), "0 days"),
+                );
+            }
+        }
+        if intermediate_days > root_days {
+            let span = raw.intermediate_days.as_ref().map_or(0..0, |d| d.span());
+            let mut d = Diag::new(format!(
+                "intermediate_days ({intermediate_days}) outlives root_days ({root_days})"
+            ))
+            .hint("an intermediate cannot be valid after its root expires");
+            if !span.is_empty() {
+                d = d.at(span, "longer than the root");
+            }
+            self.err(d);
+        }
+        Pki {
+            algorithm,
+            root_days,
+            intermediate_days,
+        }
+    }
+
+    /// `[versions]`.
+    fn versions(&mut self, rv: &RawVersions) -> Versions {
+        Versions {
+            cilium: self.version(&rv.cilium, "1.18.3", "cilium"),
+            metallb: self.version(&rv.metallb, "0.15.2", "metallb"),
+            gateway_api: self.version(&rv.gateway_api, "1.4.0", "gateway_api"),
+            kind_node: self.version(&rv.kind_node, "v1.34.0", "kind_node"),
+        }
+    }
+
+    /// `[templates]`: overrides, then every built-in template loaded.
+    fn templates(&mut self, raw: &BTreeMap<String, Spanned<String>>) {
+        let known: BTreeSet<&str> = assets::template_names().collect();
+        let mut overrides = BTreeMap::new();
+        for (k, v) in raw {
+            if !known.contains(k.as_str()) {
+                self.err(
+                    Diag::new(format!("unknown template {k:?}"))
+                        .at(v.span(), "overrides nothing")
+                        .hint(format!(
+                            "templates: {}",
+                            known.iter().copied().collect::<Vec<_>>().join(", ")
+                        )),
+                );
+                continue;
+            }
+            overrides.insert(k.clone(), v);
+        }
+        for name in known {
+            match overrides.get(name) {
+                Some(path) => {
+                    // The override is read under the template's logical name.
+                    let p = path.get_ref().clone();
+                    if self.load_file(&p, Some(path.span()), "template") {
+                        let src = self.files.remove(&p).expect("just loaded");
+                        self.files.insert(name.to_string(), src);
+                    }
+                }
+                None => {
+                    self.load_file(name, None, "template");
+                }
+            }
+        }
+    }
+}
+
+fn list_or_none(s: &BTreeSet<String>) -> String {
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
