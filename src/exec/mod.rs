@@ -76,11 +76,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 mod destroy;
+mod drain;
 mod fresh;
 mod report;
 mod store;
 
 pub use destroy::undo_all;
+use drain::DrainState;
 use fresh::{Checked, check, recorded_ctx};
 pub use fresh::{
     KeyInput, Prediction, key_of, output_digest, predict, probe_predictions, why_stale,
@@ -125,8 +127,7 @@ pub async fn execute(
     observer: Arc<dyn Observer>,
     cancel: impl Future<Output = ()>,
 ) -> BuildReport {
-    let n = graph.len();
-    let selected = selected.unwrap_or_else(|| vec![true; n]);
+    let selected = selected.unwrap_or_else(|| vec![true; graph.len()]);
     let shared = Arc::new(Shared {
         graph: graph.clone(),
         cache,
@@ -134,351 +135,32 @@ pub async fn execute(
         out_dir: opts.out_dir.clone(),
         epoch: Instant::now(),
     });
-    let jobs = opts.jobs.max(1);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs);
-
-    // Priority: the longest chain of selected dependents below a node, so
-    // that when more tasks are ready than slots, the ones on the critical
-    // path go first (ties: topological order).
-    let mut height = vec![0u32; n];
-    for &i in graph.topo().iter().rev() {
-        if selected[i.index()] {
-            height[i.index()] = 1 + graph
-                .dependents(i)
-                .filter(|d| selected[d.index()])
-                .map(|d| height[d.index()])
-                .max()
-                .unwrap_or(0);
-        }
-    }
-    let mut topo_pos = vec![0usize; n];
-    for (pos, &i) in graph.topo().iter().enumerate() {
-        topo_pos[i.index()] = pos;
-    }
-    let mut pending = vec![0u32; n];
-    // Nodes whose dependencies are all done, not yet checked against the cache.
-    let mut newly_ready: Vec<NodeIndex> = Vec::new();
-    for &i in graph.topo().iter().rev() {
-        if !selected[i.index()] {
-            continue;
-        }
-        let deps = graph.deps(i).filter(|d| selected[d.index()]).count();
-        assert_eq!(
-            deps,
-            graph.deps(i).count(),
-            "selection is not closed under dependencies at {}",
-            graph.node(i).id
-        );
-        pending[i.index()] = deps as u32;
-        if deps == 0 {
-            newly_ready.push(i);
-        }
-    }
-
-    let mut ready: BinaryHeap<(u32, Reverse<usize>, NodeIndex)> = BinaryHeap::new();
-    let mut to_run: HashMap<NodeIndex, ToRun> = HashMap::new();
-    let mut reports: Vec<Option<TaskReport>> = vec![None; n];
-    let mut handles: Vec<Option<JoinHandle<()>>> = (0..n).map(|_| None).collect();
-    let mut free_lanes: BTreeSet<usize> = (0..jobs).collect();
-    let mut verified: HashSet<Digest> = HashSet::new();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    let (ptx, mut prx) = mpsc::unbounded_channel::<(NodeIndex, Gen, Result<(), String>)>();
-    let probe_slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROBES));
-    // Nodes waiting on a probe, with the probe generation they wait for.
-    let mut probing: HashMap<NodeIndex, (Box<Record>, ToRun, Gen)> = HashMap::new();
-    let mut probe_handles: Vec<JoinHandle<()>> = Vec::new();
-    // Probes start up front for every recorded live task, all in parallel:
-    // a probe checks a receipt against the world, which does not depend on
-    // the key, so waiting for the dependencies' probes first would only
-    // chain them. A prefetched result counts only if none of the task's
-    // dependencies ran in this build; otherwise the task is probed again.
-    let mut prefetched: HashMap<NodeIndex, Option<Result<(), String>>> = HashMap::new();
-    for &i in graph.topo() {
-        let node = graph.node(i);
-        if !selected[i.index()] || node.pure {
-            continue;
-        }
-        let Load::Ok(rec) = shared.cache.load(&node.id) else {
-            continue;
-        };
-        if let Some(fut) = node
-            .action
-            .probe(recorded_ctx(&graph, &shared.cache, i, &rec))
-        {
-            let (ptx, slots) = (ptx.clone(), probe_slots.clone());
-            probe_handles.push(tokio::spawn(async move {
-                let _permit = slots.acquire_owned().await;
-                let _ = ptx.send((i, Gen::Prefetch, fut.await));
-            }));
-            prefetched.insert(i, None);
-        }
-    }
-    let mut running = 0usize;
-    let mut stopped_by: Option<String> = None;
-    let mut interrupted = false;
+    let mut st = DrainState::new(shared, selected, &opts, observer);
+    st.prefetch_probes();
     tokio::pin!(cancel);
-
     loop {
-        // Cache checks run here, inline: a no-op build is this loop alone,
-        // with no task handed to another thread.
-        while stopped_by.is_none() && !newly_ready.is_empty() {
-            // Check one wave of ready nodes (independent of each other),
-            // spread over the CPUs.
-            let wave: Vec<(NodeIndex, BTreeMap<String, Digest>, DepFiles)> =
-                std::mem::take(&mut newly_ready)
-                    .into_iter()
-                    .map(|i| {
-                        let (d, f) = dep_outputs(&graph, &reports, i);
-                        (i, d, f)
-                    })
-                    .collect();
-            let results = check_wave(&shared, &wave, &mut verified, threads, jobs);
-            for ((i, deps, dep_files), checked) in wave.into_iter().zip(results) {
-                match checked {
-                    Checked::Hit(report) => {
-                        observer.finished(&report);
-                        reports[i.index()] = Some(report);
-                        release(
-                            &graph,
-                            &selected,
-                            &mut pending,
-                            &reports,
-                            i,
-                            &mut newly_ready,
-                        );
-                    }
-                    Checked::Miss {
-                        key,
-                        reason,
-                        previous,
-                    } => {
-                        ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
-                        to_run.insert(
-                            i,
-                            ToRun {
-                                i,
-                                key,
-                                reason,
-                                deps,
-                                dep_files,
-                                previous,
-                            },
-                        );
-                    }
-                    Checked::Failed(report) => {
-                        // Reported through the channel like a task that ran.
-                        let _ = tx.send(Msg::Done(i, report));
-                        running += 1;
-                    }
-                    Checked::Probe { key, record } => {
-                        let job = ToRun {
-                            i,
-                            key,
-                            reason: String::new(),
-                            deps,
-                            dep_files,
-                            previous: Some(Arc::new(record.files.clone())),
-                        };
-                        let mut files = job.dep_files.clone();
-                        files.insert(graph.node(i).id.clone(), Arc::new(record.files.clone()));
-                        let ctx = Ctx {
-                            id: graph.node(i).id.clone(),
-                            deps: Arc::new(StoreReader {
-                                cache: shared.cache.clone(),
-                                files,
-                            }),
-                        };
-                        let deps_ran = graph.deps(i).any(|d| {
-                            reports[d.index()]
-                                .as_ref()
-                                .is_some_and(|r| r.status == Status::Ran)
-                        });
-                        let early = if deps_ran {
-                            None
-                        } else {
-                            prefetched.remove(&i)
-                        };
-                        match early {
-                            Some(Some(result)) => {
-                                // Already answered: handled like any probe result.
-                                let _ = ptx.send((i, Gen::Prefetch, result));
-                                probing.insert(i, (record, job, Gen::Prefetch));
-                                continue;
-                            }
-                            Some(None) => {
-                                probing.insert(i, (record, job, Gen::Prefetch));
-                                continue;
-                            }
-                            None => {}
-                        }
-                        match graph.node(i).action.probe(ctx) {
-                            None => {
-                                let report = cached_report(graph.node(i), &record, jobs);
-                                observer.finished(&report);
-                                reports[i.index()] = Some(report);
-                                release(
-                                    &graph,
-                                    &selected,
-                                    &mut pending,
-                                    &reports,
-                                    i,
-                                    &mut newly_ready,
-                                );
-                            }
-                            Some(fut) => {
-                                let (ptx, slots) = (ptx.clone(), probe_slots.clone());
-                                probe_handles.push(tokio::spawn(async move {
-                                    let _permit = slots.acquire_owned().await;
-                                    let _ = ptx.send((i, Gen::Fresh, fut.await));
-                                }));
-                                probing.insert(i, (record, job, Gen::Fresh));
-                            }
-                        }
-                    }
-                }
+        st.check_ready();
+        st.start_ready();
+        if !st.waiting() {
+            if st.idle() {
+                break;
             }
-        }
-        while stopped_by.is_none() && running < jobs {
-            let Some((_, _, i)) = ready.pop() else { break };
-            let job = to_run
-                .remove(&i)
-                .expect("a ready node has its check result");
-            let lane = free_lanes
-                .pop_first()
-                .expect("a lane is free when running < jobs");
-            observer.started(&graph.node(i).id);
-            let (sh, tx) = (shared.clone(), tx.clone());
-            handles[i.index()] = Some(tokio::spawn(async move {
-                let report = run_node(&sh, job, lane).await;
-                let _ = tx.send(Msg::Done(i, report));
-            }));
-            running += 1;
-        }
-        if running == 0 && probing.is_empty() && (newly_ready.is_empty() || stopped_by.is_some()) {
-            break;
-        }
-        if running == 0 && probing.is_empty() {
             continue;
         }
         let msg = tokio::select! {
-            msg = rx.recv() => msg.expect("the scheduler holds a sender"),
-            p = prx.recv() => Msg::Probed(p.expect("the scheduler holds a sender")),
+            msg = st.rx.recv() => msg.expect("the scheduler holds a sender"),
+            p = st.prx.recv() => Msg::Probed(p.expect("the scheduler holds a sender")),
             () = &mut cancel => {
-                interrupted = true;
-                let running: Vec<JoinHandle<()>> = handles.iter_mut().filter_map(Option::take).collect();
-                for h in running.iter().chain(&probe_handles) {
-                    h.abort();
-                }
-                // Let the aborted tasks settle (an await point is reached at
-                // once; CPU work finishes first), so that a task which did
-                // complete, record and all, is reported as run.
-                let _ = tokio::time::timeout(Duration::from_secs(5), futures_util::future::join_all(running)).await;
-                while let Ok(Msg::Done(i, report)) = rx.try_recv() {
-                    if report.status == Status::Ran {
-                        reports[i.index()] = Some(report);
-                    }
-                }
+                st.interrupt().await;
                 break;
             }
         };
-        let (i, report) = match msg {
-            Msg::Done(i, report) => (i, report),
-            Msg::Probed((i, generation, result)) => {
-                let waited_for = probing.get(&i).map(|p| p.2);
-                if waited_for != Some(generation) {
-                    // A prefetch nobody waits for yet (keep it), or one
-                    // superseded by a fresh probe (drop it).
-                    if generation == Gen::Prefetch && prefetched.contains_key(&i) {
-                        prefetched.insert(i, Some(result));
-                    }
-                    continue;
-                }
-                let (record, mut job, _) = probing.remove(&i).expect("a probed node was probing");
-                match result {
-                    Ok(()) => {
-                        let report = cached_report(graph.node(i), &record, jobs);
-                        observer.finished(&report);
-                        reports[i.index()] = Some(report);
-                        release(
-                            &graph,
-                            &selected,
-                            &mut pending,
-                            &reports,
-                            i,
-                            &mut newly_ready,
-                        );
-                    }
-                    Err(why) => {
-                        job.reason = format!("drifted: {why}");
-                        ready.push((height[i.index()], Reverse(topo_pos[i.index()]), i));
-                        to_run.insert(i, job);
-                    }
-                }
-                continue;
-            }
-        };
-        running -= 1;
-        handles[i.index()] = None;
-        if report.lane < jobs {
-            free_lanes.insert(report.lane);
-        }
-        observer.finished(&report);
-        let failed = report.status == Status::Failed;
-        reports[i.index()] = Some(report);
-        if failed {
-            let root = graph.node(i).id.clone();
-            if !opts.keep_going && stopped_by.is_none() {
-                stopped_by = Some(root.clone());
-            }
-            // Everything downstream is skipped, naming the root failure.
-            let mut stack: Vec<NodeIndex> = graph.dependents(i).collect();
-            while let Some(d) = stack.pop() {
-                if !selected[d.index()] || reports[d.index()].is_some() {
-                    continue;
-                }
-                let r = TaskReport::skipped(&graph.node(d).id, format!("{root} failed"));
-                observer.finished(&r);
-                reports[d.index()] = Some(r);
-                stack.extend(graph.dependents(d));
-            }
-        } else {
-            release(
-                &graph,
-                &selected,
-                &mut pending,
-                &reports,
-                i,
-                &mut newly_ready,
-            );
+        match msg {
+            Msg::Done(i, report) => st.on_done(i, report),
+            Msg::Probed((i, generation, result)) => st.on_probed(i, generation, result),
         }
     }
-
-    let wall_us = shared.epoch.elapsed().as_micros() as u64;
-    let mut tasks = Vec::new();
-    for &i in graph.topo() {
-        if !selected[i.index()] {
-            continue;
-        }
-        let r = reports[i.index()].take().unwrap_or_else(|| {
-            let reason = match (&stopped_by, interrupted) {
-                (_, true) => "interrupted".into(),
-                (Some(f), _) => format!("not started: the build stopped after {f} failed"),
-                (None, false) => "not reached".into(),
-            };
-            TaskReport::skipped(&graph.node(i).id, reason)
-        });
-        tasks.push(r);
-    }
-    let (critical_path, critical_path_us) = critical_path(&graph, &selected, &tasks);
-    BuildReport {
-        tasks,
-        wall_us,
-        critical_path,
-        critical_path_us,
-        interrupted,
-    }
+    st.finish()
 }
 
 pub(crate) type DepFiles = HashMap<String, Arc<Vec<FileEntry>>>;
