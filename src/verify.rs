@@ -20,11 +20,8 @@ use crate::cache::{Cache, Load};
 use crate::graph::{Graph, TaskError};
 use crate::kinds;
 use crate::plan::{Plan, Selector};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams, ListParams};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Serialize)]
 pub struct AppResult {
@@ -125,37 +122,8 @@ async fn requests_from(
     n: u32,
 ) -> Result<String, String> {
     let client = access.client().await.map_err(|e| e.to_string())?;
-    let pods: Api<Pod> = Api::namespaced(client, namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("app={client_app}")))
-        .await
-        .map_err(|e| format!("cannot list pods: {e}"))?;
-    let pod = list
-        .items
-        .iter()
-        .find_map(|p| p.metadata.name.clone())
-        .ok_or_else(|| format!("no {client_app} pod in namespace {namespace}"))?;
     let script = format!("for i in $(seq 1 {n}); do curl -s -m 5 {url}; echo; done");
-    let mut proc = pods
-        .exec(
-            &pod,
-            ["sh", "-c", &script],
-            &AttachParams::default()
-                .stdin(false)
-                .stdout(true)
-                .stderr(false),
-        )
-        .await
-        .map_err(|e| format!("cannot exec in {namespace}/{pod}: {e}"))?;
-    let mut out = String::new();
-    if let Some(mut stdout) = proc.stdout() {
-        stdout
-            .read_to_string(&mut out)
-            .await
-            .map_err(|e| format!("exec output: {e}"))?;
-    }
-    let _ = proc.join().await;
-    Ok(out)
+    crate::k8s::exec_sh(&client, namespace, client_app, &script).await
 }
 
 /// Run the checks.

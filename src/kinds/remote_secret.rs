@@ -104,7 +104,7 @@ impl RemoteSecret {
     async fn go(self, ctx: Ctx) -> Result<Vec<OutFile>, TaskError> {
         use k8s_openapi::ByteString;
         use k8s_openapi::api::core::v1::Secret;
-        use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+        use kube::api::ObjectMeta;
         let from = cluster::access(&self.from, &ctx)?;
         let (server, ca) = cluster::internal(&self.from, &ctx)?.server_and_ca()?;
         let host = server
@@ -122,46 +122,23 @@ impl RemoteSecret {
         }
         // A long-lived token for the reader service account.
         let from_client = from.client().await?;
-        let secrets: Api<Secret> = Api::namespaced(from_client.clone(), "istio-system");
-        let token_secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(READER_TOKEN_SECRET.into()),
-                namespace: Some("istio-system".into()),
-                annotations: Some(
-                    [(
-                        "kubernetes.io/service-account.name".to_string(),
-                        READER_SA.to_string(),
-                    )]
-                    .into(),
-                ),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/service-account-token".into()),
-            ..Default::default()
-        };
-        secrets
-            .patch(
-                READER_TOKEN_SECRET,
-                &PatchParams::apply(k8s::FIELD_MANAGER).force(),
-                &Patch::Apply(&token_secret),
-            )
-            .await
-            .map_err(|e| {
-                TaskError::tool(
-                    "kubernetes",
-                    format!("cannot create the reader token in {}: {e}", self.from.name),
-                )
-            })?;
-        let token = k8s::wait_secret_key(
+        let token = k8s::reader_token(
             &from_client,
             "istio-system",
+            READER_SA,
             READER_TOKEN_SECRET,
-            "token",
             wait_timeout(),
         )
-        .await?;
-        let token = String::from_utf8(token)
-            .map_err(|_| TaskError::new("the reader token is not UTF-8"))?;
+        .await
+        .map_err(|e| {
+            TaskError::tool(
+                "kubernetes",
+                format!(
+                    "cannot get the reader token in {}: {}",
+                    self.from.name, e.message
+                ),
+            )
+        })?;
         let name = &self.from.name;
         let mut cluster = serde_json::json!({ "server": server });
         if let Some(ca) = ca {
@@ -197,17 +174,13 @@ impl RemoteSecret {
             ..Default::default()
         };
         let to_client = cluster::access(&self.to, &ctx)?.client().await?;
-        let api: Api<Secret> = Api::namespaced(to_client, "istio-system");
-        api.patch(
-            &self.secret_name(),
-            &PatchParams::apply(k8s::FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(|e| {
+        k8s::apply_secret(&to_client, &secret).await.map_err(|e| {
             TaskError::tool(
                 "kubernetes",
-                format!("cannot write the remote secret into {}: {e}", self.to.name),
+                format!(
+                    "cannot write the remote secret into {}: {}",
+                    self.to.name, e.message
+                ),
             )
         })?;
         let receipt = Receipt {

@@ -267,32 +267,12 @@ async fn install_charts(
     Ok(done)
 }
 
-/// A release's latest revision and its status, from the release Secrets
-/// helm keeps in the release's namespace (`sh.helm.release.v1.<name>.v<n>`,
-/// labelled owner=helm, name, status, version): the same state `helm
-/// status` reads, without starting a process.
+/// A release's latest revision and status (see [`k8s::release_state`]).
 async fn release_state(
     client: &kube::Client,
     r: &helm::Release,
 ) -> Result<Option<(u64, String)>, String> {
-    use k8s_openapi::api::core::v1::Secret;
-    use kube::api::{Api, ListParams};
-    let api: Api<Secret> = Api::namespaced(client.clone(), &r.namespace);
-    let list = api
-        .list(&ListParams::default().labels(&format!("owner=helm,name={}", r.name)))
-        .await
-        .map_err(|e| format!("cannot read release {}/{}: {e}", r.namespace, r.name))?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|s| {
-            let l = s.metadata.labels.as_ref()?;
-            Some((
-                l.get("version")?.parse::<u64>().ok()?,
-                l.get("status").cloned().unwrap_or_default(),
-            ))
-        })
-        .max_by_key(|(v, _)| *v))
+    k8s::release_state(client, &r.namespace, &r.name).await
 }
 
 /// The generic live step: Helm charts, then manifests (dependency files),
@@ -450,7 +430,8 @@ impl Step {
                     expect,
                 } => {
                     let client = access.client().await?;
-                    let ip = wait_gateway_address(&client, namespace, name).await?;
+                    let ip =
+                        k8s::wait_gateway_address(&client, namespace, name, wait_timeout()).await?;
                     check_address(&ip, expect.resolve(&ctx)?.as_deref(), namespace, name)?;
                     receipt.address = Some(ip);
                 }
@@ -470,48 +451,6 @@ fn check_address(ip: &str, expect: Option<&str>, ns: &str, name: &str) -> Result
             ),
         )),
         _ => Ok(()),
-    }
-}
-
-async fn wait_gateway_address(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Result<String, TaskError> {
-    use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "Gateway",
-    ));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let addr = |o: &DynamicObject| -> Option<String> {
-        o.data
-            .pointer("/status/addresses/0/value")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
-    let cond = move |o: Option<&DynamicObject>| o.and_then(addr).is_some();
-    let what = format!("Gateway {ns}/{name} to get an address");
-    match tokio::time::timeout(
-        wait_timeout(),
-        kube::runtime::wait::await_condition(api, name, cond),
-    )
-    .await
-    {
-        Ok(Ok(Some(o))) => Ok(addr(&o).expect("condition holds")),
-        Ok(Ok(None)) => Err(TaskError::tool(
-            "kubernetes",
-            format!("{what}: deleted while waiting"),
-        )),
-        Ok(Err(e)) => Err(TaskError::tool("kubernetes", format!("{what}: {e}"))),
-        Err(_) => Err(TaskError::tool(
-            "kubernetes",
-            format!(
-                "timed out after {}s waiting for {what}",
-                wait_timeout().as_secs()
-            ),
-        )),
     }
 }
 
@@ -548,16 +487,7 @@ impl Action for Step {
                     } = w
                     {
                         let client = access.client().await.map_err(|e| e.to_string())?;
-                        let api: kube::Api<k8s_openapi::api::core::v1::Service> =
-                            kube::Api::namespaced(client, namespace);
-                        let svc = api.get_opt(name).await.map_err(|e| e.to_string())?;
-                        let ip = svc.and_then(|s| {
-                            s.status?
-                                .load_balancer?
-                                .ingress?
-                                .into_iter()
-                                .find_map(|i| i.ip)
-                        });
+                        let ip = k8s::lb_ip(&client, namespace, name).await?;
                         if ip.as_deref() != Some(addr.as_str()) {
                             return Err(format!(
                                 "Service {namespace}/{name} lost its address {addr}"

@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod inspect;
+use inspect::{plan_cmd, status, why};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "mesh",
@@ -187,173 +190,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 l, &cache_dir, out_dir, offline, jobs, keep_going, json, trace,
             )
         }
-        Command::Plan { offline, all, json } => {
-            let l = load(
-                &cli.plan,
-                if offline { Build::Offline } else { Build::Live },
-            )?;
-            let sel = selection(&l.graph, offline);
-            let cache = Cache::open_existing(&cache_dir);
-            let mut preds = exec::predict(&l.graph, &sel, cache.as_ref());
-            if let (Some(cache), false) = (&cache, offline) {
-                runtime()?.block_on(exec::probe_predictions(&l.graph, cache, &mut preds));
-            }
-            if json {
-                print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
-                    "id": l.graph.node(*i).id,
-                    "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe" },
-                    "pure": l.graph.node(*i).pure,
-                    "reason": p.reason(),
-                })).collect::<Vec<_>>()}));
-                return Ok(());
-            }
-            let run = preds
-                .iter()
-                .filter(|(_, p)| matches!(p, Prediction::Run { .. } | Prediction::Drifted { .. }))
-                .count();
-            let maybe = preds
-                .iter()
-                .filter(|(_, p)| matches!(p, Prediction::Maybe { .. }))
-                .count();
-            println!(
-                "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date",
-                preds.len(),
-                preds.len() - run - maybe
-            );
-            let width = preds
-                .iter()
-                .map(|(i, _)| l.graph.node(*i).id.len())
-                .max()
-                .unwrap_or(0);
-            for (i, p) in &preds {
-                let tag = match p {
-                    Prediction::UpToDate { .. } if !all => continue,
-                    Prediction::UpToDate { .. } => "ok   ",
-                    Prediction::Run { .. } | Prediction::Drifted { .. } => "run  ",
-                    Prediction::Maybe { .. } => "maybe",
-                };
-                let n = l.graph.node(*i);
-                let live = if n.pure { "" } else { " [live]" };
-                println!("  {tag}  {:width$}  {}{live}", n.id, p.reason());
-            }
-            Ok(())
-        }
-        Command::Why { task, json } => {
-            let l = load(&cli.plan, Build::Live)?;
-            let Some(idx) = l.graph.find(&task) else {
-                let close = closest(&l.graph, &task);
-                return Err(fail(
-                    2,
-                    format!(
-                        "error: no task {task:?} in {}\nhint: {}",
-                        l.plan.file,
-                        if close.is_empty() {
-                            "`mesh graph` lists every task".to_string()
-                        } else {
-                            format!("did you mean {}?", close.join(", "))
-                        }
-                    ),
-                ));
-            };
-            let sel = vec![true; l.graph.len()];
-            let cache = Cache::open_existing(&cache_dir);
-            let preds = exec::predict(&l.graph, &sel, cache.as_ref());
-            let p = &preds
-                .iter()
-                .find(|(i, _)| *i == idx)
-                .expect("every node is predicted")
-                .1;
-            let rec = match cache.as_ref().map(|c| c.load(&task)) {
-                Some(cache::Load::Ok(r)) => Some(r),
-                _ => None,
-            };
-            let node = l.graph.node(idx);
-            let inputs: Vec<serde_json::Value> = node
-                .inputs
-                .iter()
-                .map(|(k, d)| {
-                    let state = match rec.as_ref().map(|r| r.inputs.get(k)) {
-                        None => "unrecorded",
-                        Some(None) => "new",
-                        Some(Some(old)) if old == d => "same",
-                        Some(Some(_)) => "changed",
-                    };
-                    json!({"input": k, "digest": d.short(), "state": state})
-                })
-                .collect();
-            if json {
-                print_json(&json!({
-                    "id": task,
-                    "state": p.label(),
-                    "reason": p.reason(),
-                    "deps": l.graph.dep_ids(idx),
-                    "inputs": inputs,
-                    "recorded": rec.as_ref().map(|r| json!({"key": r.key.short(), "started_ms": r.started_ms, "duration_ms": r.duration_us as f64 / 1e3})),
-                }));
-                return Ok(());
-            }
-            println!("{task}: {} — {}", p.label(), p.reason());
-            match &rec {
-                Some(r) => println!(
-                    "  last run: {} ago, took {}; key {}",
-                    ago(r.started_ms),
-                    ui::fmt_us(r.duration_us),
-                    r.key.short()
-                ),
-                None => println!("  no recorded run"),
-            }
-            let deps = l.graph.dep_ids(idx);
-            if !deps.is_empty() {
-                println!("  depends on: {}", deps.join(", "));
-            }
-            println!("  inputs:");
-            for i in &inputs {
-                println!(
-                    "    {:<10} {}",
-                    i["state"].as_str().unwrap_or(""),
-                    i["input"].as_str().unwrap_or("")
-                );
-            }
-            Ok(())
-        }
-        Command::Status { json } => {
-            let l = load(&cli.plan, Build::Live)?;
-            let sel = vec![true; l.graph.len()];
-            let cache = Cache::open_existing(&cache_dir);
-            let mut preds = exec::predict(&l.graph, &sel, cache.as_ref());
-            if let Some(cache) = &cache {
-                let rt = runtime()?;
-                rt.block_on(exec::probe_predictions(&l.graph, cache, &mut preds));
-            }
-            if json {
-                print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
-                    "id": l.graph.node(*i).id,
-                    "state": p.label(),
-                    "pure": l.graph.node(*i).pure,
-                    "reason": p.reason(),
-                })).collect::<Vec<_>>()}));
-                return Ok(());
-            }
-            let width = preds
-                .iter()
-                .map(|(i, _)| l.graph.node(*i).id.len())
-                .max()
-                .unwrap_or(0);
-            let mut counts = std::collections::BTreeMap::new();
-            for (i, p) in &preds {
-                *counts.entry(p.label()).or_insert(0) += 1;
-                let detail = match p {
-                    Prediction::UpToDate { record, .. } => {
-                        format!("ran {} ago", ago(record.started_ms))
-                    }
-                    other => other.reason(),
-                };
-                println!("{:<11} {:width$}  {detail}", p.label(), l.graph.node(*i).id);
-            }
-            let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            eprintln!("mesh status: {} tasks: {}", preds.len(), c.join(", "));
-            Ok(())
-        }
+        Command::Plan { offline, all, json } => plan_cmd(&cli.plan, &cache_dir, offline, all, json),
+        Command::Why { task, json } => why(&cli.plan, &cache_dir, &task, json),
+        Command::Status { json } => status(&cli.plan, &cache_dir, json),
         Command::Graph { format, offline } => {
             let l = load(
                 &cli.plan,
@@ -367,75 +206,81 @@ fn run(cli: Cli) -> Result<(), Exit> {
             print!("{text}");
             Ok(())
         }
-        Command::Clean { gc } => {
-            let Some(cache) = Cache::open_existing(&cache_dir) else {
-                if !gc {
-                    remove_out(&dir)?;
-                }
-                eprintln!("mesh clean: no cache at {}", cache_dir.display());
-                return Ok(());
-            };
-            let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
-            if gc {
-                let (n, bytes) = cache
-                    .gc(&lock)
-                    .map_err(|e| fail(1, format!("error: {e}")))?;
-                eprintln!("mesh clean --gc: removed {n} unreferenced blobs ({bytes} bytes)");
-            } else {
-                drop(lock);
-                cache::remove_dir(&cache_dir).map_err(|e| {
-                    fail(
-                        1,
-                        format!("error: cannot remove {}: {e}", cache_dir.display()),
-                    )
-                })?;
-                remove_out(&dir)?;
-                eprintln!(
-                    "mesh clean: removed {} and {}",
-                    cache_dir.display(),
-                    dir.join("out").display()
-                );
-            }
-            Ok(())
-        }
+        Command::Clean { gc } => clean(&dir, &cache_dir, gc),
         Command::Destroy => {
             let l = load(&cli.plan, Build::Live)?;
             destroy(l, &cache_dir)
         }
-        Command::Verify { json } => {
-            let l = load(&cli.plan, Build::Live)?;
-            let Some(cache) = Cache::open_existing(&cache_dir) else {
-                return Err(fail(
-                    1,
-                    "error: nothing was built yet: run mesh build first",
-                ));
-            };
-            let report = runtime()?
-                .block_on(crate::verify::run(&l.plan, &l.graph, &cache))
-                .map_err(|e| fail(1, format!("error: {e}")))?;
-            if json {
-                print_json(&serde_json::to_value(&report).expect("report serializes"));
-            } else {
-                print!("{}", crate::verify::text(&report));
-            }
-            if report.passed { Ok(()) } else { Err(Exit(1)) }
+        Command::Verify { json } => verify(&cli.plan, &cache_dir, json),
+        Command::Doctor { json } => doctor_cmd(&cli.plan, json),
+    }
+}
+
+fn clean(dir: &Path, cache_dir: &Path, gc: bool) -> Result<(), Exit> {
+    let Some(cache) = Cache::open_existing(cache_dir) else {
+        if !gc {
+            remove_out(dir)?;
         }
-        Command::Doctor { json } => {
-            let display = cli.plan.to_string_lossy().to_string();
-            let plan = plan::load(&cli.plan, &display).map_err(|e| fail(2, e))?;
-            let rt = runtime()?;
-            let checks = rt.block_on(doctor::checks(&plan));
-            if json {
-                print_json(&serde_json::to_value(&checks).expect("checks serialize"));
-            } else {
-                print!("{}", doctor_text(&checks));
-            }
-            if checks.iter().all(|c| c.ok) {
-                Ok(())
-            } else {
-                Err(Exit(1))
-            }
-        }
+        eprintln!("mesh clean: no cache at {}", cache_dir.display());
+        return Ok(());
+    };
+    let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    if gc {
+        let (n, bytes) = cache
+            .gc(&lock)
+            .map_err(|e| fail(1, format!("error: {e}")))?;
+        eprintln!("mesh clean --gc: removed {n} unreferenced blobs ({bytes} bytes)");
+    } else {
+        drop(lock);
+        cache::remove_dir(cache_dir).map_err(|e| {
+            fail(
+                1,
+                format!("error: cannot remove {}: {e}", cache_dir.display()),
+            )
+        })?;
+        remove_out(dir)?;
+        eprintln!(
+            "mesh clean: removed {} and {}",
+            cache_dir.display(),
+            dir.join("out").display()
+        );
+    }
+    Ok(())
+}
+
+fn verify(plan_path: &Path, cache_dir: &Path, json: bool) -> Result<(), Exit> {
+    let l = load(plan_path, Build::Live)?;
+    let Some(cache) = Cache::open_existing(cache_dir) else {
+        return Err(fail(
+            1,
+            "error: nothing was built yet: run mesh build first",
+        ));
+    };
+    let report = runtime()?
+        .block_on(crate::verify::run(&l.plan, &l.graph, &cache))
+        .map_err(|e| fail(1, format!("error: {e}")))?;
+    if json {
+        print_json(&serde_json::to_value(&report).expect("report serializes"));
+    } else {
+        print!("{}", crate::verify::text(&report));
+    }
+    if report.passed { Ok(()) } else { Err(Exit(1)) }
+}
+
+fn doctor_cmd(plan_path: &Path, json: bool) -> Result<(), Exit> {
+    let display = plan_path.to_string_lossy().to_string();
+    let plan = plan::load(plan_path, &display).map_err(|e| fail(2, e))?;
+    let rt = runtime()?;
+    let checks = rt.block_on(doctor::checks(&plan));
+    if json {
+        print_json(&serde_json::to_value(&checks).expect("checks serialize"));
+    } else {
+        print!("{}", doctor_text(&checks));
+    }
+    if checks.iter().all(|c| c.ok) {
+        Ok(())
+    } else {
+        Err(Exit(1))
     }
 }
 
@@ -530,34 +375,6 @@ async fn interrupted() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-}
-
-fn ago(ms: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let s = now.saturating_sub(ms) / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
-fn closest(graph: &Graph, wanted: &str) -> Vec<String> {
-    let mut ids: Vec<&str> = graph
-        .topo()
-        .iter()
-        .map(|&i| graph.node(i).id.as_str())
-        .collect();
-    ids.sort();
-    let prefix = wanted.split(':').next().unwrap_or(wanted);
-    ids.into_iter()
-        .filter(|id| id.contains(wanted) || id.starts_with(prefix))
-        .take(5)
-        .map(str::to_string)
-        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,131 @@
+//! Particular objects: helm's release records, a Service's LoadBalancer
+//! address, the reader service account's token, a Secret applied whole, and
+//! a command run in an app's pod.
+
+use super::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{AttachParams, ListParams};
+use tokio::io::AsyncReadExt;
+
+/// A release's latest revision and its status, from the release Secrets
+/// helm keeps in the release's namespace (`sh.helm.release.v1.<name>.v<n>`,
+/// labelled owner=helm, name, status, version): the same state `helm
+/// status` reads, without starting a process.
+pub async fn release_state(
+    client: &Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Option<(u64, String)>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
+        .await
+        .map_err(|e| format!("cannot read release {namespace}/{release}: {e}"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|s| {
+            let l = s.metadata.labels.as_ref()?;
+            Some((
+                l.get("version")?.parse::<u64>().ok()?,
+                l.get("status").cloned().unwrap_or_default(),
+            ))
+        })
+        .max_by_key(|(v, _)| *v))
+}
+
+/// The LoadBalancer address a Service has now, if any.
+pub async fn lb_ip(client: &Client, ns: &str, name: &str) -> Result<Option<String>, String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let svc = api.get_opt(name).await.map_err(|e| e.to_string())?;
+    Ok(svc.and_then(|s| {
+        s.status?
+            .load_balancer?
+            .ingress?
+            .into_iter()
+            .find_map(|i| i.ip)
+    }))
+}
+
+/// A long-lived token of service account `sa` in `ns`: the token Secret
+/// `secret` (type kubernetes.io/service-account-token) applied, then its
+/// `token` key awaited (the token controller fills it). Never logged.
+pub async fn reader_token(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    secret: &str,
+    timeout: Duration,
+) -> Result<String, TaskError> {
+    use kube::api::ObjectMeta;
+    let token_secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret.into()),
+            namespace: Some(ns.into()),
+            annotations: Some(
+                [(
+                    "kubernetes.io/service-account.name".to_string(),
+                    sa.to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/service-account-token".into()),
+        ..Default::default()
+    };
+    apply_secret(client, &token_secret).await?;
+    let token = wait_secret_key(client, ns, secret, "token", timeout).await?;
+    String::from_utf8(token).map_err(|_| TaskError::new("the reader token is not UTF-8"))
+}
+
+/// Server-side apply of a whole Secret (its namespace and name from its
+/// metadata). The error names the Secret, never its data.
+pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), TaskError> {
+    let ns = secret.metadata.namespace.clone().unwrap_or_default();
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(secret),
+    )
+    .await
+    .map_err(|e| kerr(format!("cannot apply Secret {ns}/{name}"), e))?;
+    Ok(())
+}
+
+/// Run `sh -c script` in the first pod labelled `app=<app>` in `ns`;
+/// return its stdout.
+pub async fn exec_sh(client: &Client, ns: &str, app: &str, script: &str) -> Result<String, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map_err(|e| format!("cannot list pods: {e}"))?;
+    let pod = list
+        .items
+        .iter()
+        .find_map(|p| p.metadata.name.clone())
+        .ok_or_else(|| format!("no {app} pod in namespace {ns}"))?;
+    let mut proc = pods
+        .exec(
+            &pod,
+            ["sh", "-c", script],
+            &AttachParams::default()
+                .stdin(false)
+                .stdout(true)
+                .stderr(false),
+        )
+        .await
+        .map_err(|e| format!("cannot exec in {ns}/{pod}: {e}"))?;
+    let mut out = String::new();
+    if let Some(mut stdout) = proc.stdout() {
+        stdout
+            .read_to_string(&mut out)
+            .await
+            .map_err(|e| format!("exec output: {e}"))?;
+    }
+    let _ = proc.join().await;
+    Ok(out)
+}

@@ -1,0 +1,139 @@
+//! Waits: watch one object until a condition holds, bounded by a timeout
+//! whose error names the object and what was awaited.
+
+use super::*;
+
+async fn wait<K, F>(
+    api: Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    cond: F,
+) -> Result<K, TaskError>
+where
+    K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
+    F: Fn(&K) -> bool + Send + 'static,
+{
+    let cond = move |o: Option<&K>| o.is_some_and(&cond);
+    match tokio::time::timeout(timeout, await_condition(api, name, cond)).await {
+        Ok(Ok(Some(o))) => Ok(o),
+        Ok(Ok(None)) => Err(kerr(what, "deleted while waiting")),
+        Ok(Err(e)) => Err(kerr(what, e)),
+        Err(_) => Err(TaskError::tool(
+            "kubernetes",
+            format!("timed out after {}s waiting for {what}", timeout.as_secs()),
+        )),
+    }
+}
+
+/// Wait until a Deployment has all its replicas ready.
+pub async fn wait_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), TaskError> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait(
+        api,
+        name,
+        &format!("Deployment {ns}/{name} to be ready"),
+        timeout,
+        |d: &Deployment| {
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = d.status.as_ref();
+            let ready = s.and_then(|s| s.ready_replicas).unwrap_or(0);
+            let observed = s.and_then(|s| s.observed_generation).unwrap_or(0);
+            ready >= want && observed >= d.metadata.generation.unwrap_or(0)
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Wait until a LoadBalancer Service has an address; return it.
+pub async fn wait_lb_ip(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, TaskError> {
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let ip = |s: &Service| -> Option<String> {
+        s.status
+            .as_ref()?
+            .load_balancer
+            .as_ref()?
+            .ingress
+            .as_ref()?
+            .iter()
+            .find_map(|i| i.ip.clone())
+    };
+    let svc = wait(
+        api,
+        name,
+        &format!("Service {ns}/{name} to get a LoadBalancer address"),
+        timeout,
+        move |s: &Service| ip(s).is_some(),
+    )
+    .await?;
+    Ok(ip(&svc).expect("condition holds"))
+}
+
+/// Wait until a Secret holds `key`; return its bytes. Never logged.
+pub async fn wait_secret_key(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, TaskError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let k = key.to_string();
+    let s = wait(
+        api,
+        name,
+        &format!("Secret {ns}/{name} to hold {key}"),
+        timeout,
+        move |s: &Secret| {
+            s.data
+                .as_ref()
+                .is_some_and(|d| d.get(&k).is_some_and(|v| !v.0.is_empty()))
+        },
+    )
+    .await?;
+    Ok(s.data
+        .and_then(|mut d| d.remove(key))
+        .map(|b| b.0)
+        .unwrap_or_default())
+}
+
+/// Wait until a Gateway API `Gateway` has a status address; return it.
+pub async fn wait_gateway_address(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, TaskError> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+    ));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let addr = |o: &DynamicObject| -> Option<String> {
+        o.data
+            .pointer("/status/addresses/0/value")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let o = wait(
+        api,
+        name,
+        &format!("Gateway {ns}/{name} to get an address"),
+        timeout,
+        move |o: &DynamicObject| addr(o).is_some(),
+    )
+    .await?;
+    Ok(addr(&o).expect("condition holds"))
+}
