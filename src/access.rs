@@ -48,7 +48,7 @@ pub struct Access {
 
 impl Access {
     pub async fn client(&self) -> Result<kube::Client, TaskError> {
-        k8s::connect(&self.kubeconfig, self.context.as_deref()).await
+        Ok(k8s::connect(&self.kubeconfig, self.context.as_deref()).await?)
     }
 
     /// The kubeconfig in a 0600 temp file, for tools.
@@ -67,7 +67,10 @@ impl Access {
     }
 
     pub fn server_and_ca(&self) -> Result<(String, Option<String>), TaskError> {
-        k8s::server_and_ca(&self.kubeconfig, self.context.as_deref())
+        Ok(k8s::server_and_ca(
+            &self.kubeconfig,
+            self.context.as_deref(),
+        )?)
     }
 }
 

@@ -7,7 +7,7 @@
 //! fails the build in milliseconds, not after half a bring-up.
 
 use crate::plan::{Plan, Provider};
-use crate::providers::{Tool, run};
+use crate::providers::{Tool, ToolError, run};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -38,8 +38,8 @@ async fn tool(t: Tool, args: &[&str], what: &str) -> Check {
         Err(e) => Check {
             what: what.into(),
             ok: false,
-            hint: (!e.message.contains(t.install_hint())).then(|| t.install_hint().into()),
-            detail: e.message,
+            hint: (!matches!(e, ToolError::NotFound { .. })).then(|| t.install_hint().into()),
+            detail: e.to_string(),
         },
     }
 }
@@ -123,7 +123,7 @@ fn contexts(plan: &Plan) -> Vec<Check> {
                 Err(e) => Check {
                     what,
                     ok: false,
-                    detail: e.message,
+                    detail: e.to_string(),
                     hint: Some("kubectl config get-contexts lists the contexts you have".into()),
                 },
             },

@@ -138,7 +138,7 @@ pub(crate) fn check(
                 Some(rec.output),
                 Some(Arc::new(rec.files)),
             )),
-            Err(e) => Checked::Failed(report(Status::Failed, e, None, None)),
+            Err(e) => Checked::Failed(report(Status::Failed, e.to_string(), None, None)),
         },
         Fresh::Stale {
             reason, previous, ..

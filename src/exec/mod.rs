@@ -352,8 +352,8 @@ async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
                 Some(output),
                 Some(Arc::new(entries)),
             ),
-            Err(e) => done(Status::Failed, e, None, None),
+            Err(e) => done(Status::Failed, e.to_string(), None, None),
         },
-        Err(e) => done(Status::Failed, e, None, None),
+        Err(e) => done(Status::Failed, e.to_string(), None, None),
     }
 }

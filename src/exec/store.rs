@@ -5,6 +5,21 @@
 
 use super::*;
 
+/// Why storing or materialising a task's outputs failed (the task's work
+/// itself succeeded; its record is not written).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("blob of {0} vanished from the cache")]
+    Vanished(String),
+}
+
 /// Reads dependency files out of the blob store.
 pub(crate) struct StoreReader {
     pub(crate) cache: Arc<Cache>,
@@ -34,13 +49,10 @@ pub(crate) fn store(
     files: Vec<OutFile>,
     started_ms: u64,
     start: Instant,
-) -> Result<(Digest, Vec<FileEntry>), String> {
+) -> Result<(Digest, Vec<FileEntry>), StoreError> {
     let mut entries = Vec::with_capacity(files.len());
     for f in files {
-        let blob = sh
-            .cache
-            .put_blob(&sh.lock, &f.bytes, f.secret)
-            .map_err(|e| e.to_string())?;
+        let blob = sh.cache.put_blob(&sh.lock, &f.bytes, f.secret)?;
         entries.push(FileEntry {
             name: f.name,
             blob,
@@ -62,15 +74,13 @@ pub(crate) fn store(
     };
     // Durable records for effectful tasks (minutes of work); pure ones are
     // cheaper to recompute than to fsync, and are verified when read.
-    sh.cache
-        .save(&sh.lock, &rec, !node.pure)
-        .map_err(|e| e.to_string())?;
+    sh.cache.save(&sh.lock, &rec, !node.pure)?;
     Ok((output, entries))
 }
 
 /// Make `out/` hold exactly the exported files (restoring edited or deleted
 /// ones from the store).
-pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), String> {
+pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), StoreError> {
     let Some(out) = &sh.out_dir else {
         return Ok(());
     };
@@ -79,17 +89,19 @@ pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), String
         let dest = out.join(rel);
         if std::fs::read(&dest).is_ok_and(|b| Digest::of_bytes(&b) == f.blob) {
             if f.secret {
-                set_mode(&dest, 0o600)
-                    .map_err(|e| format!("cannot chmod {}: {e}", dest.display()))?;
+                set_mode(&dest, 0o600).map_err(|source| StoreError::Write {
+                    path: dest.clone(),
+                    source,
+                })?;
             }
             continue;
         }
         let bytes = sh
             .cache
             .read_blob(&f.blob)
-            .ok_or_else(|| format!("blob of {} vanished from the cache", f.name))?;
+            .ok_or_else(|| StoreError::Vanished(f.name.clone()))?;
         write_file_atomic(&dest, &bytes, if f.secret { 0o600 } else { 0o644 })
-            .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+            .map_err(|source| StoreError::Write { path: dest, source })?;
     }
     Ok(())
 }

@@ -58,12 +58,33 @@ impl std::fmt::Display for ObjRef {
     }
 }
 
-fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> TaskError {
-    TaskError::tool("kubernetes", format!("{what}: {e}"))
+/// Why a Kubernetes call failed: what mesh was doing, and what the API
+/// (or the client) said. Never holds an object's data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubeError {
+    /// A request, or a kubeconfig or manifest, failed: `what` was being done.
+    #[error("{what}: {reason}")]
+    Failed { what: String, reason: String },
+    /// A wait ran out of time.
+    #[error("timed out after {secs}s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+}
+
+impl From<KubeError> for TaskError {
+    fn from(e: KubeError) -> TaskError {
+        TaskError::tool("kubernetes", e.to_string())
+    }
+}
+
+fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> KubeError {
+    KubeError::Failed {
+        what: what.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// A client for one cluster, from kubeconfig text and an optional context.
-pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, TaskError> {
+pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, KubeError> {
     let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| kerr("bad kubeconfig", e))?;
     let opts = KubeConfigOptions {
         context: context.map(str::to_string),
@@ -89,7 +110,7 @@ pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, 
 pub fn server_and_ca(
     kubeconfig: &str,
     context: Option<&str>,
-) -> Result<(String, Option<String>), TaskError> {
+) -> Result<(String, Option<String>), KubeError> {
     let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| kerr("bad kubeconfig", e))?;
     let ctx_name = context.map(str::to_string).or(kc.current_context.clone());
     let ctx = kc
@@ -130,7 +151,7 @@ impl Resolver {
     }
 
     /// The dynamic API for an object (namespaced or cluster-scoped).
-    pub async fn api(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, TaskError> {
+    pub async fn api(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, KubeError> {
         let key = (r.api_version.clone(), r.kind.clone());
         if !self.cache.contains_key(&key) {
             let (group, version) = match r.api_version.split_once('/') {
@@ -156,7 +177,7 @@ impl Resolver {
 }
 
 /// The documents of a manifest as objects, with their references.
-pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, TaskError> {
+pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, KubeError> {
     let docs = crate::yaml::yaml_docs(yaml).map_err(|e| kerr("manifest", e))?;
     docs.into_iter()
         .map(|d| {
@@ -185,7 +206,7 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, TaskErr
 }
 
 /// Server-side apply every document of `yaml`, stamping each with its hash.
-pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, TaskError> {
+pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError> {
     let mut res = Resolver::new(client.clone());
     let mut refs = Vec::new();
     for (r, mut obj) in parse_objects(yaml)? {
@@ -227,7 +248,7 @@ pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), String> {
 }
 
 /// Delete objects (absent ones are fine), in reverse order.
-pub async fn delete(client: &Client, refs: &[ObjRef]) -> Result<(), TaskError> {
+pub async fn delete(client: &Client, refs: &[ObjRef]) -> Result<(), KubeError> {
     let mut res = Resolver::new(client.clone());
     for r in refs.iter().rev() {
         let api = res.api(r).await?;

@@ -56,7 +56,7 @@ pub async fn reader_token(
     sa: &str,
     secret: &str,
     timeout: Duration,
-) -> Result<String, TaskError> {
+) -> Result<String, KubeError> {
     use kube::api::ObjectMeta;
     let token_secret = Secret {
         metadata: ObjectMeta {
@@ -76,12 +76,13 @@ pub async fn reader_token(
     };
     apply_secret(client, &token_secret).await?;
     let token = wait_secret_key(client, ns, secret, "token", timeout).await?;
-    String::from_utf8(token).map_err(|_| TaskError::new("the reader token is not UTF-8"))
+    String::from_utf8(token)
+        .map_err(|_| kerr(format!("Secret {ns}/{secret}"), "the token is not UTF-8"))
 }
 
 /// Server-side apply of a whole Secret (its namespace and name from its
 /// metadata). The error names the Secret, never its data.
-pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), TaskError> {
+pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), KubeError> {
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let name = secret.metadata.name.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);

@@ -9,7 +9,7 @@ async fn wait<K, F>(
     what: &str,
     timeout: Duration,
     cond: F,
-) -> Result<K, TaskError>
+) -> Result<K, KubeError>
 where
     K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
     F: Fn(&K) -> bool + Send + 'static,
@@ -19,10 +19,10 @@ where
         Ok(Ok(Some(o))) => Ok(o),
         Ok(Ok(None)) => Err(kerr(what, "deleted while waiting")),
         Ok(Err(e)) => Err(kerr(what, e)),
-        Err(_) => Err(TaskError::tool(
-            "kubernetes",
-            format!("timed out after {}s waiting for {what}", timeout.as_secs()),
-        )),
+        Err(_) => Err(KubeError::Timeout {
+            what: what.to_string(),
+            secs: timeout.as_secs(),
+        }),
     }
 }
 
@@ -32,7 +32,7 @@ pub async fn wait_deployment(
     ns: &str,
     name: &str,
     timeout: Duration,
-) -> Result<(), TaskError> {
+) -> Result<(), KubeError> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     wait(
         api,
@@ -57,7 +57,7 @@ pub async fn wait_lb_ip(
     ns: &str,
     name: &str,
     timeout: Duration,
-) -> Result<String, TaskError> {
+) -> Result<String, KubeError> {
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
     let ip = |s: &Service| -> Option<String> {
         s.status
@@ -87,7 +87,7 @@ pub async fn wait_secret_key(
     name: &str,
     key: &str,
     timeout: Duration,
-) -> Result<Vec<u8>, TaskError> {
+) -> Result<Vec<u8>, KubeError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let k = key.to_string();
     let s = wait(
@@ -114,7 +114,7 @@ pub async fn wait_gateway_address(
     ns: &str,
     name: &str,
     timeout: Duration,
-) -> Result<String, TaskError> {
+) -> Result<String, KubeError> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "gateway.networking.k8s.io",
         "v1",

@@ -133,10 +133,7 @@ impl RemoteSecret {
         .map_err(|e| {
             TaskError::tool(
                 "kubernetes",
-                format!(
-                    "cannot get the reader token in {}: {}",
-                    self.from.name, e.message
-                ),
+                format!("cannot get the reader token in {}: {}", self.from.name, e),
             )
         })?;
         let name = &self.from.name;
@@ -179,7 +176,7 @@ impl RemoteSecret {
                 "kubernetes",
                 format!(
                     "cannot write the remote secret into {}: {}",
-                    self.to.name, e.message
+                    self.to.name, e
                 ),
             )
         })?;

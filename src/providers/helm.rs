@@ -1,6 +1,5 @@
 //! The helm CLI.
-use super::{Tool, run};
-use crate::graph::TaskError;
+use super::{Tool, ToolError, run};
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ pub async fn upgrade(
     values: Option<&Path>,
     kubeconfig: &Path,
     context: Option<&str>,
-) -> Result<(), TaskError> {
+) -> Result<(), ToolError> {
     let kc = kubeconfig.to_string_lossy().to_string();
     let mut args: Vec<String> = vec![
         "upgrade".into(),
@@ -59,7 +58,7 @@ pub async fn uninstall(
     r: &Release,
     kubeconfig: &Path,
     context: Option<&str>,
-) -> Result<(), TaskError> {
+) -> Result<(), ToolError> {
     let kc = kubeconfig.to_string_lossy().to_string();
     let mut args = vec![
         "uninstall",

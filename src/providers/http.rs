@@ -2,13 +2,16 @@
 //! following up to five redirects (relative ones resolved against the
 //! current URL), each request bounded by 60 s. Used for the Gateway API CRDs.
 
-use crate::graph::TaskError;
+use super::ToolError;
 use std::time::Duration;
 
 /// GET a URL (following up to five redirects), as text.
-pub async fn fetch(url: &str) -> Result<String, TaskError> {
+pub async fn fetch(url: &str) -> Result<String, ToolError> {
     use http_body_util::{BodyExt, Empty};
-    let err = |what: String| TaskError::tool("download", format!("{url}: {what}"));
+    let err = |reason: String| ToolError::Download {
+        url: url.to_string(),
+        reason,
+    };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| err(format!("no TLS roots: {e}")))?

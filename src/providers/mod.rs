@@ -5,7 +5,8 @@
 //! `MESH_KIND`, `MESH_HELM`, `MESH_DOCKER` environment variables), runs with
 //! no stdin, its output captured, under a timeout, and is killed if the task
 //! running it is dropped (Ctrl-C, or a fail-fast stop): `kill_on_drop`. A
-//! failure becomes a [`TaskError`] that names the tool, the command line and
+//! failure becomes a [`ToolError`] (converted to the task's error at the kind
+//! boundary) that names the tool, the command line and
 //! the last lines of its stderr. Tool stdout that carries credentials
 //! (kubeconfigs) is never put into an error message.
 //!
@@ -77,8 +78,76 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Why a tool call failed. Its text never holds the tool's stdout (it may
+/// carry credentials): at most the last lines of stderr.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    #[error("not found on PATH; {hint}")]
+    NotFound {
+        tool: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot run `{cmd}`: {reason}")]
+    Spawn {
+        tool: &'static str,
+        cmd: String,
+        reason: String,
+    },
+    #[error("`{cmd}` did not finish in {secs}s (killed)")]
+    Timeout {
+        tool: &'static str,
+        cmd: String,
+        secs: u64,
+    },
+    #[error("`{cmd}` {status}{}", stderr_suffix(.stderr_tail))]
+    Failed {
+        tool: &'static str,
+        cmd: String,
+        status: String,
+        stderr_tail: Vec<String>,
+    },
+    #[error("`{cmd}` printed non-UTF-8 output")]
+    NotUtf8 { tool: &'static str, cmd: String },
+    /// The tool answered, but not what mesh needs (the text says what it
+    /// printed, never the bytes of a credential).
+    #[error("{message}")]
+    BadOutput { tool: &'static str, message: String },
+    /// An HTTP download (`http`).
+    #[error("{url}: {reason}")]
+    Download { url: String, reason: String },
+}
+
+fn stderr_suffix(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", tail.join(" | "))
+    }
+}
+
+impl ToolError {
+    /// The tool at fault, as error messages name it.
+    pub fn tool(&self) -> &'static str {
+        match self {
+            ToolError::NotFound { tool, .. }
+            | ToolError::Spawn { tool, .. }
+            | ToolError::Timeout { tool, .. }
+            | ToolError::Failed { tool, .. }
+            | ToolError::NotUtf8 { tool, .. }
+            | ToolError::BadOutput { tool, .. } => tool,
+            ToolError::Download { .. } => "download",
+        }
+    }
+}
+
+impl From<ToolError> for TaskError {
+    fn from(e: ToolError) -> TaskError {
+        TaskError::tool(e.tool(), e.to_string())
+    }
+}
+
 /// Run a tool; its stdout on success.
-pub async fn run(tool: Tool, args: &[&str], timeout: Duration) -> Result<String, TaskError> {
+pub async fn run(tool: Tool, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
     run_env(tool, args, &[], timeout).await
 }
 
@@ -99,14 +168,12 @@ pub async fn run_env(
     args: &[&str],
     env: &[(&str, &Path)],
     timeout: Duration,
-) -> Result<String, TaskError> {
+) -> Result<String, ToolError> {
     let timeout = cap(timeout);
     let shown = format!("{} {}", tool.name(), args.join(" "));
-    let bin = tool.locate().ok_or_else(|| {
-        TaskError::tool(
-            tool.name(),
-            format!("not found on PATH; {}", tool.install_hint()),
-        )
+    let bin = tool.locate().ok_or(ToolError::NotFound {
+        tool: tool.name(),
+        hint: tool.install_hint(),
     })?;
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.args(args)
@@ -117,44 +184,49 @@ pub async fn run_env(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| TaskError::tool(tool.name(), format!("cannot run `{shown}`: {e}")))?;
+    let child = cmd.spawn().map_err(|e| ToolError::Spawn {
+        tool: tool.name(),
+        cmd: shown.clone(),
+        reason: e.to_string(),
+    })?;
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.map_err(|e| TaskError::tool(tool.name(), format!("`{shown}`: {e}")))?,
+        Ok(r) => r.map_err(|e| ToolError::Spawn {
+            tool: tool.name(),
+            cmd: shown.clone(),
+            reason: e.to_string(),
+        })?,
         Err(_) => {
-            return Err(TaskError::tool(
-                tool.name(),
-                format!(
-                    "`{shown}` did not finish in {}s (killed)",
-                    timeout.as_secs()
-                ),
-            ));
+            return Err(ToolError::Timeout {
+                tool: tool.name(),
+                cmd: shown,
+                secs: timeout.as_secs(),
+            });
         }
     };
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr
+        let tail: Vec<String> = stderr
             .lines()
             .rev()
             .take(5)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
+            .map(str::to_string)
             .collect();
         let status = out.status.code().map_or_else(
             || "was killed by a signal".to_string(),
             |c| format!("exited with status {c}"),
         );
-        return Err(TaskError::tool(
-            tool.name(),
-            format!(
-                "`{shown}` {status}{}{}",
-                if tail.is_empty() { "" } else { ": " },
-                tail.join(" | ")
-            ),
-        ));
+        return Err(ToolError::Failed {
+            tool: tool.name(),
+            cmd: shown,
+            status,
+            stderr_tail: tail,
+        });
     }
-    String::from_utf8(out.stdout)
-        .map_err(|_| TaskError::tool(tool.name(), format!("`{shown}` printed non-UTF-8 output")))
+    String::from_utf8(out.stdout).map_err(|_| ToolError::NotUtf8 {
+        tool: tool.name(),
+        cmd: shown,
+    })
 }
