@@ -6,6 +6,11 @@
 //! tasks, whose output is a constant: they are where early cutoff must stop
 //! a rebuild. A model computed independently in the test says which tasks
 //! must rerun, fail or be skipped; the executor must agree exactly.
+//!
+//! Effectful tasks (as live tasks are) have a probe that reads a fake
+//! world: in sync, drifted, or unreachable. The model then also says what
+//! `plan` and `status` (the executor's `predict` plus probes) report, and the
+//! build must do what they said.
 
 use mesh::cache::{Cache, Load};
 use mesh::exec::{self, BuildReport, Options, Quiet, Status};
@@ -26,8 +31,22 @@ struct Log {
     runs: Mutex<Vec<(usize, usize, usize)>>,
 }
 
+/// What an effectful task's probe finds in the fake world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WorldState {
+    InSync,
+    Drifted,
+    Unreachable,
+}
+
+type World = Arc<Mutex<BTreeMap<usize, WorldState>>>;
+
 struct Fake {
     idx: usize,
+    /// Effectful: has a probe reading `world` (`Some(true)`), or none
+    /// (`Some(false)`); pure: `None`.
+    probe: Option<bool>,
+    world: World,
     deps: Vec<usize>,
     cutoff: bool,
     fail: bool,
@@ -38,7 +57,7 @@ struct Fake {
 
 impl Action for Fake {
     fn run(&self, ctx: Ctx) -> BoxFuture<Result<Vec<OutFile>, TaskError>> {
-        let (idx, deps, cutoff, fail, input, sleep_us, log) = (
+        let (idx, deps, cutoff, fail, input, sleep_us, log, world) = (
             self.idx,
             self.deps.clone(),
             self.cutoff,
@@ -46,6 +65,7 @@ impl Action for Fake {
             self.input.clone(),
             self.sleep_us,
             self.log.clone(),
+            self.world.clone(),
         );
         Box::pin(async move {
             let now = log.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -65,8 +85,26 @@ impl Action for Fake {
                 return Err(TaskError::tool("fake", format!("t{idx} fails on purpose")));
             }
             let out = if cutoff { "const".to_string() } else { out };
+            world.lock().unwrap().insert(idx, WorldState::InSync);
             Ok(vec![OutFile::new("out", out)])
         })
+    }
+
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+        if self.probe != Some(true) {
+            return None;
+        }
+        let (idx, world) = (self.idx, self.world.clone());
+        Some(Box::pin(async move {
+            // A probe reads the task's own recorded output.
+            ctx.read(&ctx.id, "out").map_err(|e| e.to_string())?;
+            match world.lock().unwrap().get(&idx).copied() {
+                Some(WorldState::InSync) => Ok(()),
+                Some(WorldState::Drifted) => Err(format!("t{idx} drifted")),
+                Some(WorldState::Unreachable) => Err(format!("t{idx}: unreachable")),
+                None => Err(format!("t{idx} was never made")),
+            }
+        }))
     }
 }
 
@@ -106,6 +144,18 @@ fn dag() -> impl Strategy<Value = Dag> {
 }
 
 fn graph(d: &Dag, inputs: &[String], fail: &BTreeSet<usize>, log: &Arc<Log>) -> Arc<Graph> {
+    graph_in(d, inputs, fail, log, &[], &World::default())
+}
+
+/// `effect[i]`: task i is effectful, with a probe (`Some(true)`) or none.
+fn graph_in(
+    d: &Dag,
+    inputs: &[String],
+    fail: &BTreeSet<usize>,
+    log: &Arc<Log>,
+    effect: &[Option<bool>],
+    world: &World,
+) -> Arc<Graph> {
     let mut b = GraphBuilder::new();
     for (i, input) in inputs.iter().enumerate().take(d.n) {
         let mut m = BTreeMap::new();
@@ -114,10 +164,12 @@ fn graph(d: &Dag, inputs: &[String], fail: &BTreeSet<usize>, log: &Arc<Log>) -> 
             id: format!("t{i}"),
             kind: "fake",
             version: 1,
-            pure: true,
+            pure: effect.get(i).copied().flatten().is_none(),
             inputs: m,
             action: Arc::new(Fake {
                 idx: i,
+                probe: effect.get(i).copied().flatten(),
+                world: world.clone(),
                 deps: d.deps[i].clone(),
                 cutoff: d.cutoff[i],
                 fail: fail.contains(&i),
@@ -276,6 +328,92 @@ proptest! {
         let ran: BTreeSet<usize> = status_of(&r).into_iter().filter(|(_, s)| *s == Status::Ran).map(|(i, _)| i).collect();
         let expect: BTreeSet<usize> = failed.union(&skipped).copied().collect();
         prop_assert_eq!(ran, expect);
+    }
+
+    /// Effectful tasks with probes: after drift (or an unreachable world)
+    /// and one input change, `plan`/`status` (predict + probes) and the build
+    /// agree: what they call up to date stays cached, what they call stale or
+    /// drifted runs, and only a "may run" (early cutoff) is left to the build.
+    /// A drifted task reruns, repairs the world, and cuts off (its output is
+    /// the same); the next build is a probe-only no-op.
+    #[test]
+    fn plan_status_and_build_agree_with_probes(
+        d in dag(),
+        jobs in 1usize..4,
+        effect_seed in proptest::collection::vec(0u8..3, 24),
+        world_seed in proptest::collection::vec(0u8..4, 24),
+        change in proptest::option::of(any::<proptest::sample::Index>()),
+    ) {
+        // 0: pure, 1: effectful with a probe, 2: effectful without one.
+        let effect: Vec<Option<bool>> = (0..d.n)
+            .map(|i| match effect_seed[i] { 0 => None, 1 => Some(true), _ => Some(false) })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+        let world = World::default();
+        let mut inputs: Vec<String> = (0..d.n).map(|i| format!("v{i}")).collect();
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph_in(&d, &inputs, &BTreeSet::new(), &log, &effect, &world), jobs, false);
+        prop_assert_eq!(r.count(Status::Ran), d.n);
+
+        // The world moves behind mesh's back.
+        let mut broken = BTreeSet::new();
+        for i in 0..d.n {
+            let state = match world_seed[i] { 0 => WorldState::Drifted, 1 => WorldState::Unreachable, _ => WorldState::InSync };
+            if effect[i] == Some(true) && state != WorldState::InSync {
+                world.lock().unwrap().insert(i, state);
+                broken.insert(i);
+            }
+        }
+        if let Some(k) = change {
+            let k = k.index(d.n);
+            inputs[k] = format!("changed{k}");
+        }
+        let log = Arc::new(Log::default());
+        let g = graph_in(&d, &inputs, &BTreeSet::new(), &log, &effect, &world);
+
+        // What plan and status say (the same decision, plus probes).
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let sel = vec![true; g.len()];
+        let mut preds = exec::predict(&g, &sel, Some(&cache));
+        rt.block_on(exec::probe_predictions(&g, &cache, &mut preds));
+        let said: BTreeMap<usize, exec::Prediction> = preds
+            .into_iter()
+            .map(|(i, p)| (g.node(i).id[1..].parse().unwrap(), p))
+            .collect();
+
+        let r = run(&cache, g, jobs, false);
+        check_order_and_once(&d, &log, jobs)?;
+        for (j, st) in status_of(&r) {
+            match &said[&j] {
+                exec::Prediction::UpToDate { .. } => prop_assert_eq!(st, Status::Cached, "t{} was said up to date", j),
+                exec::Prediction::Run { .. } | exec::Prediction::Drifted { .. } => prop_assert_eq!(st, Status::Ran, "t{} was said to run", j),
+                exec::Prediction::Maybe { .. } => prop_assert!(st == Status::Ran || st == Status::Cached),
+            }
+            // A broken world is never trusted: the task reruns.
+            if broken.contains(&j) {
+                prop_assert_eq!(st, Status::Ran, "t{} drifted but was not rerun", j);
+            }
+        }
+        // Without an input change, drift is all that runs, and status names it.
+        if change.is_none() {
+            for j in 0..d.n {
+                let drifted = matches!(said[&j], exec::Prediction::Drifted { .. });
+                prop_assert_eq!(drifted, broken.contains(&j), "t{}", j);
+            }
+            let ran: BTreeSet<usize> = status_of(&r).into_iter().filter(|(_, s)| *s == Status::Ran).map(|(i, _)| i).collect();
+            prop_assert_eq!(&ran, &broken);
+        }
+
+        // Repaired: the next build and status are a probe-only no-op.
+        let log = Arc::new(Log::default());
+        let g = graph_in(&d, &inputs, &BTreeSet::new(), &log, &effect, &world);
+        let mut preds = exec::predict(&g, &sel, Some(&cache));
+        rt.block_on(exec::probe_predictions(&g, &cache, &mut preds));
+        let all_current = preds.iter().all(|(_, p)| matches!(p, exec::Prediction::UpToDate { .. }));
+        prop_assert!(all_current, "status after the repair: {:?}", preds.iter().map(|(_, p)| p.label()).collect::<Vec<_>>());
+        let r = run(&cache, g, jobs, false);
+        prop_assert_eq!(r.count(Status::Cached), d.n);
     }
 
     /// Fail fast: after the first failure nothing new starts, and every
