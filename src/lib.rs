@@ -1,22 +1,24 @@
 //! mesh: an Istio multi-cluster mesh, brought up as a build system builds a
 //! program.
 //!
-//! The layers, bottom up; a module imports only from layers below it:
+//! The layers, bottom up; a module imports only from its own layer or
+//! below, and within a layer only from modules listed before it (peers
+//! separated by commas, an order by "<"). `tests/layers.rs` enforces it.
 //!
-//! 1. the engine, which knows nothing of Istio: `hash` (digests), `cache`
-//!    (the store and its records), `graph` (nodes, actions and the sealed
-//!    DAG), `exec` (the parallel, cached executor);
+//! 1. the engine, which knows nothing of Istio: `hash` (digests) < `graph`
+//!    (nodes, actions and the sealed DAG) < `cache` (the store and its
+//!    records) < `exec` (the parallel, cached executor);
 //! 2. the input: `diag` (located errors), `yaml` (multi-document YAML),
-//!    `assets` (the embedded `tasks/` files), `plan` (plan.toml → a
+//!    `assets` (the embedded `tasks/` files) < `plan` (plan.toml → a
 //!    validated plan);
 //! 3. the world: `providers` (kind, helm, docker, http: every process and
-//!    download), `k8s` (every Kubernetes API call), `access` (reaching a
+//!    download), `k8s` (every Kubernetes API call) < `access` (reaching a
 //!    cluster's API with its credentials);
 //! 4. the domain: `kinds` (one module per task kind: ids, version, slice,
-//!    templates, action, probe, undo) and `planner` (plan → graph, kind by
+//!    templates, action, probe, undo) < `planner` (plan → graph, kind by
 //!    kind);
 //! 5. the commands: `verify`, `doctor`, `ui` (progress, summary, trace,
-//!    JSON) and `cli`.
+//!    JSON) < `cli`.
 
 pub mod access;
 pub mod assets;

@@ -55,6 +55,17 @@ fn tool_and_kubernetes_errors_as_tasks_report_them() {
             url: "http://127.0.0.1:1/crds.yaml".into(),
             reason: "HTTP 404 Not Found".into(),
         }),
+        shown(ToolError::CommandSpawn {
+            program: "./seed.sh".into(),
+            cmd: "./seed.sh east".into(),
+            reason: "No such file or directory (os error 2)".into(),
+        }),
+        shown(ToolError::CommandFailed {
+            program: "kubectl".into(),
+            cmd: "kubectl apply -k overlays/east".into(),
+            status: "exit status: 1".into(),
+            stderr_tail: vec!["error: no objects passed to apply".into()],
+        }),
         shown(KubeError::Failed {
             what: "cannot apply Secret istio-system/cacerts".into(),
             reason: "ApiError: admission webhook denied the request".into(),

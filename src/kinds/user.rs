@@ -175,32 +175,14 @@ impl Action for Command {
         Box::pin(async move {
             let access = cluster::access(&this.target, &ctx)?;
             let kc = access.file()?;
-            let shown = this.argv.join(" ");
-            let mut cmd = tokio::process::Command::new(&this.argv[0]);
-            cmd.args(&this.argv[1..])
-                .current_dir(&this.dir)
-                .env("KUBECONFIG", kc.path())
-                .env("MESH_CLUSTER", &this.target.name)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true);
+            let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
+                ("KUBECONFIG", kc.path().as_os_str()),
+                ("MESH_CLUSTER", this.target.name.as_ref()),
+            ];
             if let Some(c) = access.context() {
-                cmd.env("MESH_KUBE_CONTEXT", c);
+                env.push(("MESH_KUBE_CONTEXT", c.as_ref()));
             }
-            let out = cmd.output().await.map_err(|e| {
-                TaskError::tool(&this.argv[0], format!("cannot run `{shown}`: {e}"))
-            })?;
-            if !out.status.success() {
-                let err = String::from_utf8_lossy(&out.stderr);
-                let tail: Vec<&str> = err.lines().rev().take(5).collect();
-                return Err(TaskError::tool(
-                    &this.argv[0],
-                    format!(
-                        "`{shown}` failed ({}): {}",
-                        out.status,
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    ),
-                ));
-            }
+            crate::providers::command(&this.argv, &this.dir, &env).await?;
             Ok(Receipt::default().files())
         })
     }

@@ -14,7 +14,8 @@
 //! kubeconfigs (the internal one, whose server is the control-plane
 //! container's address, is what other clusters can reach); `kubeconfig`
 //! reads an existing cluster's kubeconfig file and never creates or deletes
-//! anything. `http` downloads a URL (the Gateway API CRDs).
+//! anything. `http` downloads a URL (the Gateway API CRDs); [`command`] runs
+//! a user task's command.
 
 use crate::graph::TaskError;
 
@@ -22,6 +23,42 @@ pub mod docker;
 pub mod helm;
 pub mod http;
 pub mod kind;
+
+/// Run a user task's command (`argv`, in `dir`, no stdin, these extra
+/// environment variables), killed if the task is dropped.
+pub async fn command(
+    argv: &[String],
+    dir: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<(), ToolError> {
+    let shown = argv.join(" ");
+    let program = argv.first().cloned().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&argv[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.map_err(|e| ToolError::CommandSpawn {
+        program: program.clone(),
+        cmd: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut tail: Vec<String> = err.lines().rev().take(5).map(str::to_string).collect();
+    tail.reverse();
+    Err(ToolError::CommandFailed {
+        program,
+        cmd: shown,
+        status: out.status.to_string(),
+        stderr_tail: tail,
+    })
+}
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -115,6 +152,21 @@ pub enum ToolError {
     /// An HTTP download (`http`).
     #[error("{url}: {reason}")]
     Download { url: String, reason: String },
+    /// A user task's command could not start.
+    #[error("cannot run `{cmd}`: {reason}")]
+    CommandSpawn {
+        program: String,
+        cmd: String,
+        reason: String,
+    },
+    /// A user task's command failed.
+    #[error("`{cmd}` failed ({status}): {}", .stderr_tail.join(" | "))]
+    CommandFailed {
+        program: String,
+        cmd: String,
+        status: String,
+        stderr_tail: Vec<String>,
+    },
 }
 
 fn stderr_suffix(tail: &[String]) -> String {
@@ -127,8 +179,11 @@ fn stderr_suffix(tail: &[String]) -> String {
 
 impl ToolError {
     /// The tool at fault, as error messages name it.
-    pub fn tool(&self) -> &'static str {
+    pub fn tool(&self) -> &str {
         match self {
+            ToolError::CommandSpawn { program, .. } | ToolError::CommandFailed { program, .. } => {
+                program
+            }
             ToolError::NotFound { tool, .. }
             | ToolError::Spawn { tool, .. }
             | ToolError::Timeout { tool, .. }
