@@ -199,7 +199,6 @@ fn overhead(n: usize, reps: usize) {
             b.add(Node {
                 id: format!("t{i}"),
                 kind: "noop",
-                version: 1,
                 pure: true,
                 inputs,
                 action: Arc::new(NoOp),

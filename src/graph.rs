@@ -166,8 +166,6 @@ pub struct Node {
     pub id: String,
     /// Task kind, e.g. `pki.intermediate` (the part of the id before `:`).
     pub kind: &'static str,
-    /// Bumped when the kind's implementation changes what it produces.
-    pub version: u32,
     /// Pure tasks run offline; the others act on clusters.
     pub pure: bool,
     /// Input manifest: input name → digest.
@@ -413,7 +411,6 @@ mod tests {
         Node {
             id: id.into(),
             kind: "t",
-            version: 1,
             pure: true,
             inputs: BTreeMap::new(),
             action: Arc::new(Never),

@@ -17,6 +17,7 @@
 
 use crate::access::{Access, Target};
 use crate::cache::{Cache, Load};
+use crate::exec;
 use crate::graph::{Graph, TaskError};
 use crate::kinds;
 use crate::plan::{Plan, Selector};
@@ -55,19 +56,12 @@ pub struct Report {
 /// recorded) or the user's kubeconfig (existing clusters).
 fn access(plan: &Plan, cache: &Cache, cluster: &str) -> Result<Access, String> {
     let recorded = |file: &str| -> Result<String, TaskError> {
-        let Load::Ok(rec) = cache.load(&kinds::cluster::id(cluster)) else {
-            return Err(TaskError::new(format!(
-                "cluster {cluster} was never built (run mesh build)"
-            )));
-        };
-        let f = rec
-            .files
-            .iter()
-            .find(|f| f.name == file)
-            .ok_or_else(|| TaskError::new(format!("no {file} recorded")))?;
-        let bytes = cache
-            .read_blob(&f.blob)
-            .ok_or_else(|| TaskError::new(format!("the {file} blob is missing")))?;
+        let bytes =
+            exec::recorded_file(cache, &kinds::cluster::id(cluster), file).ok_or_else(|| {
+                TaskError::new(format!(
+                    "cluster {cluster} has no {file} recorded (run mesh build)"
+                ))
+            })?;
         String::from_utf8(bytes).map_err(|_| TaskError::new(format!("{file} is not UTF-8")))
     };
     Target::of(&plan.clusters[cluster])
@@ -207,12 +201,8 @@ pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, St
             continue;
         };
         let status = match cache.load(&node.id) {
-            Load::Ok(rec) => {
-                let receipt = rec
-                    .files
-                    .iter()
-                    .find(|f| f.name == kinds::step::RECEIPT)
-                    .and_then(|f| cache.read_blob(&f.blob))
+            Load::Ok(_) => {
+                let receipt = exec::recorded_file(cache, &node.id, kinds::step::RECEIPT)
                     .and_then(|b| serde_json::from_slice::<kinds::step::Receipt>(&b).ok());
                 match (receipt, access(plan, cache, to)) {
                     (Some(r), Ok(acc)) => match acc.client().await {

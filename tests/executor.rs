@@ -163,7 +163,6 @@ fn graph_in(
         b.add(Node {
             id: format!("t{i}"),
             kind: "fake",
-            version: 1,
             pure: effect.get(i).copied().flatten().is_none(),
             inputs: m,
             action: Arc::new(Fake {

@@ -88,6 +88,7 @@ pub use fresh::{
     KeyInput, Prediction, key_of, output_digest, predict, probe_predictions, why_stale,
 };
 pub use report::{BuildReport, Observer, Options, Quiet, Status, TaskReport};
+pub use store::recorded_file;
 use store::{StoreReader, materialize, store};
 
 struct Shared {

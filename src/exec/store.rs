@@ -41,6 +41,18 @@ impl DepReader for StoreReader {
     }
 }
 
+/// What a past build recorded for task `id`: the bytes of its file `name`,
+/// verified against its digest. `None` when the task has no readable
+/// record, or the record no such file, or the blob is gone or corrupt.
+/// (For commands that read results outside a build, as verify does.)
+pub fn recorded_file(cache: &Cache, id: &str, name: &str) -> Option<Vec<u8>> {
+    let Load::Ok(rec) = cache.load(id) else {
+        return None;
+    };
+    let f = rec.files.iter().find(|f| f.name == name)?;
+    cache.read_blob(&f.blob)
+}
+
 pub(crate) fn store(
     sh: &Shared,
     node: &Node,

@@ -292,7 +292,6 @@ impl<'a> Planner<'a> {
             Node {
                 id: id.into(),
                 kind,
-                version,
                 pure: true,
                 inputs,
                 action,
@@ -322,7 +321,6 @@ impl<'a> Planner<'a> {
             Node {
                 id: spec.id.into(),
                 kind: "render",
-                version,
                 pure: true,
                 inputs,
                 action: blocking(move |ctx: &Ctx| render::render(ctx, &base, &how, &outputs)),
@@ -351,7 +349,6 @@ impl<'a> Planner<'a> {
             Node {
                 id: id.into(),
                 kind,
-                version,
                 pure: false,
                 inputs,
                 action: spec.action,
