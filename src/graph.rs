@@ -91,6 +91,24 @@ impl fmt::Display for TaskError {
     }
 }
 
+/// What a probe found when the world does not hold what the record says.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The world differs from the record (an object changed or is gone, the
+    /// cluster was deleted): the task reruns.
+    #[error("drifted: {0}")]
+    Drift(String),
+    /// The world could not be asked (an API server that does not answer:
+    /// Docker restarting, a laptop waking up). Nothing is known, so nothing
+    /// is done: the task fails with this reason, and never reruns on it (a
+    /// rerun of `cluster:<c>` would delete a cluster that may be fine).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// The result of a probe.
+pub type Probe = Result<(), ProbeError>;
+
 /// Files of the dependencies, for an action to read.
 pub trait DepReader: Send + Sync {
     /// The bytes of file `name` produced by dependency `dep`.
@@ -123,8 +141,9 @@ pub trait Action: Send + Sync {
 
     /// Effectful tasks: a cheap check that the world still holds what the
     /// recorded run did (`ctx` also reads the task's own recorded files,
-    /// under its own id). `Err` says what drifted. `None`: nothing to check.
-    fn probe(&self, _ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+    /// under its own id). `Err` says what drifted, or that the world could
+    /// not be asked. `None`: nothing to check.
+    fn probe(&self, _ctx: Ctx) -> Option<BoxFuture<Probe>> {
         None
     }
 

@@ -18,7 +18,7 @@
 use crate::access::{Access, Target};
 use crate::cache::{Cache, Load};
 use crate::exec;
-use crate::graph::{Graph, TaskError};
+use crate::graph::{Graph, ProbeError, TaskError};
 use crate::kinds;
 use crate::plan::{Plan, Selector};
 use serde::Serialize;
@@ -208,8 +208,11 @@ pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, St
                     (Some(r), Ok(acc)) => match acc.client().await {
                         Ok(client) => match crate::k8s::probe(&client, &r.objects).await {
                             Ok(()) => "synced".to_string(),
-                            Err(e) if e.contains("is gone") => "missing".to_string(),
-                            Err(e) => format!("changed ({e})"),
+                            Err(ProbeError::Drift(e)) if e.ends_with("is gone") => {
+                                "missing".to_string()
+                            }
+                            Err(ProbeError::Drift(e)) => format!("changed ({e})"),
+                            Err(ProbeError::Unreachable(e)) => format!("unreachable ({e})"),
                         },
                         Err(e) => format!("unreachable ({e})"),
                     },

@@ -14,7 +14,9 @@
 
 use mesh::cache::{Cache, Load};
 use mesh::exec::{self, BuildReport, Options, Quiet, Status};
-use mesh::graph::{Action, BoxFuture, Ctx, Graph, GraphBuilder, Node, OutFile, TaskError};
+use mesh::graph::{
+    Action, BoxFuture, Ctx, Graph, GraphBuilder, Node, OutFile, Probe, ProbeError, TaskError,
+};
 use mesh::hash::Digest;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +70,10 @@ impl Action for Fake {
             self.world.clone(),
         );
         Box::pin(async move {
+            // An action cannot act on a world that does not answer.
+            if world.lock().unwrap().get(&idx) == Some(&WorldState::Unreachable) {
+                return Err(TaskError::tool("fake", format!("t{idx} does not answer")));
+            }
             let now = log.running.fetch_add(1, Ordering::SeqCst) + 1;
             log.max_running.fetch_max(now, Ordering::SeqCst);
             let start = log.seq.fetch_add(1, Ordering::SeqCst);
@@ -90,19 +96,22 @@ impl Action for Fake {
         })
     }
 
-    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Probe>> {
         if self.probe != Some(true) {
             return None;
         }
         let (idx, world) = (self.idx, self.world.clone());
         Some(Box::pin(async move {
             // A probe reads the task's own recorded output.
-            ctx.read(&ctx.id, "out").map_err(|e| e.to_string())?;
+            ctx.read(&ctx.id, "out")
+                .map_err(|e| ProbeError::Drift(e.to_string()))?;
             match world.lock().unwrap().get(&idx).copied() {
                 Some(WorldState::InSync) => Ok(()),
-                Some(WorldState::Drifted) => Err(format!("t{idx} drifted")),
-                Some(WorldState::Unreachable) => Err(format!("t{idx}: unreachable")),
-                None => Err(format!("t{idx} was never made")),
+                Some(WorldState::Drifted) => Err(ProbeError::Drift(format!("t{idx} changed"))),
+                Some(WorldState::Unreachable) => {
+                    Err(ProbeError::Unreachable(format!("t{idx} does not answer")))
+                }
+                None => Err(ProbeError::Drift(format!("t{idx} was never made"))),
             }
         }))
     }
@@ -329,12 +338,13 @@ proptest! {
         prop_assert_eq!(ran, expect);
     }
 
-    /// Effectful tasks with probes: after drift (or an unreachable world)
-    /// and one input change, `plan`/`status` (predict + probes) and the build
-    /// agree: what they call up to date stays cached, what they call stale or
-    /// drifted runs, and only a "may run" (early cutoff) is left to the build.
-    /// A drifted task reruns, repairs the world, and cuts off (its output is
-    /// the same); the next build is a probe-only no-op.
+    /// Effectful tasks with probes: after drift, an unreachable world, and
+    /// an input change, `plan`/`status` (predict + probes) and the build
+    /// agree: what they call up to date stays cached, what they call stale
+    /// or drifted runs, what they call unreachable fails without running
+    /// (its dependents skipped), and only a "may run" (early cutoff) is left
+    /// to the build. Once the world answers again, one build repairs the
+    /// rest and the next one is a probe-only no-op.
     #[test]
     fn plan_status_and_build_agree_with_probes(
         d in dag(),
@@ -355,14 +365,16 @@ proptest! {
         let r = run(&cache, graph_in(&d, &inputs, &BTreeSet::new(), &log, &effect, &world), jobs, false);
         prop_assert_eq!(r.count(Status::Ran), d.n);
 
-        // The world moves behind mesh's back.
-        let mut broken = BTreeSet::new();
-        for i in 0..d.n {
-            let state = match world_seed[i] { 0 => WorldState::Drifted, 1 => WorldState::Unreachable, _ => WorldState::InSync };
-            if effect[i] == Some(true) && state != WorldState::InSync {
-                world.lock().unwrap().insert(i, state);
-                broken.insert(i);
-            }
+        // The world moves behind mesh's back, or stops answering.
+        let (mut drifted, mut asleep) = (BTreeSet::new(), BTreeSet::new());
+        for i in (0..d.n).filter(|&i| effect[i] == Some(true)) {
+            match world_seed[i] {
+                0 => drifted.insert(i),
+                1 => asleep.insert(i),
+                _ => continue,
+            };
+            let state = if world_seed[i] == 0 { WorldState::Drifted } else { WorldState::Unreachable };
+            world.lock().unwrap().insert(i, state);
         }
         if let Some(k) = change {
             let k = k.index(d.n);
@@ -381,30 +393,57 @@ proptest! {
             .map(|(i, p)| (g.node(i).id[1..].parse().unwrap(), p))
             .collect();
 
-        let r = run(&cache, g, jobs, false);
+        let r = run(&cache, g, jobs, true);
         check_order_and_once(&d, &log, jobs)?;
-        for (j, st) in status_of(&r) {
-            match &said[&j] {
-                exec::Prediction::UpToDate { .. } => prop_assert_eq!(st, Status::Cached, "t{} was said up to date", j),
-                exec::Prediction::Run { .. } | exec::Prediction::Drifted { .. } => prop_assert_eq!(st, Status::Ran, "t{} was said to run", j),
-                exec::Prediction::Maybe { .. } => prop_assert!(st == Status::Ran || st == Status::Cached),
-            }
-            // A broken world is never trusted: the task reruns.
-            if broken.contains(&j) {
-                prop_assert_eq!(st, Status::Ran, "t{} drifted but was not rerun", j);
+        let st = status_of(&r);
+        // Downstream of a failure: skipped, whatever was said of it.
+        let mut below_failure = BTreeSet::new();
+        for j in 0..d.n {
+            if d.deps[j].iter().any(|x| st[x] == Status::Failed || below_failure.contains(x)) {
+                below_failure.insert(j);
             }
         }
-        // Without an input change, drift is all that runs, and status names it.
+        for j in 0..d.n {
+            if below_failure.contains(&j) {
+                prop_assert_eq!(st[&j], Status::Skipped, "t{} is below a failure", j);
+                continue;
+            }
+            if asleep.contains(&j) {
+                // Probed unreachable, or rerun (its key changed) and failed.
+                prop_assert_eq!(st[&j], Status::Failed, "t{} does not answer", j);
+                continue;
+            }
+            match &said[&j] {
+                exec::Prediction::UpToDate { .. } => prop_assert_eq!(st[&j], Status::Cached, "t{} was said up to date", j),
+                exec::Prediction::Run { .. } | exec::Prediction::Drifted { .. } => prop_assert_eq!(st[&j], Status::Ran, "t{} was said to run", j),
+                exec::Prediction::Unreachable { .. } => prop_assert_eq!(st[&j], Status::Failed, "t{} was said unreachable", j),
+                exec::Prediction::Maybe { .. } => prop_assert!(st[&j] != Status::Failed && st[&j] != Status::Skipped),
+            }
+            // A drifted world is never trusted: the task reruns.
+            if drifted.contains(&j) {
+                prop_assert_eq!(st[&j], Status::Ran, "t{} drifted but was not rerun", j);
+            }
+        }
+        // Nothing is done to a world that does not answer.
+        let ran_now: BTreeSet<usize> = log.runs.lock().unwrap().iter().map(|x| x.0).collect();
+        prop_assert!(ran_now.is_disjoint(&asleep));
+        // Without an input change, status names exactly the broken ones.
         if change.is_none() {
             for j in 0..d.n {
-                let drifted = matches!(said[&j], exec::Prediction::Drifted { .. });
-                prop_assert_eq!(drifted, broken.contains(&j), "t{}", j);
+                let said_drift = matches!(said[&j], exec::Prediction::Drifted { .. });
+                let said_asleep = matches!(said[&j], exec::Prediction::Unreachable { .. });
+                prop_assert_eq!(said_drift, drifted.contains(&j), "t{} drift", j);
+                prop_assert_eq!(said_asleep, asleep.contains(&j), "t{} unreachable", j);
             }
-            let ran: BTreeSet<usize> = status_of(&r).into_iter().filter(|(_, s)| *s == Status::Ran).map(|(i, _)| i).collect();
-            prop_assert_eq!(&ran, &broken);
         }
 
-        // Repaired: the next build and status are a probe-only no-op.
+        // The world answers again: one build repairs the rest, then nothing.
+        for j in &asleep {
+            world.lock().unwrap().insert(*j, WorldState::InSync);
+        }
+        let log = Arc::new(Log::default());
+        let r = run(&cache, graph_in(&d, &inputs, &BTreeSet::new(), &log, &effect, &world), jobs, false);
+        prop_assert!(r.ok(), "the repair build failed");
         let log = Arc::new(Log::default());
         let g = graph_in(&d, &inputs, &BTreeSet::new(), &log, &effect, &world);
         let mut preds = exec::predict(&g, &sel, Some(&cache));

@@ -434,6 +434,55 @@ fn moving_one_app_to_another_namespace_keeps_the_app_sharing_the_old_one() {
 }
 
 #[test]
+fn an_unreachable_api_server_fails_the_build_and_never_deletes_the_cluster() {
+    // The hazard: Docker restarting or a laptop waking up. The cluster is
+    // there, its API server does not answer. Treating that as drift would
+    // delete and recreate the cluster, and everything in it.
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    w.set_asleep("east", true);
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let doc = o.json();
+    let cluster = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "cluster:east")
+        .unwrap();
+    assert_eq!(cluster["status"], "failed", "{cluster}");
+    let reason = cluster["reason"].as_str().unwrap();
+    assert!(reason.starts_with("unreachable: "), "{reason}");
+    assert!(reason.contains("is Docker running?"), "{reason}");
+    assert!(
+        !w.tool_log()
+            .iter()
+            .any(|c| c[0] == "kind" && (c[1] == "delete" || c[1] == "create")),
+        "a cluster was deleted or created: {:?}",
+        w.tool_log()
+    );
+    assert_eq!(w.kind_clusters(), ["east", "west"]);
+    // status says so too, without acting.
+    let st = mesh(&w, p.path(), &["status"]);
+    assert!(
+        st.stdout
+            .lines()
+            .any(|l| l.starts_with("unreachable") && l.contains("cluster:east")),
+        "{}",
+        st.stdout
+    );
+    // Awake again: the next build probes, finds everything in place, and
+    // changes nothing.
+    w.set_asleep("east", false);
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+}
+
+#[test]
 fn a_cluster_deleted_behind_meshs_back_rebuilds_exactly_its_chain() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());

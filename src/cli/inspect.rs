@@ -25,7 +25,7 @@ pub(super) fn plan_cmd(
     if json {
         print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
             "id": l.graph.node(*i).id,
-            "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe" },
+            "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe", Prediction::Unreachable{..} => "fail" },
             "pure": l.graph.node(*i).pure,
             "reason": p.reason(),
         })).collect::<Vec<_>>()}));
@@ -39,10 +39,19 @@ pub(super) fn plan_cmd(
         .iter()
         .filter(|(_, p)| matches!(p, Prediction::Maybe { .. }))
         .count();
+    let unreachable = preds
+        .iter()
+        .filter(|(_, p)| matches!(p, Prediction::Unreachable { .. }))
+        .count();
+    let failing = if unreachable > 0 {
+        format!(", {unreachable} unreachable (a build would fail them)")
+    } else {
+        String::new()
+    };
     println!(
-        "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date",
+        "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date{failing}",
         preds.len(),
-        preds.len() - run - maybe
+        preds.len() - run - maybe - unreachable
     );
     let width = preds
         .iter()
@@ -55,6 +64,7 @@ pub(super) fn plan_cmd(
             Prediction::UpToDate { .. } => "ok   ",
             Prediction::Run { .. } | Prediction::Drifted { .. } => "run  ",
             Prediction::Maybe { .. } => "maybe",
+            Prediction::Unreachable { .. } => "fail ",
         };
         let n = l.graph.node(*i);
         let live = if n.pure { "" } else { " [live]" };

@@ -6,7 +6,7 @@
 
 use super::*;
 
-type BoxProbe = crate::graph::BoxFuture<Result<(), String>>;
+type BoxProbe = crate::graph::BoxFuture<Probe>;
 
 pub(crate) struct DrainState {
     shared: Arc<Shared>,
@@ -32,14 +32,14 @@ pub(crate) struct DrainState {
     verified: HashSet<Digest>,
     tx: mpsc::UnboundedSender<Msg>,
     pub(super) rx: mpsc::UnboundedReceiver<Msg>,
-    ptx: mpsc::UnboundedSender<(NodeIndex, Gen, Result<(), String>)>,
-    pub(super) prx: mpsc::UnboundedReceiver<(NodeIndex, Gen, Result<(), String>)>,
+    ptx: mpsc::UnboundedSender<(NodeIndex, Gen, Probe)>,
+    pub(super) prx: mpsc::UnboundedReceiver<(NodeIndex, Gen, Probe)>,
     probe_slots: Arc<tokio::sync::Semaphore>,
     /// Nodes waiting on a probe, with the probe generation they wait for.
     probing: HashMap<NodeIndex, (Box<Record>, ToRun, Gen)>,
     probe_handles: Vec<JoinHandle<()>>,
     /// Prefetched probes: `None` still running, `Some` answered.
-    prefetched: HashMap<NodeIndex, Option<Result<(), String>>>,
+    prefetched: HashMap<NodeIndex, Option<Probe>>,
     running: usize,
     stopped_by: Option<String>,
     interrupted: bool,
@@ -342,7 +342,7 @@ impl DrainState {
     }
 
     /// A probe answered.
-    pub(crate) fn on_probed(&mut self, i: NodeIndex, generation: Gen, result: Result<(), String>) {
+    pub(crate) fn on_probed(&mut self, i: NodeIndex, generation: Gen, result: Probe) {
         let waited_for = self.probing.get(&i).map(|p| p.2);
         if waited_for != Some(generation) {
             // A prefetch nobody waits for yet (keep it), or one superseded
@@ -358,9 +358,14 @@ impl DrainState {
                 let report = cached_report(self.graph.node(i), &record, self.jobs);
                 self.finished(i, report);
             }
-            Err(why) => {
-                job.reason = format!("drifted: {why}");
+            Err(why @ ProbeError::Drift(_)) => {
+                job.reason = why.to_string();
                 self.queue(job);
+            }
+            Err(why @ ProbeError::Unreachable(_)) => {
+                let mut report = TaskReport::skipped(&self.graph.node(i).id, why.to_string());
+                report.status = Status::Failed;
+                self.failed(i, report);
             }
         }
     }
@@ -375,6 +380,12 @@ impl DrainState {
         if report.status != Status::Failed {
             return self.finished(i, report);
         }
+        self.failed(i, report);
+    }
+
+    /// A task failed: report it once, stop new work unless keep-going, and
+    /// skip everything downstream, naming the root failure.
+    fn failed(&mut self, i: NodeIndex, report: TaskReport) {
         self.observer.finished(&report);
         self.reports[i.index()] = Some(report);
         let root = self.graph.node(i).id.clone();

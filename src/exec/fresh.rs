@@ -215,6 +215,8 @@ pub enum Prediction {
     Maybe { after: String },
     /// Same key, but the world no longer matches (a failed probe).
     Drifted { reason: String },
+    /// Same key, but the world could not be asked: a build would fail it.
+    Unreachable { reason: String },
 }
 
 impl Prediction {
@@ -227,6 +229,7 @@ impl Prediction {
             Prediction::Run { .. } => "stale",
             Prediction::Maybe { .. } => "stale",
             Prediction::Drifted { .. } => "drifted",
+            Prediction::Unreachable { .. } => "unreachable",
         }
     }
     pub fn reason(&self) -> String {
@@ -235,6 +238,7 @@ impl Prediction {
             Prediction::Run { reason, .. } => reason.clone(),
             Prediction::Maybe { after } => format!("{after} reruns (early cutoff may spare this)"),
             Prediction::Drifted { reason } => format!("drifted: {reason}"),
+            Prediction::Unreachable { reason } => format!("unreachable: {reason}"),
         }
     }
 }
@@ -362,7 +366,10 @@ pub async fn probe_predictions(
     }
     for j in jobs {
         if let Ok((k, Err(why))) = j.await {
-            preds[k].1 = Prediction::Drifted { reason: why };
+            preds[k].1 = match why {
+                ProbeError::Drift(reason) => Prediction::Drifted { reason },
+                ProbeError::Unreachable(reason) => Prediction::Unreachable { reason },
+            };
         }
     }
 }

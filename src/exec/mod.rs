@@ -62,7 +62,7 @@
 //! recorded.
 
 use crate::cache::{BuildLock, Cache, FileEntry, Load, Record};
-use crate::graph::{Ctx, DepReader, Graph, Node, OutFile, TaskError};
+use crate::graph::{Ctx, DepReader, Graph, Node, OutFile, Probe, ProbeError, TaskError};
 use crate::hash::{Digest, digest_of};
 use petgraph::graph::NodeIndex;
 use serde::Serialize;
@@ -258,7 +258,7 @@ pub(crate) const MAX_PROBES: usize = 16;
 
 enum Msg {
     Done(NodeIndex, TaskReport),
-    Probed((NodeIndex, Gen, Result<(), String>)),
+    Probed((NodeIndex, Gen, Probe)),
 }
 
 /// Which probe of a node a result comes from.

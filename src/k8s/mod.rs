@@ -17,7 +17,7 @@
 //! release records, a Service's address, the reader token, exec in a pod)
 //! are in `objects`: no code outside this module calls the API.
 
-use crate::graph::TaskError;
+use crate::graph::{ProbeError, TaskError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -152,6 +152,12 @@ impl Resolver {
 
     /// The dynamic API for an object (namespaced or cluster-scoped).
     pub async fn api(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, KubeError> {
+        self.resolve(r)
+            .await
+            .map_err(|e| kerr(format!("no resource for {} {}", r.api_version, r.kind), e))
+    }
+
+    async fn resolve(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, kube::Error> {
         let key = (r.api_version.clone(), r.kind.clone());
         if !self.cache.contains_key(&key) {
             let (group, version) = match r.api_version.split_once('/') {
@@ -159,9 +165,7 @@ impl Resolver {
                 None => ("", r.api_version.as_str()),
             };
             let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-            let found = kube::discovery::pinned_kind(&self.client, &gvk)
-                .await
-                .map_err(|e| kerr(format!("no resource for {} {}", r.api_version, r.kind), e))?;
+            let found = kube::discovery::pinned_kind(&self.client, &gvk).await?;
             self.cache.insert(key.clone(), found);
         }
         let (ar, caps) = &self.cache[&key];
@@ -224,11 +228,30 @@ pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError
     Ok(refs)
 }
 
-/// Do these objects exist and carry their hashes? `Err` says what drifted.
-pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), String> {
+/// What a failed read during a probe means: the API said the thing is not
+/// there (404, a kind no longer served) is drift; anything else (no
+/// answer, a refused connection, a 5xx, a 403) means the world could not be
+/// asked, and nothing may be concluded from it.
+pub fn probe_error(what: &str, e: &kube::Error) -> ProbeError {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => ProbeError::Drift(format!("{what} is gone")),
+        kube::Error::Discovery(_) => ProbeError::Drift(format!("{what}: its kind is not served")),
+        kube::Error::Api(s) => ProbeError::Unreachable(format!(
+            "{what}: the API server answered {} {}",
+            s.code, s.reason
+        )),
+        other => {
+            ProbeError::Unreachable(format!("{what}: the API server does not answer ({other})"))
+        }
+    }
+}
+
+/// Do these objects exist and carry their hashes?
+pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), ProbeError> {
     let mut res = Resolver::new(client.clone());
     for r in refs {
-        let api = res.api(r).await.map_err(|e| e.to_string())?;
+        let what = r.to_string();
+        let api = res.resolve(r).await.map_err(|e| probe_error(&what, &e))?;
         match api.get_opt(&r.name).await {
             Ok(Some(o)) => {
                 let have = o
@@ -237,11 +260,11 @@ pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), String> {
                     .as_ref()
                     .and_then(|a| a.get(HASH_ANNOTATION));
                 if have.map(String::as_str) != Some(r.hash.as_str()) {
-                    return Err(format!("{r} was changed outside mesh"));
+                    return Err(ProbeError::Drift(format!("{r} was changed outside mesh")));
                 }
             }
-            Ok(None) => return Err(format!("{r} is gone")),
-            Err(e) => return Err(format!("cannot read {r}: {e}")),
+            Ok(None) => return Err(ProbeError::Drift(format!("{r} is gone"))),
+            Err(e) => return Err(probe_error(&what, &e)),
         }
     }
     Ok(())

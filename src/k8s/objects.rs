@@ -15,12 +15,12 @@ pub async fn release_state(
     client: &Client,
     namespace: &str,
     release: &str,
-) -> Result<Option<(u64, String)>, String> {
+) -> Result<Option<(u64, String)>, ProbeError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let list = api
         .list(&ListParams::default().labels(&format!("owner=helm,name={release}")))
         .await
-        .map_err(|e| format!("cannot read release {namespace}/{release}: {e}"))?;
+        .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))?;
     Ok(list
         .items
         .iter()
@@ -35,9 +35,12 @@ pub async fn release_state(
 }
 
 /// The LoadBalancer address a Service has now, if any.
-pub async fn lb_ip(client: &Client, ns: &str, name: &str) -> Result<Option<String>, String> {
+pub async fn lb_ip(client: &Client, ns: &str, name: &str) -> Result<Option<String>, ProbeError> {
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
-    let svc = api.get_opt(name).await.map_err(|e| e.to_string())?;
+    let svc = api
+        .get_opt(name)
+        .await
+        .map_err(|e| probe_error(&format!("Service {ns}/{name}"), &e))?;
     Ok(svc.and_then(|s| {
         s.status?
             .load_balancer?

@@ -13,7 +13,7 @@
 use super::step::temp_file;
 use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId};
 use crate::access::{Access, KUBECONFIG, KUBECONFIG_INTERNAL, Target};
-use crate::graph::{Action, BoxFuture, Ctx, OutFile, TaskError};
+use crate::graph::{Action, BoxFuture, Ctx, OutFile, Probe, ProbeError, TaskError};
 use crate::k8s;
 use crate::plan::Provider;
 use crate::providers::kind;
@@ -102,18 +102,34 @@ impl Action for KindCluster {
         })
     }
 
-    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+    /// The API server answers: up to date. It does not: ask kind whether
+    /// the cluster exists. Absent is drift (the task recreates it); present
+    /// but silent (Docker restarting, a laptop waking up) is unreachable:
+    /// the build fails saying so, and never deletes a cluster for it.
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Probe>> {
         let name = self.name.clone();
         Some(Box::pin(async move {
             let kc = ctx
                 .read_string(&ctx.id, KUBECONFIG)
-                .map_err(|e| e.to_string())?;
-            let client = k8s::connect(&kc, None).await.map_err(|e| e.to_string())?;
-            client
-                .apiserver_version()
+                .map_err(|e| ProbeError::Drift(e.to_string()))?;
+            let client = k8s::connect(&kc, None)
                 .await
-                .map_err(|e| format!("kind cluster {name} does not answer (deleted?): {e}"))?;
-            Ok(())
+                .map_err(|e| ProbeError::Drift(e.to_string()))?;
+            let Err(e) = client.apiserver_version().await else {
+                return Ok(());
+            };
+            match kind::clusters().await {
+                Ok(list) if !list.contains(&name) => {
+                    Err(ProbeError::Drift(format!("kind cluster {name} is gone")))
+                }
+                Ok(_) => Err(ProbeError::Unreachable(format!(
+                    "kind cluster {name} exists but its API server does not answer ({e}); \
+                     is Docker running? mesh will not recreate it"
+                ))),
+                Err(k) => Err(ProbeError::Unreachable(format!(
+                    "kind cluster {name}'s API server does not answer ({e}), and kind cannot say whether it exists: {k}"
+                ))),
+            }
         }))
     }
 

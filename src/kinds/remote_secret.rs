@@ -11,10 +11,10 @@
 //! kubeconfig: <from>'s internal server address (never 127.0.0.1: the other
 //! cluster cannot reach it), its CA data and the reader's bearer token.
 
-use super::step::{Receipt, content_hash, wait_timeout};
+use super::step::{Receipt, content_hash, unreachable, wait_timeout};
 use super::{LiveSpec, Planner, Slice, TaskId, cluster, istiod};
 use crate::access::Target;
-use crate::graph::{Action, BoxFuture, Ctx, OutFile, TaskError};
+use crate::graph::{Action, BoxFuture, Ctx, OutFile, Probe, ProbeError, TaskError};
 use crate::k8s::{self, ObjRef};
 use crate::plan::{Provider, Topology};
 use std::sync::Arc;
@@ -199,11 +199,11 @@ impl Action for RemoteSecret {
         Box::pin(self.clone().go(ctx))
     }
 
-    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Probe>> {
         let this = self.clone();
         Some(Box::pin(async move {
-            let r = Receipt::read(&ctx)?;
-            let access = cluster::access(&this.to, &ctx).map_err(|e| e.to_string())?;
+            let r = Receipt::read(&ctx).map_err(ProbeError::Drift)?;
+            let access = cluster::access(&this.to, &ctx).map_err(unreachable)?;
             r.probe(&access).await
         }))
     }

@@ -21,7 +21,7 @@
 
 use super::{cluster, net};
 use crate::access::{Access, Target};
-use crate::graph::{Action, BoxFuture, Ctx, OutFile, TaskError};
+use crate::graph::{Action, BoxFuture, Ctx, OutFile, Probe, ProbeError, TaskError};
 use crate::hash::Digest;
 use crate::k8s::{self, ObjRef};
 use crate::providers::helm;
@@ -32,6 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub const RECEIPT: &str = "receipt.json";
+
+/// Credentials that cannot be had or used: the world cannot be asked.
+pub(crate) fn unreachable(e: TaskError) -> ProbeError {
+    ProbeError::Unreachable(e.to_string())
+}
 
 /// How long a wait may take (`MESH_WAIT_TIMEOUT` seconds, default 300).
 pub fn wait_timeout() -> Duration {
@@ -90,31 +95,34 @@ impl Receipt {
     }
 
     /// Check objects and releases.
-    pub async fn probe(&self, access: &Access) -> Result<(), String> {
+    pub async fn probe(&self, access: &Access) -> Probe {
         if !self.objects.is_empty() {
-            let client = access.client().await.map_err(|e| e.to_string())?;
+            let client = access.client().await.map_err(unreachable)?;
             k8s::probe(&client, &self.objects).await?;
         }
         if !self.releases.is_empty() {
-            let client = access.client().await.map_err(|e| e.to_string())?;
+            let client = access.client().await.map_err(unreachable)?;
             for (r, _) in &self.releases {
                 let revision = self.revisions.get(&release_key(r)).copied().unwrap_or(0);
                 let revision = &revision;
                 match release_state(&client, r).await? {
                     None => {
-                        return Err(format!(
+                        return Err(ProbeError::Drift(format!(
                             "release {}/{} is not installed",
                             r.namespace, r.name
-                        ));
+                        )));
                     }
                     Some((_, status)) if status != "deployed" => {
-                        return Err(format!("release {}/{} is {status}", r.namespace, r.name));
+                        return Err(ProbeError::Drift(format!(
+                            "release {}/{} is {status}",
+                            r.namespace, r.name
+                        )));
                     }
                     Some((rev, _)) if rev != *revision => {
-                        return Err(format!(
+                        return Err(ProbeError::Drift(format!(
                             "release {}/{} is at revision {rev}, mesh installed {revision}",
                             r.namespace, r.name
-                        ));
+                        )));
                     }
                     Some(_) => {}
                 }
@@ -249,7 +257,7 @@ async fn install_charts(
         let client = access.client().await?;
         let revision = match release_state(&client, &c.release)
             .await
-            .map_err(TaskError::new)?
+            .map_err(|e| TaskError::tool("kubernetes", e.to_string()))?
         {
             Some((rev, _)) => rev,
             None => {
@@ -271,7 +279,7 @@ async fn install_charts(
 async fn release_state(
     client: &kube::Client,
     r: &helm::Release,
-) -> Result<Option<(u64, String)>, String> {
+) -> Result<Option<(u64, String)>, ProbeError> {
     k8s::release_state(client, &r.namespace, &r.name).await
 }
 
@@ -473,11 +481,11 @@ impl Action for Step {
         Box::pin(self.clone().go(ctx))
     }
 
-    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), String>>> {
+    fn probe(&self, ctx: Ctx) -> Option<BoxFuture<Probe>> {
         let this = self.clone();
         Some(Box::pin(async move {
-            let r = Receipt::read(&ctx)?;
-            let access = cluster::access(&this.target, &ctx).map_err(|e| e.to_string())?;
+            let r = Receipt::read(&ctx).map_err(ProbeError::Drift)?;
+            let access = cluster::access(&this.target, &ctx).map_err(unreachable)?;
             r.probe(&access).await?;
             // The gateway still has its address.
             if let Some(addr) = &r.address {
@@ -486,12 +494,12 @@ impl Action for Step {
                         namespace, name, ..
                     } = w
                     {
-                        let client = access.client().await.map_err(|e| e.to_string())?;
+                        let client = access.client().await.map_err(unreachable)?;
                         let ip = k8s::lb_ip(&client, namespace, name).await?;
                         if ip.as_deref() != Some(addr.as_str()) {
-                            return Err(format!(
+                            return Err(ProbeError::Drift(format!(
                                 "Service {namespace}/{name} lost its address {addr}"
-                            ));
+                            )));
                         }
                     }
                 }

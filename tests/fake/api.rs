@@ -123,6 +123,9 @@ pub struct State {
     events: broadcast::Sender<Event>,
     pub mutations: AtomicUsize,
     pub down: AtomicBool,
+    /// The cluster exists (kind lists it, its objects are kept) but its API
+    /// server does not answer: Docker restarting, a laptop asleep.
+    pub asleep: AtomicBool,
     pub knobs: Knobs,
     next_ip: AtomicU64,
     /// Every cluster of the world, for exec's routing.
@@ -217,6 +220,7 @@ impl State {
             events,
             mutations: AtomicUsize::new(0),
             down: AtomicBool::new(false),
+            asleep: AtomicBool::new(false),
             knobs: Knobs::default(),
             next_ip: AtomicU64::new(0),
             peers: std::sync::OnceLock::new(),

@@ -253,6 +253,14 @@ impl World {
         v
     }
 
+    /// Make a cluster's API server stop (or start again) answering while
+    /// the cluster itself stays: kind still lists it, its objects are kept.
+    pub fn set_asleep(&self, name: &str, asleep: bool) {
+        self.api(name)
+            .asleep
+            .store(asleep, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Delete a kind cluster behind mesh's back, as `kind delete` would.
     pub fn delete_cluster_behind_meshs_back(&self, name: &str) {
         let d = self.state().join("clusters").join(name);
@@ -356,9 +364,10 @@ async fn serve(
                         // A deleted cluster: only the fake control endpoints
                         // answer; anything else has its connection closed, as
                         // a stopped kind node refuses it.
-                        if st.down.load(std::sync::atomic::Ordering::SeqCst)
-                            && !req.uri().path().starts_with("/fake/")
-                        {
+                        // An asleep one likewise, keeping its objects.
+                        let off = st.down.load(std::sync::atomic::Ordering::SeqCst)
+                            || st.asleep.load(std::sync::atomic::Ordering::SeqCst);
+                        if off && !req.uri().path().starts_with("/fake/") {
                             return Err(std::io::Error::other("cluster is down"));
                         }
                         Ok(api::handle(st, req).await.expect("infallible"))
