@@ -434,6 +434,52 @@ fn moving_one_app_to_another_namespace_keeps_the_app_sharing_the_old_one() {
 }
 
 #[test]
+fn waits_outlive_watches_that_end_and_resume_after_410_gone() {
+    // A real API server ends a watch after minutes and compacts history: a
+    // client resuming from its last resourceVersion gets 410 Gone. A wait
+    // must outlive both (here: watches live 3 s; the apps take 8 s).
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        w.api(c)
+            .knobs
+            .ready_delay_in
+            .lock()
+            .unwrap()
+            .insert("sample".into(), std::time::Duration::from_secs(8));
+    }
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let api = w.api("east");
+    let d = api
+        .get("apps", "deployments", "sample", "helloworld-v1")
+        .unwrap();
+    assert_eq!(d["status"]["readyReplicas"], 1, "{d}");
+}
+
+#[test]
+fn a_watch_silent_for_longer_than_a_minute_does_not_fail_the_wait() {
+    // No bookmarks, no end: the watch is silent for 65 s while the apps get
+    // ready, longer than the 60 s read timeout a client might set. (It
+    // takes that long: the client's timeout cannot be compressed from here.)
+    let w = World::new(&["east", "west"]);
+    w.set_env("MESH_WAIT_TIMEOUT", "120");
+    for c in ["east", "west"] {
+        let k = &w.api(c).knobs;
+        *k.bookmark_every.lock().unwrap() = None;
+        *k.watch_life.lock().unwrap() = None;
+        k.ready_delay_in
+            .lock()
+            .unwrap()
+            .insert("sample".into(), std::time::Duration::from_secs(65));
+    }
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").contains(&"app:helloworld:east".to_string()));
+}
+
+#[test]
 fn an_unreachable_api_server_fails_the_build_and_never_deletes_the_cluster() {
     // The hazard: Docker restarting or a laptop waking up. The cluster is
     // there, its API server does not answer. Treating that as drift would

@@ -76,6 +76,25 @@ impl From<KubeError> for TaskError {
     }
 }
 
+/// How long any one request other than a watch may take. The client has no
+/// read timeout (a watch may be silent for minutes), so every other call
+/// goes through [`bounded`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request, bounded by [`REQUEST_TIMEOUT`]; no answer in time is a
+/// service error, as a refused connection is.
+pub async fn bounded<T>(
+    request: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(r) => r,
+        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer in {}s", REQUEST_TIMEOUT.as_secs()),
+        )))),
+    }
+}
+
 fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> KubeError {
     KubeError::Failed {
         what: what.to_string(),
@@ -94,11 +113,10 @@ pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, 
         .await
         .map_err(|e| kerr("bad kubeconfig", e))?;
     config.connect_timeout = Some(Duration::from_secs(10));
-    config.read_timeout = Some(Duration::from_secs(60));
-    // No silent retry with backoff (kube's default waits up to minutes on a
-    // 503): every call here is idempotent and bounded by its task's own
-    // timeout, and a failed task is retried by the next build.
-    config.default_retry = false;
+    // No read timeout, as kube leaves it: a watch may be silent for longer
+    // than any (an API server sends bookmarks about once a minute). Every
+    // wait is bounded by its own deadline instead (`wait`).
+    config.read_timeout = None;
     // No silent retry with backoff (kube's default waits up to minutes on a
     // 503): every call here is idempotent and bounded by its task's own
     // timeout, and a failed task is retried by the next build.
@@ -165,7 +183,7 @@ impl Resolver {
                 None => ("", r.api_version.as_str()),
             };
             let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-            let found = kube::discovery::pinned_kind(&self.client, &gvk).await?;
+            let found = bounded(kube::discovery::pinned_kind(&self.client, &gvk)).await?;
             self.cache.insert(key.clone(), found);
         }
         let (ar, caps) = &self.cache[&key];
@@ -220,7 +238,7 @@ pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError
             .insert(HASH_ANNOTATION.into(), r.hash.clone());
         let api = res.api(&r).await?;
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&r.name, &pp, &Patch::Apply(&obj))
+        bounded(api.patch(&r.name, &pp, &Patch::Apply(&obj)))
             .await
             .map_err(|e| kerr(format!("cannot apply {r}"), e))?;
         refs.push(r);
@@ -252,7 +270,7 @@ pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), ProbeError> {
     for r in refs {
         let what = r.to_string();
         let api = res.resolve(r).await.map_err(|e| probe_error(&what, &e))?;
-        match api.get_opt(&r.name).await {
+        match bounded(api.get_opt(&r.name)).await {
             Ok(Some(o)) => {
                 let have = o
                     .metadata
@@ -275,7 +293,7 @@ pub async fn delete(client: &Client, refs: &[ObjRef]) -> Result<(), KubeError> {
     let mut res = Resolver::new(client.clone());
     for r in refs.iter().rev() {
         let api = res.api(r).await?;
-        match api.delete(&r.name, &DeleteParams::default()).await {
+        match bounded(api.delete(&r.name, &DeleteParams::default())).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(kerr(format!("cannot delete {r}"), e)),

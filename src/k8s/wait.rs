@@ -1,5 +1,12 @@
 //! Waits: watch one object until a condition holds, bounded by a timeout
 //! whose error names the object and what was awaited.
+//!
+//! A watch is not forever: an API server ends it after minutes, a
+//! connection breaks, and a resume from a compacted resourceVersion gets
+//! 410 Gone. None of that ends a wait: it starts over (a fresh list, then a
+//! watch) after a short backoff, until its own deadline. The client has no
+//! read timeout (an idle watch is legitimate), so only the deadline bounds
+//! it; its error names what was awaited and the last watch error seen.
 
 use super::*;
 
@@ -12,18 +19,33 @@ async fn wait<K, F>(
 ) -> Result<K, KubeError>
 where
     K: Clone + std::fmt::Debug + Send + serde::de::DeserializeOwned + kube::Resource + 'static,
-    F: Fn(&K) -> bool + Send + 'static,
+    F: Fn(&K) -> bool + Send + Sync + Clone + 'static,
 {
-    let cond = move |o: Option<&K>| o.is_some_and(&cond);
-    match tokio::time::timeout(timeout, await_condition(api, name, cond)).await {
-        Ok(Ok(Some(o))) => Ok(o),
-        Ok(Ok(None)) => Err(kerr(what, "deleted while waiting")),
-        Ok(Err(e)) => Err(kerr(what, e)),
-        Err(_) => Err(KubeError::Timeout {
-            what: what.to_string(),
-            secs: timeout.as_secs(),
-        }),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(100);
+    let mut last_error: Option<String> = None;
+    loop {
+        let c = cond.clone();
+        let attempt = await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&c));
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(Some(o))) => return Ok(o),
+            Ok(Ok(None)) => return Err(kerr(what, "deleted while waiting")),
+            Ok(Err(e)) => last_error = Some(e.to_string()),
+            Err(_) => break,
+        }
+        if tokio::time::Instant::now() + backoff >= deadline {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+    Err(KubeError::Timeout {
+        what: match last_error {
+            Some(e) => format!("{what} (the last watch error: {e})"),
+            None => what.to_string(),
+        },
+        secs: timeout.as_secs(),
+    })
 }
 
 /// Wait until a Deployment has all its replicas ready.

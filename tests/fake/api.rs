@@ -110,6 +110,12 @@ struct Event {
 /// Settings the tests can change while the server runs.
 #[derive(Default)]
 pub struct Knobs {
+    /// How long a watch lives before the server ends it (a real API server:
+    /// 5–10 minutes, time-compressed here). `None`: until the client goes.
+    pub watch_life: Mutex<Option<Duration>>,
+    /// How often a watch that asked for them gets a BOOKMARK (real: about a
+    /// minute). `None`: never, so an idle watch is silent.
+    pub bookmark_every: Mutex<Option<Duration>>,
     pub ready_delay: Mutex<Duration>,
     /// Per-namespace readiness delays (override `ready_delay`).
     pub ready_delay_in: Mutex<BTreeMap<String, Duration>>,
@@ -120,6 +126,9 @@ pub struct State {
     pub name: String,
     objects: Mutex<BTreeMap<Key, Value>>,
     rv: AtomicU64,
+    /// Resource versions below this are compacted away: a watch from one
+    /// gets 410 Gone, as from a real API server after etcd compaction.
+    compacted: AtomicU64,
     events: broadcast::Sender<Event>,
     pub mutations: AtomicUsize,
     pub down: AtomicBool,
@@ -217,11 +226,18 @@ impl State {
             name: name.into(),
             objects: Mutex::new(BTreeMap::new()),
             rv: AtomicU64::new(1),
+            compacted: AtomicU64::new(0),
             events,
             mutations: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             asleep: AtomicBool::new(false),
-            knobs: Knobs::default(),
+            // Real API servers end watches and compact history; here it
+            // happens in seconds, so every long wait meets it.
+            knobs: Knobs {
+                watch_life: Mutex::new(Some(Duration::from_secs(3))),
+                bookmark_every: Mutex::new(Some(Duration::from_millis(700))),
+                ..Knobs::default()
+            },
             next_ip: AtomicU64::new(0),
             peers: std::sync::OnceLock::new(),
         })
@@ -574,9 +590,14 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     }
     let q = query(&req);
     match (method, &r.name) {
-        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => Ok(
-            watch(st, r.group.clone(), plural, namespaced.then_some(ns), &q),
-        ),
+        (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            Ok(watch(
+                st,
+                (r.group.clone(), plural, gv.clone(), kind),
+                namespaced.then_some(ns),
+                &q,
+            ))
+        }
         (Method::GET, None) => {
             let name = q
                 .get("fieldSelector")
@@ -664,10 +685,14 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     }
 }
 
+/// A watch as a real API server serves it: what changed since the
+/// client's resourceVersion, then events as they happen; BOOKMARK events
+/// (the current resourceVersion) when asked for; an end after the watch's
+/// life, when history is compacted, so that a client resuming from an older
+/// resourceVersion gets an ERROR event with 410 Gone and must list again.
 fn watch(
     st: Arc<State>,
-    group: String,
-    plural: String,
+    (group, plural, gv, kind): (String, String, String, &'static str),
     ns: Option<String>,
     q: &BTreeMap<String, String>,
 ) -> Response<Body> {
@@ -682,6 +707,26 @@ fn watch(
         .get("timeoutSeconds")
         .and_then(|s| s.parse().ok())
         .unwrap_or(290u64);
+    let life = *st.knobs.watch_life.lock().unwrap();
+    let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmark_every = (*st.knobs.bookmark_every.lock().unwrap()).filter(|_| bookmarks);
+    let frame = |v: Value| -> Result<Frame<Bytes>, Infallible> {
+        let mut b = serde_json::to_vec(&v).unwrap();
+        b.push(b'\n');
+        Ok(Frame::data(Bytes::from(b)))
+    };
+    if since > 0 && since < st.compacted.load(Ordering::SeqCst) {
+        let gone = json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("too old resource version: {since} ({})", st.compacted.load(Ordering::SeqCst)),
+            "reason": "Expired", "code": 410}});
+        let stream = futures_util::stream::iter(vec![frame(gone)]);
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(BodyExt::boxed(StreamBody::new(stream)))
+            .unwrap();
+    }
     let matches = {
         let (group, plural, ns, name) = (group.clone(), plural.clone(), ns.clone(), name.clone());
         move |k: &Key| {
@@ -710,18 +755,18 @@ fn watch(
         .map(|(_, v)| v.clone())
         .collect();
     tokio::spawn(async move {
-        let line = |t: &str, o: &Value| {
-            let mut b = serde_json::to_vec(&json!({"type": t, "object": o})).unwrap();
-            b.push(b'\n');
-            Ok(Frame::data(Bytes::from(b)))
-        };
+        let line = |t: &str, o: &Value| frame(json!({"type": t, "object": o}));
         for o in replay {
             if tx.send(line("MODIFIED", &o)).await.is_err() {
                 return;
             }
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        let client_deadline = Duration::from_secs(timeout);
+        let ends_by_life = life.is_some_and(|l| l < client_deadline);
+        let deadline = tokio::time::sleep(life.map_or(client_deadline, |l| l.min(client_deadline)));
         tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(bookmark_every.unwrap_or(Duration::from_secs(3600)));
+        tick.tick().await;
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
@@ -732,7 +777,19 @@ fn watch(
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => return,
                 },
-                () = &mut deadline => return,
+                _ = tick.tick(), if bookmark_every.is_some() => {
+                    let rv = st.rv.load(Ordering::SeqCst).to_string();
+                    let mark = json!({"kind": kind, "apiVersion": gv, "metadata": {"resourceVersion": rv}});
+                    if tx.send(line("BOOKMARK", &mark)).await.is_err() { return; }
+                }
+                () = &mut deadline => {
+                    if ends_by_life {
+                        // The server moves on: history up to now is compacted.
+                        let now = st.rv.fetch_add(1, Ordering::SeqCst) + 1;
+                        st.compacted.fetch_max(now, Ordering::SeqCst);
+                    }
+                    return;
+                }
                 () = tx.closed() => return,
             }
         }
