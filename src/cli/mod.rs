@@ -438,8 +438,10 @@ fn build(
     if json {
         print_json(&ui::json(&report));
     }
-    // Do not wait for abandoned blocking work after an interrupt.
+    // Do not wait for abandoned blocking work after an interrupt, but do let
+    // tools told to stop finish stopping (helm records its release failed).
     rt.shutdown_background();
+    crate::providers::wait_for_stopping();
     if report.interrupted {
         return Err(Exit(130));
     }

@@ -247,6 +247,7 @@ async fn install_charts(
             }
             None => (None, Digest::of_bytes(b"")),
         };
+        recover_pending(&c.release, access, kc.path()).await?;
         helm::upgrade(
             &c.release,
             file.as_ref().map(|f| f.path()),
@@ -273,6 +274,33 @@ async fn install_charts(
         done.push((c.release.clone(), digest, revision));
     }
     Ok(done)
+}
+
+/// A release whose last operation never finished (`pending-*`: its helm
+/// was killed hard) blocks every later upgrade ("another operation is in
+/// progress"). Mesh owns it, so it finishes it the way helm documents: an
+/// interrupted first install is uninstalled, an interrupted upgrade or
+/// rollback is rolled back to the last deployed revision. Then the upgrade
+/// proceeds as usual.
+async fn recover_pending(
+    r: &helm::Release,
+    access: &Access,
+    kubeconfig: &std::path::Path,
+) -> Result<(), TaskError> {
+    let client = access.client().await?;
+    let state = release_state(&client, r)
+        .await
+        .map_err(|e| TaskError::tool("kubernetes", e.to_string()))?;
+    match state {
+        Some((_, status)) if status == "pending-install" => {
+            helm::uninstall(r, kubeconfig, access.context()).await?
+        }
+        Some((_, status)) if status.starts_with("pending-") => {
+            helm::rollback(r, kubeconfig, access.context()).await?
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A release's latest revision and status (see [`k8s::release_state`]).

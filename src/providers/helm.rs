@@ -54,6 +54,30 @@ pub async fn upgrade(
     Ok(())
 }
 
+/// `helm rollback` to the last deployed revision: how helm itself gets a
+/// release out of `pending-upgrade` or `pending-rollback`.
+pub async fn rollback(
+    r: &Release,
+    kubeconfig: &Path,
+    context: Option<&str>,
+) -> Result<(), ToolError> {
+    let kc = kubeconfig.to_string_lossy().to_string();
+    let mut args = vec![
+        "rollback",
+        &r.name,
+        "--namespace",
+        &r.namespace,
+        "--kubeconfig",
+        &kc,
+        "--wait",
+    ];
+    if let Some(c) = context {
+        args.extend(["--kube-context", c]);
+    }
+    run(Tool::Helm, &args, TIMEOUT).await?;
+    Ok(())
+}
+
 pub async fn uninstall(
     r: &Release,
     kubeconfig: &Path,

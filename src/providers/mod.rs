@@ -3,8 +3,12 @@
 //!
 //! Owns running a tool: the binary is found on PATH (or named by the
 //! `MESH_KIND`, `MESH_HELM`, `MESH_DOCKER` environment variables), runs with
-//! no stdin, its output captured, under a timeout, and is killed if the task
-//! running it is dropped (Ctrl-C, or a fail-fast stop): `kill_on_drop`. A
+//! no stdin, its output captured, under a timeout. If the task running it is
+//! dropped (Ctrl-C, or a fail-fast stop) the tool gets SIGTERM and
+//! [`GRACE`] to finish before SIGKILL ([`Stopper`]): helm, for one, marks
+//! its release failed on SIGTERM (retryable), where SIGKILL leaves it
+//! `pending-*` and blocks every later upgrade. The CLI waits for stopping
+//! tools before it exits ([`wait_for_stopping`]). A
 //! failure becomes a [`ToolError`] (converted to the task's error at the kind
 //! boundary) that names the tool, the command line and
 //! the last lines of its stderr. Tool stdout that carries credentials
@@ -25,7 +29,7 @@ pub mod http;
 pub mod kind;
 
 /// Run a user task's command (`argv`, in `dir`, no stdin, these extra
-/// environment variables), killed if the task is dropped.
+/// environment variables), stopped like a tool if the task is dropped.
 pub async fn command(
     argv: &[String],
     dir: &Path,
@@ -37,15 +41,24 @@ pub async fn command(
     cmd.args(&argv[1..])
         .current_dir(dir)
         .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().await.map_err(|e| ToolError::CommandSpawn {
+    let spawn_error = |e: std::io::Error| ToolError::CommandSpawn {
         program: program.clone(),
         cmd: shown.clone(),
         reason: e.to_string(),
-    })?;
+    };
+    let child = cmd.spawn().map_err(spawn_error)?;
+    let mut stopper = Stopper {
+        pid: child.id().map(|p| p as i32),
+    };
+    let out = child.wait_with_output().await;
+    stopper.done();
+    let out = out.map_err(spawn_error)?;
     if out.status.success() {
         return Ok(());
     }
@@ -201,6 +214,60 @@ impl From<ToolError> for TaskError {
     }
 }
 
+/// How long a dropped tool may take to stop after SIGTERM.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+static STOPPING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Stops a child process that is still running when the call waiting for
+/// it is dropped: SIGTERM, then SIGKILL after [`GRACE`], on a thread the
+/// CLI joins before exiting.
+struct Stopper {
+    pid: Option<i32>,
+}
+
+impl Stopper {
+    fn done(&mut self) {
+        self.pid = None;
+    }
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        let Some(pid) = self.pid else { return };
+        // SAFETY: signalling a child this process started and has not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + GRACE;
+            while std::time::Instant::now() < deadline {
+                let mut status = 0;
+                // SAFETY: reaping our own child, without blocking.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r != 0 {
+                    return; // exited (reaped here), or reaped by tokio already
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: as above; it ignored SIGTERM for the whole grace period.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        });
+        STOPPING.lock().expect("not poisoned").push(t);
+    }
+}
+
+/// Wait until every tool that was told to stop has stopped (at most
+/// [`GRACE`] each, in parallel).
+pub fn wait_for_stopping() {
+    let threads = std::mem::take(&mut *STOPPING.lock().expect("not poisoned"));
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
 /// Run a tool; its stdout on success.
 pub async fn run(tool: Tool, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
     run_env(tool, args, &[], timeout).await
@@ -235,7 +302,7 @@ pub async fn run_env(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(false);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -244,13 +311,21 @@ pub async fn run_env(
         cmd: shown.clone(),
         reason: e.to_string(),
     })?;
+    let mut stopper = Stopper {
+        pid: child.id().map(|p| p as i32),
+    };
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.map_err(|e| ToolError::Spawn {
-            tool: tool.name(),
-            cmd: shown.clone(),
-            reason: e.to_string(),
-        })?,
+        Ok(r) => {
+            stopper.done();
+            r.map_err(|e| ToolError::Spawn {
+                tool: tool.name(),
+                cmd: shown.clone(),
+                reason: e.to_string(),
+            })?
+        }
         Err(_) => {
+            // Timed out: the stopper sends SIGTERM, then SIGKILL.
+            drop(stopper);
             return Err(ToolError::Timeout {
                 tool: tool.name(),
                 cmd: shown,

@@ -7,18 +7,22 @@ as. State lives in $FAKE_STATE:
   config.json        knobs: {"delay": {"<tool> <verb>": seconds},
                      "fail": {"<tool> <verb> [<name>]": "message"},
                      "hang": ["<tool> <verb> [<name>]"], "garbage": [...],
+                     "crash": [...] (SIGKILLs itself),
                      "subnet": "172.18.0.0/16"}
   clusters/<n>/      a kind cluster that exists (kubeconfig.json,
                      kubeconfig-internal.json are prepared by the test in
                      api/<n>/ and copied here on create)
-  releases/<n>.json  helm releases per cluster
+  releases/<n>.json  helm releases per cluster; like helm, a revision is
+                     recorded pending-install/pending-upgrade before the
+                     work, deployed after it, failed on SIGTERM, and left
+                     pending by SIGKILL, which blocks later upgrades
   log.jsonl          every invocation
 
 Helm acts on the fake API server like the charts would: base makes the
 istio-reader service account, istiod its Deployment (not in the remote
 profile), gateway its Deployment and LoadBalancer Service.
 """
-import json, os, sys, time
+import json, os, signal, sys, time
 
 STATE = os.environ["FAKE_STATE"]
 TOOL = os.path.basename(sys.argv[0])
@@ -61,6 +65,9 @@ def knobs(verb, name=None):
         if k in CONFIG.get("fail", {}):
             sys.stderr.write(CONFIG["fail"][k] + "\n")
             sys.exit(1)
+        if k in CONFIG.get("crash", []):
+            # Killed hard mid-operation (SIGKILL, a power cut): no cleanup.
+            os.kill(os.getpid(), signal.SIGKILL)
         if k in CONFIG.get("garbage", []):
             print("\x00\x01 this is not what you expected {{{")
             sys.exit(0)
@@ -225,6 +232,23 @@ def chart_objects(chart, release, ns, values):
     return objs
 
 
+def set_release(cluster, user, path, releases, ns, release, r):
+    """Record revision r["revision"] of a release, as helm does: in the
+    state file, and as a Secret in the release's namespace (earlier
+    revisions superseded)."""
+    import base64
+    releases[f"{ns}/{release}"] = r
+    rev = r["revision"]
+    if rev > 1:
+        apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev - 1}",
+              {"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"status": "superseded"}}})
+    apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev}",
+          {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+           "metadata": {"labels": {"owner": "helm", "name": release, "status": r["status"], "version": str(rev)}},
+           "data": {"release": base64.b64encode(json.dumps({"chart": r["chart"]}).encode()).decode()}})
+    save(path, releases)
+
+
 def helm():
     if ARGS[:1] == ["version"]:
         print("v3.19.0-fake+g0000000")
@@ -239,29 +263,55 @@ def helm():
     verb = ARGS[0]
     if verb == "upgrade":
         release, chart = ARGS[2], ARGS[3]
-        knobs("upgrade", release)
+        key = f"{ns}/{release}"
+        old = releases.get(key, {})
+        # Like helm: a release whose last operation never finished blocks
+        # every later one.
+        if old.get("status", "").startswith("pending-"):
+            die("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress")
         values = {}
         if flag("--values"):
             with open(flag("--values")) as f:
                 values = json.load(f)
+        rev = old.get("revision", 0) + 1
+        pending = "pending-upgrade" if old else "pending-install"
+
+        def on_term(signum, frame):
+            # helm >= 3.7 marks the revision failed on SIGTERM/SIGINT
+            # (retryable); a SIGKILL leaves it pending.
+            if releases.get(key, {}).get("revision") == rev:
+                releases[key]["status"] = "failed"
+                set_release(cluster, user, path, releases, ns, release, releases[key])
+            sys.stderr.write(f"Error: UPGRADE FAILED: release {release} failed: context canceled\n")
+            os._exit(1)
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        # The new revision is recorded pending before any work is done.
+        set_release(cluster, user, path, releases, ns, release,
+                    {"chart": chart, "version": flag("--version"), "repo": flag("--repo"),
+                     "values": values, "status": pending, "revision": rev,
+                     "deployed": old.get("deployed")})
+        knobs("upgrade", release)
         for api_path, obj in chart_objects(chart, release, ns, values):
             apply(cluster, user, api_path, obj)
-        old = releases.get(f"{ns}/{release}", {})
-        releases[f"{ns}/{release}"] = {"chart": chart, "version": flag("--version"), "repo": flag("--repo"),
-                                       "values": values, "status": "deployed",
-                                       "revision": old.get("revision", 0) + 1}
-        # Like helm, keep the release record as a Secret in its namespace.
-        rev = releases[f"{ns}/{release}"]["revision"]
-        if rev > 1:
-            apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev - 1}",
-                  {"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"status": "superseded"}}})
-        import base64
-        apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev}",
-              {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-               "metadata": {"labels": {"owner": "helm", "name": release, "status": "deployed", "version": str(rev)}},
-               "data": {"release": base64.b64encode(json.dumps({"chart": chart}).encode()).decode()}})
-        save(path, releases)
+        releases[key]["status"] = "deployed"
+        releases[key]["deployed"] = rev
+        set_release(cluster, user, path, releases, ns, release, releases[key])
         print(f'Release "{release}" has been upgraded. Happy Helming!')
+        return
+    if verb == "rollback":
+        release = ARGS[1]
+        knobs("rollback", release)
+        key = f"{ns}/{release}"
+        old = releases.get(key)
+        if not old or not old.get("deployed"):
+            die(f'Error: release: "{release}" has no deployed revision to roll back to')
+        r = dict(old)
+        r["revision"] = old["revision"] + 1
+        r["status"] = "deployed"
+        r["deployed"] = r["revision"]
+        set_release(cluster, user, path, releases, ns, release, r)
+        print("Rollback was a success! Happy Helming!")
         return
     if verb == "status":
         knobs("status", ARGS[1])
