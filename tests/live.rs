@@ -480,6 +480,62 @@ fn a_watch_silent_for_longer_than_a_minute_does_not_fail_the_wait() {
 }
 
 #[test]
+fn an_app_update_waits_for_its_rollout_not_for_the_old_pods() {
+    // The Deployment controller reports the new generation at once while
+    // the old pods still count as ready: only a rollout-complete wait (as
+    // `kubectl rollout status`) sees that the new pods are not there yet.
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    for c in ["east", "west"] {
+        w.api(c)
+            .knobs
+            .ready_delay_in
+            .lock()
+            .unwrap()
+            .insert("sample".into(), std::time::Duration::from_secs(2));
+    }
+    let manifest = include_str!("../tasks/apps/helloworld.yaml")
+        .replace("examples-helloworld-v1:1.0", "examples-helloworld-v1:1.1");
+    std::fs::create_dir_all(p.path().join("tasks/apps")).unwrap();
+    std::fs::write(p.path().join("tasks/apps/helloworld.yaml"), manifest).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").contains(&"app:helloworld:east".to_string()));
+    let d = w
+        .api("east")
+        .get("apps", "deployments", "sample", "helloworld-v1")
+        .unwrap();
+    assert_eq!(
+        d["status"]["updatedReplicas"], 1,
+        "rollout not finished: {d}"
+    );
+    assert_eq!(d["status"]["replicas"], 1, "old pods left: {d}");
+}
+
+#[test]
+fn the_cilium_pool_waits_for_cilium_to_serve_its_kinds() {
+    // Cilium's CRDs come from its operator, after the chart is installed:
+    // until the agents are up, CiliumLoadBalancerIPPool is not served (404).
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        w.api(c)
+            .knobs
+            .ready_delay_in
+            .lock()
+            .unwrap()
+            .insert("kube-system".into(), std::time::Duration::from_secs(2));
+    }
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for c in ["east", "west"] {
+        let pools = w.api(c).list("cilium.io", "ciliumloadbalancerippools");
+        assert_eq!(pools.len(), 1, "{c}: {pools:?}");
+        assert_eq!(pools[0]["apiVersion"], "cilium.io/v2");
+    }
+}
+
+#[test]
 fn an_unreachable_api_server_fails_the_build_and_never_deletes_the_cluster() {
     // The hazard: Docker restarting or a laptop waking up. The cluster is
     // there, its API server does not answer. Treating that as drift would

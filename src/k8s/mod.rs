@@ -18,7 +18,7 @@
 //! are in `objects`: no code outside this module calls the API.
 
 use crate::graph::{ProbeError, TaskError};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -33,7 +33,9 @@ mod objects;
 mod wait;
 
 pub use objects::{apply_secret, exec_sh, lb_ip, reader_token, release_state};
-pub use wait::{wait_deployment, wait_gateway_address, wait_lb_ip, wait_secret_key};
+pub use wait::{
+    wait_daemonset, wait_deployment, wait_gateway_address, wait_lb_ip, wait_secret_key,
+};
 
 pub const FIELD_MANAGER: &str = "mesh";
 pub const HASH_ANNOTATION: &str = "mesh.io/content-hash";

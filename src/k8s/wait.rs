@@ -48,7 +48,11 @@ where
     })
 }
 
-/// Wait until a Deployment has all its replicas ready.
+/// Wait until a Deployment's rollout is complete, as `kubectl rollout
+/// status` decides: the controller has seen the latest spec, every replica
+/// is updated, no old replica is left, and every updated one is available.
+/// (observedGeneration alone is not enough: the controller sets it at once,
+/// while the old pods still count as ready.)
 pub async fn wait_deployment(
     client: &Client,
     ns: &str,
@@ -63,10 +67,43 @@ pub async fn wait_deployment(
         timeout,
         |d: &Deployment| {
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let s = d.status.as_ref();
-            let ready = s.and_then(|s| s.ready_replicas).unwrap_or(0);
-            let observed = s.and_then(|s| s.observed_generation).unwrap_or(0);
-            ready >= want && observed >= d.metadata.generation.unwrap_or(0)
+            let Some(s) = d.status.as_ref() else {
+                return false;
+            };
+            let updated = s.updated_replicas.unwrap_or(0);
+            s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+                && updated >= want
+                && s.replicas.unwrap_or(0) <= updated
+                && s.available_replicas.unwrap_or(0) >= updated
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Wait until a DaemonSet's rollout is complete (`kubectl rollout status`):
+/// the latest spec seen, a pod updated and available on every node it
+/// should run on.
+pub async fn wait_daemonset(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), KubeError> {
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    wait(
+        api,
+        name,
+        &format!("DaemonSet {ns}/{name} to be ready"),
+        timeout,
+        |d: &DaemonSet| {
+            let Some(s) = d.status.as_ref() else {
+                return false;
+            };
+            s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+                && s.desired_number_scheduled > 0
+                && s.updated_number_scheduled.unwrap_or(0) >= s.desired_number_scheduled
+                && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
         },
     )
     .await

@@ -7,12 +7,13 @@
 //! (`lb-pool.yaml`, which `lb:<c>` applies). `cni:<c>` installs the chart:
 //! Cilium, or MetalLB for kindnet clusters.
 
-use super::step::{Chart, Src, Step};
+use super::step::{Chart, Src, Step, Wait};
 use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, net};
 use crate::plan::{Cni, Provider};
 use crate::providers::helm;
 
-pub const VERSION: u32 = 1;
+/// 2: waits for the Cilium agent DaemonSet.
+pub const VERSION: u32 = 2;
 pub const RENDER_VERSION: u32 = 1;
 pub const CILIUM_REPO: &str = "https://helm.cilium.io/";
 pub const METALLB_REPO: &str = "https://metallb.github.io/metallb";
@@ -71,8 +72,21 @@ pub fn plan(p: &mut Planner) {
             deps: super::on_cluster(c, vec![render_id(n)]),
             action: Step::on(super::target(c))
                 .charts(vec![chart(c.cni, version, n)])
+                .waits(waits(c.cni))
                 .action(),
         });
+    }
+}
+
+/// What the CNI chart must have running before anything else is installed:
+/// Cilium's agent on every node (helm's `--wait` may not wait for it).
+fn waits(cni: Cni) -> Vec<Wait> {
+    match cni {
+        Cni::Cilium => vec![Wait::DaemonSet {
+            namespace: "kube-system".into(),
+            name: "cilium".into(),
+        }],
+        Cni::Kindnet => vec![],
     }
 }
 

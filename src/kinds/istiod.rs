@@ -19,7 +19,8 @@ use crate::hash::Digest;
 use crate::plan::{Cluster, Mode, Plan, Provider, Role, Topology};
 use crate::providers::helm;
 
-pub const VERSION: u32 = 1;
+/// 2: rollout-complete waits; ambient waits for its DaemonSets.
+pub const VERSION: u32 = 2;
 pub const RENDER_VERSION: u32 = 1;
 pub const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
@@ -152,6 +153,15 @@ fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
             serde_json::json!({"source": source, "digest": bytes.map(|b| Digest::of_bytes(&b).to_string())}),
         );
         waits.push(Wait::GatewayApiCrds { source });
+    }
+    if mesh.mode == Mode::Ambient {
+        // The node agents of ambient: every node's traffic goes through them.
+        for name in ["istio-cni-node", "ztunnel"] {
+            waits.push(Wait::DaemonSet {
+                namespace: "istio-system".into(),
+                name: name.into(),
+            });
+        }
     }
     if c.role == Role::Primary {
         // Gateways are applied only once istiod (and its webhook) answers.

@@ -370,6 +370,12 @@ pub enum Wait {
         namespace: String,
         name: String,
     },
+    /// A DaemonSet a chart runs on every node (helm's `--wait` does not
+    /// wait for one whose maxUnavailable covers every node).
+    DaemonSet {
+        namespace: String,
+        name: String,
+    },
     /// Every Deployment among the applied manifests.
     AppliedDeployments,
     /// A LoadBalancer Service's address, checked against `expect`.
@@ -406,9 +412,16 @@ impl Step {
             receipt.releases.push((r, digest));
         }
         for w in &self.waits {
-            if let Wait::Deployment { namespace, name } = w {
-                let client = access.client().await?;
-                k8s::wait_deployment(&client, namespace, name, wait_timeout()).await?;
+            match w {
+                Wait::Deployment { namespace, name } => {
+                    let client = access.client().await?;
+                    k8s::wait_deployment(&client, namespace, name, wait_timeout()).await?;
+                }
+                Wait::DaemonSet { namespace, name } => {
+                    let client = access.client().await?;
+                    k8s::wait_daemonset(&client, namespace, name, wait_timeout()).await?;
+                }
+                _ => {}
             }
         }
         if !self.manifests.is_empty() {

@@ -69,6 +69,13 @@ const RESOURCES: &[(&str, &str, &str, &str, bool)] = &[
     ),
     (
         "cilium.io",
+        "v2",
+        "ciliumloadbalancerippools",
+        "CiliumLoadBalancerIPPool",
+        false,
+    ),
+    (
+        "cilium.io",
         "v2alpha1",
         "ciliuml2announcementpolicies",
         "CiliumL2AnnouncementPolicy",
@@ -381,33 +388,64 @@ impl State {
     }
 
     /// The controllers.
+    /// Is this API group served yet? Cilium's CRDs are registered by its
+    /// operator after it starts, not by the chart: here they appear once
+    /// the Cilium agent DaemonSet is ready (an agent becomes ready only
+    /// after it has seen them).
+    fn serves(&self, group: &str) -> bool {
+        if group != "cilium.io" {
+            return true;
+        }
+        self.get("apps", "daemonsets", "kube-system", "cilium")
+            .is_some_and(|d| {
+                let want = d["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0);
+                want > 0 && d["status"]["numberReady"].as_i64() == Some(want)
+            })
+    }
+
+    fn ready_delay(&self, ns: &str) -> Duration {
+        self.knobs
+            .ready_delay_in
+            .lock()
+            .unwrap()
+            .get(ns)
+            .copied()
+            .unwrap_or(*self.knobs.ready_delay.lock().unwrap())
+    }
+
     fn react(self: &Arc<Self>, key: Key, obj: Value) {
         let kind = obj["kind"].as_str().unwrap_or("").to_string();
         let group = key.0.clone();
         match (group.as_str(), kind.as_str()) {
             ("apps", "Deployment") => {
+                // As the real controller: observedGeneration at once, the old
+                // pods still counted ready while the new ones start; the
+                // rollout completes after the delay.
                 let gen_ = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-                let ready = obj["status"]["observedGeneration"].as_i64() == Some(gen_);
-                if ready || self.knobs.never_ready.lock().unwrap().contains(&key.3) {
+                if obj["status"]["observedGeneration"].as_i64() == Some(gen_) {
                     return;
                 }
-                let delay = self
-                    .knobs
-                    .ready_delay_in
-                    .lock()
-                    .unwrap()
-                    .get(&key.2)
-                    .copied()
-                    .unwrap_or(*self.knobs.ready_delay.lock().unwrap());
+                let replicas = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+                let old_ready = obj["status"]["readyReplicas"].as_i64().unwrap_or(0);
+                let mut o = obj.clone();
+                o["status"] = json!({"observedGeneration": gen_, "replicas": old_ready + replicas,
+                                     "readyReplicas": old_ready, "availableReplicas": old_ready,
+                                     "updatedReplicas": 0});
+                self.write(key.clone(), o, "MODIFIED");
+                if self.knobs.never_ready.lock().unwrap().contains(&key.3) {
+                    return;
+                }
+                let delay = self.ready_delay(&key.2);
                 let me = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let cur = me.objects.lock().unwrap().get(&key).cloned();
                     let Some(mut o) = cur else { return };
-                    if me.knobs.never_ready.lock().unwrap().contains(&key.3) {
-                        return;
+                    if o["metadata"]["generation"].as_i64() != Some(gen_)
+                        || me.knobs.never_ready.lock().unwrap().contains(&key.3)
+                    {
+                        return; // a newer rollout took over
                     }
-                    let replicas = o["spec"]["replicas"].as_i64().unwrap_or(1);
                     let pod_key: Key = (
                         String::new(),
                         "pods".into(),
@@ -419,8 +457,36 @@ impl State {
                                      "labels": o["spec"]["template"]["metadata"]["labels"].clone()},
                         "status": {"phase": "Running"}});
                     me.write(pod_key, pod, "ADDED");
-                    o["status"] = json!({"observedGeneration": o["metadata"]["generation"], "replicas": replicas,
+                    o["status"] = json!({"observedGeneration": gen_, "replicas": replicas,
                                          "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas});
+                    me.write(key, o, "MODIFIED");
+                });
+            }
+            ("apps", "DaemonSet") => {
+                // One pod per node (here: two); ready after the delay.
+                let gen_ = obj["metadata"]["generation"].as_i64().unwrap_or(1);
+                if obj["status"]["observedGeneration"].as_i64() == Some(gen_) {
+                    return;
+                }
+                let nodes = 2;
+                let old_ready = obj["status"]["numberReady"].as_i64().unwrap_or(0);
+                let mut o = obj.clone();
+                o["status"] = json!({"observedGeneration": gen_, "desiredNumberScheduled": nodes,
+                                     "currentNumberScheduled": nodes, "numberReady": old_ready,
+                                     "numberAvailable": old_ready, "updatedNumberScheduled": 0});
+                self.write(key.clone(), o, "MODIFIED");
+                let delay = self.ready_delay(&key.2);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let cur = me.objects.lock().unwrap().get(&key).cloned();
+                    let Some(mut o) = cur else { return };
+                    if o["metadata"]["generation"].as_i64() != Some(gen_) {
+                        return;
+                    }
+                    o["status"] = json!({"observedGeneration": gen_, "desiredNumberScheduled": nodes,
+                                         "currentNumberScheduled": nodes, "numberReady": nodes,
+                                         "numberAvailable": nodes, "updatedNumberScheduled": nodes});
                     me.write(key, o, "MODIFIED");
                 });
             }
@@ -555,6 +621,15 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     } else {
         format!("{}/{}", r.group, r.version)
     };
+    if !st.serves(&r.group) {
+        return Ok(status(
+            404,
+            "NotFound",
+            &format!(
+                "the server could not find the requested resource (group {gv} is not served yet)"
+            ),
+        ));
+    }
     let Some(plural) = r.plural.clone() else {
         // Discovery of a group/version.
         let resources: Vec<Value> = RESOURCES

@@ -219,6 +219,14 @@ def chart_objects(chart, release, ns, values):
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/istiod" % ns,
                      {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
                       "spec": {"replicas": 1}}))
+    # DaemonSets the real charts run on every node.
+    daemonsets = {"cilium": "cilium", "cni": "istio-cni-node", "ztunnel": "ztunnel"}
+    if chart in daemonsets:
+        name = daemonsets[chart]
+        objs.append(("/apis/apps/v1/namespaces/%s/daemonsets/%s" % (ns, name),
+                     {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "labels": {"k8s-app": name}},
+                      "spec": {"selector": {"matchLabels": {"k8s-app": name}},
+                               "template": {"metadata": {"labels": {"k8s-app": name}}}}}))
     if chart == "gateway":
         name = values.get("name", release)
         svc = values.get("service", {})
