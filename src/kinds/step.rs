@@ -150,13 +150,29 @@ fn release_key(r: &helm::Release) -> String {
     format!("{}/{}", r.namespace, r.name)
 }
 
-/// Values YAML as JSON (what `helm get values -o json` prints back).
-pub fn values_json(yaml: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_saphyr::from_str(yaml).unwrap_or(serde_json::Value::Null);
-    if v.is_null() {
-        serde_json::json!({})
-    } else {
-        v
+/// Values YAML as JSON (what `helm get values -o json` prints back). An
+/// empty file is no values; YAML that does not parse, or that is not a
+/// mapping, is an error naming `what` and the place (never quoting the
+/// text: values may hold credentials).
+pub fn values_json(yaml: &str, what: &str) -> Result<serde_json::Value, TaskError> {
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| {
+        let place = e
+            .to_string()
+            .split_once(" at line ")
+            .map(|(_, at)| format!(" at line {}", at.split_whitespace().next().unwrap_or("?")))
+            .unwrap_or_default();
+        TaskError::tool(
+            "helm",
+            format!("the values of {what} are not valid YAML{place}"),
+        )
+    })?;
+    match v {
+        serde_json::Value::Null => Ok(serde_json::json!({})),
+        v @ serde_json::Value::Object(_) => Ok(v),
+        _ => Err(TaskError::tool(
+            "helm",
+            format!("the values of {what} are not a mapping of keys to values"),
+        )),
     }
 }
 
@@ -241,8 +257,9 @@ async fn install_charts(
                 let digest = Digest::of_bytes(text.as_bytes());
                 // Helm reads YAML, and JSON is YAML: hand it the values as
                 // parsed (and so validated) here.
-                let json =
-                    serde_json::to_string_pretty(&values_json(&text)).expect("values serialize");
+                let what = format!("release {}/{}", c.release.namespace, c.release.name);
+                let json = serde_json::to_string_pretty(&values_json(&text, &what)?)
+                    .expect("values serialize");
                 (Some(temp_file(&json, "mesh-values-")?), digest)
             }
             None => (None, Digest::of_bytes(b"")),
@@ -559,5 +576,29 @@ impl Action for Step {
             let access = cluster::access(&this.target, &ctx)?;
             r.undo(&access).await
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_that_do_not_parse_are_an_error_that_quotes_nothing() {
+        assert_eq!(values_json("", "r").unwrap(), serde_json::json!({}));
+        assert_eq!(
+            values_json("a: 1\n", "r").unwrap(),
+            serde_json::json!({"a": 1})
+        );
+        let e = values_json(
+            "token: s3cr3t\nkey: [unclosed\n",
+            "release istio-system/istiod",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("release istio-system/istiod"), "{e}");
+        assert!(e.contains("not valid YAML"), "{e}");
+        assert!(!e.contains("s3cr3t") && !e.contains("unclosed"), "{e}");
+        assert!(values_json("- a\n- b\n", "r").is_err());
     }
 }

@@ -230,13 +230,31 @@ def chart_objects(chart, release, ns, values):
     if chart == "gateway":
         name = values.get("name", release)
         svc = values.get("service", {})
+        labels = dict(values.get("labels", {}))
+        env = dict(values.get("env", {}))
+        ports = svc.get("ports", [])
+        net = values.get("networkGateway")
+        if net:
+            # What the chart derives from networkGateway; given again in the
+            # values it renders duplicate keys, which Helm 4 rejects.
+            if "ISTIO_META_REQUESTED_NETWORK_VIEW" in env:
+                die('Error: UPGRADE FAILED: failed to create typed patch object: .spec.template.spec.containers[name="istio-proxy"].env: '
+                    'duplicate entries for key [name="ISTIO_META_REQUESTED_NETWORK_VIEW"]')
+            if "topology.istio.io/network" in labels:
+                die('Error: UPGRADE FAILED: YAML parse error: mapping key "topology.istio.io/network" already defined')
+            labels["topology.istio.io/network"] = net
+            env["ISTIO_META_REQUESTED_NETWORK_VIEW"] = net
+            ports = [{"name": n, "port": p, "targetPort": p}
+                     for n, p in [("status-port", 15021), ("tls", 15443), ("tls-istiod", 15012), ("tls-webhook", 15017)]]
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, name),
-                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": values.get("labels", {})},
-                      "spec": {"replicas": 1}}))
+                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+                      "spec": {"replicas": 1, "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                          {"name": "istio-proxy", "image": "auto",
+                           "env": [{"name": k, "value": v} for k, v in env.items()]}]}}}}))
         objs.append(("/api/v1/namespaces/%s/services/%s" % (ns, name),
                      {"apiVersion": "v1", "kind": "Service",
-                      "metadata": {"name": name, "labels": values.get("labels", {}), "annotations": svc.get("annotations", {})},
-                      "spec": {"type": svc.get("type", "LoadBalancer"), "ports": svc.get("ports", [])}}))
+                      "metadata": {"name": name, "labels": labels, "annotations": svc.get("annotations", {})},
+                      "spec": {"type": svc.get("type", "LoadBalancer"), "ports": ports}}))
     return objs
 
 
