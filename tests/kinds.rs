@@ -114,3 +114,25 @@ fn an_offline_graph_holds_no_live_node() {
     let live = build(&plan, Build::Live).unwrap();
     assert!(live.len() > g.len());
 }
+
+#[test]
+fn a_remote_gateway_waits_for_its_remote_secret() {
+    // The remote's injection webhook has no CA bundle until the primary
+    // holds the remote secret: the remote's gateway pods come after it.
+    let plan = plan_of(&common::primary_remote(&default_plan()));
+    let g = build(&plan, Build::Live).unwrap();
+    let gw = g.find("gateway:west").unwrap();
+    assert!(
+        g.dep_ids(gw).contains(&"remote-secret:west->east"),
+        "{:?}",
+        g.dep_ids(gw)
+    );
+    // The primary's gateway does not wait for it (the remote needs the
+    // primary's gateway address first).
+    let gw = g.find("gateway:east").unwrap();
+    assert!(
+        !g.dep_ids(gw)
+            .iter()
+            .any(|d| d.starts_with("remote-secret:"))
+    );
+}

@@ -8,16 +8,21 @@
 //! `expose-istiod` (15012, 15017). Ambient: the Gateway API `Gateway` of
 //! class `istio-east-west` (HBONE on 15008).
 //!
-//! `gateway:<c>` installs them after istiod, waits for the address and
-//! checks it is the one mesh pinned (from `net.alloc` on kind, or the plan's
+//! `gateway:<c>` installs them after istiod (on a remote, also after its
+//! remote secret: until the primary holds it, the remote's injection
+//! webhook has no CA bundle and refuses the gateway's pods), waits for the
+//! sidecar gateway's rollout and for the address, and checks the address is
+//! the one mesh pinned (from `net.alloc` on kind, or the plan's
 //! `gateway_ip`): remotes and the LoadBalancer pool rely on it.
 
 use super::step::{Chart, Expect, Src, Step, Wait};
-use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, istiod, net};
+use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, istiod, net, remote_secret};
 use crate::plan::{Cluster, Cni, Mode, Plan, Provider};
 use crate::providers::helm;
 
-pub const VERSION: u32 = 1;
+/// 2: waits for the sidecar gateway's Deployment; a remote's after its
+/// remote secret.
+pub const VERSION: u32 = 2;
 pub const RENDER_VERSION: u32 = 1;
 const VALUES: &str = "eastwest-values.yaml";
 const CROSS_NETWORK: &str = "cross-network-gateway.yaml";
@@ -116,6 +121,11 @@ fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
     if is_kind {
         deps.push(net::alloc_id());
     }
+    // A remote's injection webhook has no CA bundle until its primary holds
+    // the remote secret: before that, the gateway's pods are refused.
+    if let Some(primary) = &c.primary {
+        deps.push(remote_secret::id(n, primary));
+    }
     let step = Step::on(super::target(c));
     let step = match mesh.mode {
         Mode::Sidecar => {
@@ -133,13 +143,18 @@ fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
                 },
                 values: Some(Src::dep(rg.clone(), VALUES)),
             };
-            step.charts(vec![chart])
-                .manifests(manifests)
-                .waits(vec![Wait::LbAddress {
+            step.charts(vec![chart]).manifests(manifests).waits(vec![
+                // Its pods, not only its address: they are injected.
+                Wait::Deployment {
+                    namespace: "istio-system".into(),
+                    name: NAME.into(),
+                },
+                Wait::LbAddress {
                     namespace: "istio-system".into(),
                     name: NAME.into(),
                     expect,
-                }])
+                },
+            ])
         }
         Mode::Ambient => step
             .manifests(vec![Src::dep(rg.clone(), AMBIENT)])

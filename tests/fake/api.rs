@@ -403,6 +403,37 @@ impl State {
             })
     }
 
+    /// Would the injection webhook refuse this Deployment's pods? On a
+    /// remote (istio-system annotated with its control plane cluster) it has
+    /// no CA bundle until the primary holds this cluster's remote secret, so
+    /// every injected pod (a gateway's, or one in an injection-labelled
+    /// namespace) is refused until then.
+    fn injection_refused(&self, key: &Key) -> bool {
+        let Some(ns) = self.get("", "namespaces", "", "istio-system") else {
+            return false;
+        };
+        let Some(primary) =
+            ns["metadata"]["annotations"]["topology.istio.io/controlPlaneClusters"].as_str()
+        else {
+            return false;
+        };
+        let Some(d) = self.get(&key.0, &key.1, &key.2, &key.3) else {
+            return false;
+        };
+        let injected = d["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"]
+            == "true"
+            || self
+                .get("", "namespaces", "", &key.2)
+                .is_some_and(|n| n["metadata"]["labels"]["istio-injection"] == "enabled");
+        let secret = format!("istio-remote-secret-{}", self.name);
+        let known = self
+            .peers
+            .get()
+            .and_then(|p| p.get(primary))
+            .is_some_and(|p| p.get("", "secrets", "istio-system", &secret).is_some());
+        injected && !known
+    }
+
     fn ready_delay(&self, ns: &str) -> Duration {
         self.knobs
             .ready_delay_in
@@ -439,6 +470,11 @@ impl State {
                 let me = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
+                    // Injected pods are refused while the injection webhook
+                    // cannot serve them; the ReplicaSet controller retries.
+                    while me.injection_refused(&key) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let cur = me.objects.lock().unwrap().get(&key).cloned();
                     let Some(mut o) = cur else { return };
                     if o["metadata"]["generation"].as_i64() != Some(gen_)

@@ -248,7 +248,7 @@ def chart_objects(chart, release, ns, values):
                      for n, p in [("status-port", 15021), ("tls", 15443), ("tls-istiod", 15012), ("tls-webhook", 15017)]]
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, name),
                      {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-                      "spec": {"replicas": 1, "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                      "spec": {"replicas": 1, "template": {"metadata": {"labels": dict(labels, **{"sidecar.istio.io/inject": "true"})}, "spec": {"containers": [
                           {"name": "istio-proxy", "image": "auto",
                            "env": [{"name": k, "value": v} for k, v in env.items()]}]}}}}))
         objs.append(("/api/v1/namespaces/%s/services/%s" % (ns, name),
