@@ -301,7 +301,15 @@ fn ambient_multi_primary_bring_up() {
         assert_eq!(gw["spec"]["gatewayClassName"], "istio-east-west");
         assert_eq!(gw["spec"]["listeners"][0]["port"], 15008);
         assert_eq!(gw["spec"]["listeners"][0]["protocol"], "HBONE");
-        assert_eq!(gw["status"]["addresses"][0]["value"], lb_ip(&p, c));
+        // Istio lists the hostname first; the LoadBalancer IP is there too.
+        assert!(
+            gw["status"]["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["type"] == "IPAddress" && a["value"] == lb_ip(&p, c)),
+            "{gw}"
+        );
         assert_eq!(
             api.get("", "namespaces", "", "sample").unwrap()["metadata"]["labels"]["istio.io/dataplane-mode"],
             "ambient"

@@ -167,11 +167,17 @@ pub async fn wait_secret_key(
         .unwrap_or_default())
 }
 
-/// Wait until a Gateway API `Gateway` has a status address; return it.
+/// Wait until a Gateway API `Gateway` has its LoadBalancer address; return
+/// it. While the LoadBalancer is pending Istio already reports other
+/// addresses (a hostname, the ClusterIP), so the first address is not it:
+/// with `expect` (the address mesh pinned), wait until that one is listed;
+/// without, wait until the Gateway is Programmed and take its first IP
+/// address.
 pub async fn wait_gateway_address(
     client: &Client,
     ns: &str,
     name: &str,
+    expect: Option<&str>,
     timeout: Duration,
 ) -> Result<String, KubeError> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -180,19 +186,37 @@ pub async fn wait_gateway_address(
         "Gateway",
     ));
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let addr = |o: &DynamicObject| -> Option<String> {
-        o.data
-            .pointer("/status/addresses/0/value")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+    let expect = expect.map(str::to_string);
+    let pick = move |o: &DynamicObject| -> Option<String> {
+        let addrs = o.data.pointer("/status/addresses")?.as_array()?;
+        let value = |a: &serde_json::Value| a["value"].as_str().map(str::to_string);
+        match &expect {
+            Some(ip) => addrs.iter().filter_map(value).find(|v| v == ip),
+            None => {
+                let programmed = o
+                    .data
+                    .pointer("/status/conditions")
+                    .and_then(|c| c.as_array())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Programmed" && c["status"] == "True")
+                    });
+                let ip = addrs
+                    .iter()
+                    .filter(|a| a["type"].as_str().is_none_or(|t| t == "IPAddress"))
+                    .find_map(value);
+                ip.filter(|_| programmed)
+            }
+        }
     };
+    let p = pick.clone();
     let o = wait(
         api,
         name,
-        &format!("Gateway {ns}/{name} to get an address"),
+        &format!("Gateway {ns}/{name} to get its LoadBalancer address"),
         timeout,
-        move |o: &DynamicObject| addr(o).is_some(),
+        move |o: &DynamicObject| p(o).is_some(),
     )
     .await?;
-    Ok(addr(&o).expect("condition holds"))
+    Ok(pick(&o).expect("condition holds"))
 }

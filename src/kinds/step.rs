@@ -496,9 +496,16 @@ impl Step {
                     expect,
                 } => {
                     let client = access.client().await?;
-                    let ip =
-                        k8s::wait_gateway_address(&client, namespace, name, wait_timeout()).await?;
-                    check_address(&ip, expect.resolve(&ctx)?.as_deref(), namespace, name)?;
+                    let want = expect.resolve(&ctx)?;
+                    let ip = k8s::wait_gateway_address(
+                        &client,
+                        namespace,
+                        name,
+                        want.as_deref(),
+                        wait_timeout(),
+                    )
+                    .await?;
+                    check_address(&ip, want.as_deref(), namespace, name)?;
                     receipt.address = Some(ip);
                 }
                 _ => {}

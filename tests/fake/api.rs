@@ -554,9 +554,24 @@ impl State {
                     .or(ann["metallb.io/loadBalancerIPs"].as_str())
                     .map(str::to_string)
                     .unwrap_or_else(|| self.pool_ip());
+                // As Istio does: while the LoadBalancer is pending, the
+                // Gateway lists its in-cluster hostname; the IP comes later.
+                let host = format!("{}.{}.svc.cluster.local", key.3, key.2);
                 let mut o = obj.clone();
-                o["status"] = json!({"addresses": [{"type": "IPAddress", "value": ip}]});
-                self.write(key, o, "MODIFIED");
+                o["status"] = json!({"addresses": [{"type": "Hostname", "value": host}],
+                    "conditions": [{"type": "Programmed", "status": "False", "reason": "AddressNotAssigned"}]});
+                self.write(key.clone(), o, "MODIFIED");
+                let (me, delay) = (self.clone(), self.ready_delay(&key.2));
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay.max(Duration::from_millis(300))).await;
+                    let Some(mut o) = me.objects.lock().unwrap().get(&key).cloned() else {
+                        return;
+                    };
+                    o["status"] = json!({"addresses": [{"type": "Hostname", "value": host},
+                                                       {"type": "IPAddress", "value": ip}],
+                        "conditions": [{"type": "Programmed", "status": "True", "reason": "Programmed"}]});
+                    me.write(key, o, "MODIFIED");
+                });
             }
             ("", "Secret") => {
                 if obj["type"] != "kubernetes.io/service-account-token"
@@ -997,7 +1012,11 @@ impl State {
                     "istio-system",
                     "istio-eastwestgateway",
                 )
-                .is_some_and(|g| g["status"]["addresses"][0]["value"].is_string())
+                .is_some_and(|g| {
+                    g["status"]["addresses"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|a| a["type"] == "IPAddress"))
+                })
     }
 
     /// Simulate `sh -c 'for i in $(seq 1 N); do curl -s -m 5 URL; echo; done'`
