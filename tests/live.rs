@@ -543,6 +543,71 @@ fn the_cilium_pool_waits_for_cilium_to_serve_its_kinds() {
     }
 }
 
+/// The default plan brought up while one in `every` API calls fails as a
+/// loaded API server's do (429, 503, a webhook timing out): it converges in
+/// one build, and the next build is a probe-only no-op.
+fn converges_under_chaos(plan: &str, every: usize) -> (usize, usize) {
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        w.api(c)
+            .knobs
+            .fault_every
+            .store(every, std::sync::atomic::Ordering::SeqCst);
+    }
+    let p = project(plan);
+    let crds = p.path().join("gateway-api-crds.yaml");
+    std::fs::write(&crds, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n").unwrap();
+    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+    let faults: usize = ["east", "west"]
+        .iter()
+        .map(|c| w.api(c).faults.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    (faults, o.with("cached").len())
+}
+
+#[test]
+fn the_bring_up_converges_under_transient_api_faults() {
+    let (faults, tasks) = converges_under_chaos(&default_plan(), 5);
+    eprintln!("chaos, sidecar: 1 in 5 API calls failed: {faults} faults, {tasks} tasks");
+    assert!(faults > 20, "only {faults} faults were injected");
+    let ambient = default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\"");
+    let (faults, tasks) = converges_under_chaos(&ambient, 5);
+    eprintln!("chaos, ambient: 1 in 5 API calls failed: {faults} faults, {tasks} tasks");
+    assert!(faults > 20, "only {faults} faults were injected");
+}
+
+#[test]
+fn the_metallb_pool_waits_for_metallbs_webhook() {
+    // MetalLB's webhook refuses its pool until the controller is up.
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        w.api(c)
+            .knobs
+            .ready_delay_in
+            .lock()
+            .unwrap()
+            .insert("metallb-system".into(), std::time::Duration::from_secs(2));
+    }
+    let plan = default_plan().replace("cni = \"cilium\"", "cni = \"kindnet\"");
+    let p = project(&plan);
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for c in ["east", "west"] {
+        assert_eq!(
+            w.api(c).list("metallb.io", "ipaddresspools").len(),
+            1,
+            "{c}"
+        );
+    }
+}
+
 #[test]
 fn an_unreachable_api_server_fails_the_build_and_never_deletes_the_cluster() {
     // The hazard: Docker restarting or a laptop waking up. The cluster is

@@ -83,17 +83,56 @@ impl From<KubeError> for TaskError {
 /// goes through [`bounded`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A request, bounded by [`REQUEST_TIMEOUT`]; no answer in time is a
-/// service error, as a refused connection is.
-pub async fn bounded<T>(
-    request: impl std::future::Future<Output = Result<T, kube::Error>>,
-) -> Result<T, kube::Error> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(r) => r,
-        Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer in {}s", REQUEST_TIMEOUT.as_secs()),
-        )))),
+/// How long transient failures of one call are retried.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
+
+/// Retries taken so far in this process (for the summary and tests).
+pub static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Is this error worth trying again? The API server asked us to (429),
+/// was briefly unable (502, 503, 504), or answered for a webhook that is
+/// not ready yet ("failed calling webhook", MetalLB's and Istio's before
+/// their pods are up); or the connection broke. A 4xx other than 429 is an
+/// answer, not a fault.
+pub fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            matches!(s.code, 429 | 502 | 503 | 504)
+                || (s.code == 500 && s.message.contains("failed calling webhook"))
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// An idempotent request: each attempt bounded by [`REQUEST_TIMEOUT`] (no
+/// answer in time is a service error, as a refused connection is),
+/// transient failures retried with backoff (100 ms doubling to 2 s) for
+/// [`RETRY_BUDGET`]. Every call through here is idempotent: server-side
+/// apply, get, list, delete, discovery.
+pub async fn bounded<T, F, Fut>(request: F) -> Result<T, kube::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let give_up = tokio::time::Instant::now() + RETRY_BUDGET;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let r = match tokio::time::timeout(REQUEST_TIMEOUT, request()).await {
+            Ok(r) => r,
+            Err(_) => Err(kube::Error::Service(Box::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer in {}s", REQUEST_TIMEOUT.as_secs()),
+            )))),
+        };
+        match r {
+            Err(e) if transient(&e) && tokio::time::Instant::now() + backoff < give_up => {
+                RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -185,7 +224,7 @@ impl Resolver {
                 None => ("", r.api_version.as_str()),
             };
             let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-            let found = bounded(kube::discovery::pinned_kind(&self.client, &gvk)).await?;
+            let found = bounded(|| kube::discovery::pinned_kind(&self.client, &gvk)).await?;
             self.cache.insert(key.clone(), found);
         }
         let (ar, caps) = &self.cache[&key];
@@ -239,8 +278,11 @@ pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError
             .get_or_insert_with(BTreeMap::new)
             .insert(HASH_ANNOTATION.into(), r.hash.clone());
         let api = res.api(&r).await?;
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        bounded(api.patch(&r.name, &pp, &Patch::Apply(&obj)))
+        let (pp, patch) = (
+            PatchParams::apply(FIELD_MANAGER).force(),
+            Patch::Apply(&obj),
+        );
+        bounded(|| api.patch(&r.name, &pp, &patch))
             .await
             .map_err(|e| kerr(format!("cannot apply {r}"), e))?;
         refs.push(r);
@@ -272,7 +314,7 @@ pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), ProbeError> {
     for r in refs {
         let what = r.to_string();
         let api = res.resolve(r).await.map_err(|e| probe_error(&what, &e))?;
-        match bounded(api.get_opt(&r.name)).await {
+        match bounded(|| api.get_opt(&r.name)).await {
             Ok(Some(o)) => {
                 let have = o
                     .metadata
@@ -295,7 +337,8 @@ pub async fn delete(client: &Client, refs: &[ObjRef]) -> Result<(), KubeError> {
     let mut res = Resolver::new(client.clone());
     for r in refs.iter().rev() {
         let api = res.api(r).await?;
-        match bounded(api.delete(&r.name, &DeleteParams::default())).await {
+        let dp = DeleteParams::default();
+        match bounded(|| api.delete(&r.name, &dp)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(kerr(format!("cannot delete {r}"), e)),

@@ -17,10 +17,10 @@ pub async fn release_state(
     release: &str,
 ) -> Result<Option<(u64, String)>, ProbeError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let list =
-        bounded(api.list(&ListParams::default().labels(&format!("owner=helm,name={release}"))))
-            .await
-            .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))?;
+    let lp = ListParams::default().labels(&format!("owner=helm,name={release}"));
+    let list = bounded(|| api.list(&lp))
+        .await
+        .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))?;
     Ok(list
         .items
         .iter()
@@ -37,7 +37,7 @@ pub async fn release_state(
 /// The LoadBalancer address a Service has now, if any.
 pub async fn lb_ip(client: &Client, ns: &str, name: &str) -> Result<Option<String>, ProbeError> {
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
-    let svc = bounded(api.get_opt(name))
+    let svc = bounded(|| api.get_opt(name))
         .await
         .map_err(|e| probe_error(&format!("Service {ns}/{name}"), &e))?;
     Ok(svc.and_then(|s| {
@@ -88,13 +88,13 @@ pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), KubeEr
     let ns = secret.metadata.namespace.clone().unwrap_or_default();
     let name = secret.metadata.name.clone().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    bounded(api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(secret),
-    ))
-    .await
-    .map_err(|e| kerr(format!("cannot apply Secret {ns}/{name}"), e))?;
+    let (pp, patch) = (
+        PatchParams::apply(FIELD_MANAGER).force(),
+        Patch::Apply(secret),
+    );
+    bounded(|| api.patch(&name, &pp, &patch))
+        .await
+        .map_err(|e| kerr(format!("cannot apply Secret {ns}/{name}"), e))?;
     Ok(())
 }
 
@@ -102,7 +102,8 @@ pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), KubeEr
 /// return its stdout.
 pub async fn exec_sh(client: &Client, ns: &str, app: &str, script: &str) -> Result<String, String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = bounded(pods.list(&ListParams::default().labels(&format!("app={app}"))))
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    let list = bounded(|| pods.list(&lp))
         .await
         .map_err(|e| format!("cannot list pods: {e}"))?;
     let pod = list

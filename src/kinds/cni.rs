@@ -12,7 +12,7 @@ use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, net};
 use crate::plan::{Cni, Provider};
 use crate::providers::helm;
 
-/// 2: waits for the Cilium agent DaemonSet.
+/// 2: waits for the Cilium agent DaemonSet, or MetalLB's controller.
 pub const VERSION: u32 = 2;
 pub const RENDER_VERSION: u32 = 1;
 pub const CILIUM_REPO: &str = "https://helm.cilium.io/";
@@ -79,14 +79,19 @@ pub fn plan(p: &mut Planner) {
 }
 
 /// What the CNI chart must have running before anything else is installed:
-/// Cilium's agent on every node (helm's `--wait` may not wait for it).
+/// Cilium's agent on every node (helm's `--wait` may not wait for it; its
+/// kinds are served only then), or MetalLB's controller (it serves the
+/// webhook that admits the address pool).
 fn waits(cni: Cni) -> Vec<Wait> {
     match cni {
         Cni::Cilium => vec![Wait::DaemonSet {
             namespace: "kube-system".into(),
             name: "cilium".into(),
         }],
-        Cni::Kindnet => vec![],
+        Cni::Kindnet => vec![Wait::Deployment {
+            namespace: "metallb-system".into(),
+            name: "metallb-controller".into(),
+        }],
     }
 }
 

@@ -127,6 +127,10 @@ pub struct Knobs {
     /// Per-namespace readiness delays (override `ready_delay`).
     pub ready_delay_in: Mutex<BTreeMap<String, Duration>>,
     pub never_ready: Mutex<HashSet<String>>,
+    /// Chaos: one in this many API requests (not watches) fails as a
+    /// loaded server's do (429, 503, 500 from a webhook that timed out,
+    /// alternating). 0: none.
+    pub fault_every: AtomicUsize,
 }
 
 pub struct State {
@@ -138,6 +142,9 @@ pub struct State {
     compacted: AtomicU64,
     events: broadcast::Sender<Event>,
     pub mutations: AtomicUsize,
+    requests: AtomicUsize,
+    /// Transient faults injected so far (chaos).
+    pub faults: AtomicUsize,
     pub down: AtomicBool,
     /// The cluster exists (kind lists it, its objects are kept) but its API
     /// server does not answer: Docker restarting, a laptop asleep.
@@ -236,6 +243,8 @@ impl State {
             compacted: AtomicU64::new(0),
             events,
             mutations: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            faults: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             asleep: AtomicBool::new(false),
             // Real API servers end watches and compact history; here it
@@ -432,6 +441,63 @@ impl State {
             .and_then(|p| p.get(primary))
             .is_some_and(|p| p.get("", "secrets", "istio-system", &secret).is_some());
         injected && !known
+    }
+
+    /// A transient fault for this request, when chaos is on.
+    fn chaos(&self, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let every = self.knobs.fault_every.load(Ordering::SeqCst);
+        let watch = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.contains("watch=true") || q.contains("watch=1"));
+        if every == 0 || watch || req.headers().contains_key("x-fake-tool") {
+            return None;
+        }
+        let n = self.requests.fetch_add(1, Ordering::SeqCst);
+        if n % every != every - 1 {
+            return None;
+        }
+        let k = self.faults.fetch_add(1, Ordering::SeqCst);
+        Some(match k % 3 {
+            0 => status(
+                429,
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            ),
+            1 => status(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            _ => status(
+                500,
+                "InternalError",
+                "Internal error occurred: failed calling webhook \"validation.istio.io\": context deadline exceeded",
+            ),
+        })
+    }
+
+    /// MetalLB's validating webhook: its resources are refused until the
+    /// MetalLB controller (which serves the webhook) is ready.
+    fn webhook_refuses(&self, group: &str) -> Option<Response<Body>> {
+        if group != "metallb.io" {
+            return None;
+        }
+        let ready = self
+            .get(
+                "apps",
+                "deployments",
+                "metallb-system",
+                "metallb-controller",
+            )
+            .is_some_and(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0);
+        (!ready).then(|| {
+            status(
+                500,
+                "InternalError",
+                "Internal error occurred: failed calling webhook \"ipaddresspoolvalidationwebhook.metallb.io\": no endpoints available for service \"metallb-webhook-service\"",
+            )
+        })
     }
 
     fn ready_delay(&self, ns: &str) -> Duration {
@@ -652,6 +718,9 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
             "this cluster was deleted",
         ));
     }
+    if let Some(fault) = st.chaos(&req) {
+        return Ok(fault);
+    }
     if path == "/version" {
         return Ok(json_response(
             StatusCode::OK,
@@ -764,6 +833,9 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
             )),
         },
         (Method::PATCH, Some(name)) => {
+            if let Some(refused) = st.webhook_refuses(&r.group) {
+                return Ok(refused);
+            }
             let body = req
                 .into_body()
                 .collect()

@@ -111,7 +111,11 @@ def request(cluster, user, method, path, body=None):
             f.write(base64.b64decode(user["client-key-data"]))
         ctx.load_cert_chain(cert, key)
     conn = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=30)
-    headers = {"content-type": "application/apply-patch+yaml"} if body is not None else {}
+    # Chaos (transient faults) is for mesh's own client, not for the tools.
+    headers = {"x-fake-tool": TOOL}
+    if body is not None:
+        headers["content-type"] = "application/apply-patch+yaml"
+
     conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
@@ -218,6 +222,10 @@ def chart_objects(chart, release, ns, values):
     if chart == "istiod" and values.get("profile") != "remote":
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/istiod" % ns,
                      {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
+                      "spec": {"replicas": 1}}))
+    if chart == "metallb":
+        objs.append(("/apis/apps/v1/namespaces/%s/deployments/metallb-controller" % ns,
+                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "metallb-controller"},
                       "spec": {"replicas": 1}}))
     # DaemonSets the real charts run on every node.
     daemonsets = {"cilium": "cilium", "cni": "istio-cni-node", "ztunnel": "ztunnel"}
