@@ -42,6 +42,7 @@
 
 pub mod app;
 pub mod cacerts;
+pub mod charts;
 pub mod cluster;
 pub mod cni;
 pub mod gateway;
