@@ -54,16 +54,18 @@ pub async fn upgrade(
     Ok(())
 }
 
-/// `helm rollback` to the last deployed revision: how helm itself gets a
-/// release out of `pending-upgrade` or `pending-rollback`.
-pub async fn rollback(
+/// `helm <verb> <release>` on the release's namespace and cluster, with
+/// `extra` flags, waiting for the result.
+async fn on_release(
+    verb: &str,
     r: &Release,
     kubeconfig: &Path,
     context: Option<&str>,
+    extra: &[&str],
 ) -> Result<(), ToolError> {
     let kc = kubeconfig.to_string_lossy().to_string();
     let mut args = vec![
-        "rollback",
+        verb,
         &r.name,
         "--namespace",
         &r.namespace,
@@ -71,6 +73,7 @@ pub async fn rollback(
         &kc,
         "--wait",
     ];
+    args.extend(extra);
     if let Some(c) = context {
         args.extend(["--kube-context", c]);
     }
@@ -78,25 +81,21 @@ pub async fn rollback(
     Ok(())
 }
 
+/// `helm rollback` to the last deployed revision: how helm itself gets a
+/// release out of `pending-upgrade` or `pending-rollback`.
+pub async fn rollback(
+    r: &Release,
+    kubeconfig: &Path,
+    context: Option<&str>,
+) -> Result<(), ToolError> {
+    on_release("rollback", r, kubeconfig, context, &[]).await
+}
+
+/// `helm uninstall`; an absent release is fine.
 pub async fn uninstall(
     r: &Release,
     kubeconfig: &Path,
     context: Option<&str>,
 ) -> Result<(), ToolError> {
-    let kc = kubeconfig.to_string_lossy().to_string();
-    let mut args = vec![
-        "uninstall",
-        &r.name,
-        "--namespace",
-        &r.namespace,
-        "--kubeconfig",
-        &kc,
-        "--ignore-not-found",
-        "--wait",
-    ];
-    if let Some(c) = context {
-        args.extend(["--kube-context", c]);
-    }
-    run(Tool::Helm, &args, TIMEOUT).await?;
-    Ok(())
+    on_release("uninstall", r, kubeconfig, context, &["--ignore-not-found"]).await
 }

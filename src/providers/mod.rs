@@ -38,12 +38,7 @@ pub async fn command(
     let shown = argv.join(" ");
     let program = argv.first().cloned().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&program);
-    cmd.args(&argv[1..])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+    cmd.args(&argv[1..]).current_dir(dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -52,10 +47,7 @@ pub async fn command(
         cmd: shown.clone(),
         reason: e.to_string(),
     };
-    let child = cmd.spawn().map_err(spawn_error)?;
-    let mut stopper = Stopper {
-        pid: child.id().map(|p| p as i32),
-    };
+    let (child, mut stopper) = spawn(&mut cmd).map_err(spawn_error)?;
     let out = child.wait_with_output().await;
     stopper.done();
     let out = out.map_err(spawn_error)?;
@@ -259,6 +251,21 @@ impl Drop for Stopper {
     }
 }
 
+/// Start `cmd` with no stdin and its output captured, with a [`Stopper`]
+/// that stops it if the caller is dropped before it exits.
+fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<(tokio::process::Child, Stopper)> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .spawn()?;
+    let stopper = Stopper {
+        pid: child.id().map(|p| p as i32),
+    };
+    Ok((child, stopper))
+}
+
 /// Wait until every tool that was told to stop has stopped (at most
 /// [`GRACE`] each, in parallel).
 pub fn wait_for_stopping() {
@@ -298,22 +305,15 @@ pub async fn run_env(
         hint: tool.install_hint(),
     })?;
     let mut cmd = tokio::process::Command::new(&bin);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().map_err(|e| ToolError::Spawn {
+    let (child, mut stopper) = spawn(&mut cmd).map_err(|e| ToolError::Spawn {
         tool: tool.name(),
         cmd: shown.clone(),
         reason: e.to_string(),
     })?;
-    let mut stopper = Stopper {
-        pid: child.id().map(|p| p as i32),
-    };
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(r) => {
             stopper.done();
