@@ -86,6 +86,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long transient failures of one call are retried.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
 
+/// How long a probe retries: a probe must decide quickly (a deleted kind
+/// cluster refuses every connection, and kind is asked next).
+pub const PROBE_RETRY_BUDGET: Duration = Duration::from_secs(3);
+
 /// Retries taken so far in this process (for the summary and tests).
 pub static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -115,7 +119,16 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
-    let give_up = tokio::time::Instant::now() + RETRY_BUDGET;
+    bounded_for(RETRY_BUDGET, request).await
+}
+
+/// [`bounded`], retrying for `budget` (probes: [`PROBE_RETRY_BUDGET`]).
+pub async fn bounded_for<T, F, Fut>(budget: Duration, request: F) -> Result<T, kube::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let give_up = tokio::time::Instant::now() + budget;
     let mut backoff = Duration::from_millis(100);
     loop {
         let r = match tokio::time::timeout(REQUEST_TIMEOUT, request()).await {
@@ -194,6 +207,8 @@ pub fn server_and_ca(
 /// Resolves kinds to resources, caching per call site.
 pub struct Resolver {
     client: Client,
+    /// How long discovery retries transient faults.
+    retry: Duration,
     cache: HashMap<(String, String), (ApiResource, ApiCapabilities)>,
 }
 
@@ -201,6 +216,7 @@ impl Resolver {
     pub fn new(client: Client) -> Resolver {
         Resolver {
             client,
+            retry: RETRY_BUDGET,
             cache: HashMap::new(),
         }
     }
@@ -224,7 +240,10 @@ impl Resolver {
                 None => ("", r.api_version.as_str()),
             };
             let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-            let found = bounded(|| kube::discovery::pinned_kind(&self.client, &gvk)).await?;
+            let found = bounded_for(self.retry, || {
+                kube::discovery::pinned_kind(&self.client, &gvk)
+            })
+            .await?;
             self.cache.insert(key.clone(), found);
         }
         let (ar, caps) = &self.cache[&key];
@@ -311,10 +330,11 @@ pub fn probe_error(what: &str, e: &kube::Error) -> ProbeError {
 /// Do these objects exist and carry their hashes?
 pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), ProbeError> {
     let mut res = Resolver::new(client.clone());
+    res.retry = PROBE_RETRY_BUDGET;
     for r in refs {
         let what = r.to_string();
         let api = res.resolve(r).await.map_err(|e| probe_error(&what, &e))?;
-        match bounded(|| api.get_opt(&r.name)).await {
+        match bounded_for(PROBE_RETRY_BUDGET, || api.get_opt(&r.name)).await {
             Ok(Some(o)) => {
                 let have = o
                     .metadata

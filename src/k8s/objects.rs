@@ -18,7 +18,7 @@ pub async fn release_state(
 ) -> Result<Option<(u64, String)>, ProbeError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!("owner=helm,name={release}"));
-    let list = bounded(|| api.list(&lp))
+    let list = bounded_for(PROBE_RETRY_BUDGET, || api.list(&lp))
         .await
         .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))?;
     Ok(list
@@ -37,7 +37,7 @@ pub async fn release_state(
 /// The LoadBalancer address a Service has now, if any.
 pub async fn lb_ip(client: &Client, ns: &str, name: &str) -> Result<Option<String>, ProbeError> {
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
-    let svc = bounded(|| api.get_opt(name))
+    let svc = bounded_for(PROBE_RETRY_BUDGET, || api.get_opt(name))
         .await
         .map_err(|e| probe_error(&format!("Service {ns}/{name}"), &e))?;
     Ok(svc.and_then(|s| {

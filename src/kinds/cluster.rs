@@ -115,7 +115,9 @@ impl Action for KindCluster {
             let client = k8s::connect(&kc, None)
                 .await
                 .map_err(|e| ProbeError::Drift(e.to_string()))?;
-            let Err(e) = k8s::bounded(|| client.apiserver_version()).await else {
+            let Err(e) =
+                k8s::bounded_for(k8s::PROBE_RETRY_BUDGET, || client.apiserver_version()).await
+            else {
                 return Ok(());
             };
             match kind::clusters().await {
