@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,6 +136,9 @@ pub struct Knobs {
 pub struct State {
     pub name: String,
     objects: Mutex<BTreeMap<Key, Value>>,
+    /// Server-side apply's field ownership: per object, per field manager,
+    /// the leaf paths it set last time.
+    owners: Mutex<BTreeMap<Key, BTreeMap<String, BTreeSet<Vec<String>>>>>,
     rv: AtomicU64,
     /// Resource versions below this are compacted away: a watch from one
     /// gets 410 Gone, as from a real API server after etcd compaction.
@@ -233,12 +236,66 @@ fn merge(into: &mut Value, patch: &Value) {
     }
 }
 
+/// The leaf paths an apply sets: every scalar or list, skipping the
+/// object's identity and what the server owns.
+fn leaves(v: &Value, path: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
+    const SERVER: &[&str] = &[
+        "apiVersion",
+        "kind",
+        "status",
+        "metadata.name",
+        "metadata.namespace",
+        "metadata.resourceVersion",
+        "metadata.uid",
+        "metadata.generation",
+        "metadata.creationTimestamp",
+        "metadata.managedFields",
+    ];
+    if SERVER.contains(&path.join(".").as_str()) {
+        return;
+    }
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                path.push(k.clone());
+                leaves(x, path, out);
+                path.pop();
+            }
+        }
+        Value::Object(_) => {}
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+fn at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+fn remove_at(v: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for k in parents {
+        match cur.get_mut(k) {
+            Some(x) => cur = x,
+            None => return,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.remove(last);
+    }
+}
+
 impl State {
     pub fn new(name: &str) -> Arc<State> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(State {
             name: name.into(),
             objects: Mutex::new(BTreeMap::new()),
+            owners: Mutex::new(BTreeMap::new()),
             rv: AtomicU64::new(1),
             compacted: AtomicU64::new(0),
             events,
@@ -281,6 +338,7 @@ impl State {
     pub fn remove(&self, group: &str, plural: &str, ns: &str, name: &str) -> bool {
         let key: Key = (group.into(), plural.into(), ns.into(), name.into());
         let removed = self.objects.lock().unwrap().remove(&key);
+        self.owners.lock().unwrap().remove(&key);
         if group == "apps" && plural == "deployments" {
             self.remove("", "pods", ns, &format!("{name}-fake"));
         }
@@ -322,7 +380,25 @@ impl State {
 
     pub fn clear(&self) {
         self.objects.lock().unwrap().clear();
+        self.owners.lock().unwrap().clear();
         self.rv.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A new cluster, as `kind create` leaves it: empty but for the
+    /// namespaces every cluster has.
+    pub fn reset(&self) {
+        self.clear();
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            self.put(
+                "",
+                "namespaces",
+                "",
+                ns,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                       "status": {"phase": "Active"}}),
+            );
+        }
+        self.down.store(false, Ordering::SeqCst);
     }
 
     fn write(&self, key: Key, mut obj: Value, kind: &'static str) -> Value {
@@ -340,19 +416,83 @@ impl State {
         obj
     }
 
-    /// Server-side apply.
+    /// Server-side apply, as the API server does it: the fields this
+    /// manager set last time and no longer sets are removed (unless another
+    /// manager owns them too); a field another manager owns with another
+    /// value is a conflict (409) unless the apply forces, which takes the
+    /// field over. Lists are atomic here (the real server merges some by
+    /// key).
     fn apply(
         self: &Arc<Self>,
         key: Key,
-        gv: &str,
-        kind: &str,
-        namespaced: bool,
-        patch: Value,
-    ) -> Value {
+        (gv, kind, namespaced): (&str, &str, bool),
+        manager: &str,
+        force: bool,
+        mut patch: Value,
+    ) -> Result<Value, Response<Body>> {
+        // Secrets: stringData lands in data.
+        if kind == "Secret"
+            && let Some(sd) = patch.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
+            for (k, v) in sd.as_object().cloned().unwrap_or_default() {
+                patch["data"][k] = json!(b64(v.as_str().unwrap_or("").as_bytes()));
+            }
+        }
+        let mut set = BTreeSet::new();
+        leaves(&patch, &mut Vec::new(), &mut set);
         let existing = self.objects.lock().unwrap().get(&key).cloned();
+        let mut owners = self.owners.lock().unwrap();
+        let owned = owners.entry(key.clone()).or_default();
+        if let Some(o) = &existing {
+            let conflicts: Vec<String> = owned
+                .iter()
+                .filter(|(m, _)| m.as_str() != manager)
+                .flat_map(|(m, paths)| {
+                    paths
+                        .intersection(&set)
+                        .filter(|p| at(o, p) != at(&patch, p))
+                        .map(move |p| format!("conflict with \"{m}\": .{}", p.join(".")))
+                })
+                .collect();
+            if !conflicts.is_empty() && !force {
+                return Err(status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Apply failed with {} conflict{}: {}",
+                        conflicts.len(),
+                        if conflicts.len() == 1 { "" } else { "s" },
+                        conflicts.join("\n")
+                    ),
+                ));
+            }
+        }
+        let dropped: Vec<Vec<String>> = owned
+            .get(manager)
+            .map(|mine| {
+                mine.difference(&set)
+                    .filter(|p| {
+                        !owned
+                            .iter()
+                            .any(|(m, ps)| m.as_str() != manager && ps.contains(*p))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (m, ps) in owned.iter_mut() {
+            if m.as_str() != manager {
+                ps.retain(|p| !set.contains(p));
+            }
+        }
+        owned.insert(manager.to_string(), set);
+        drop(owners);
         let (mut obj, event) = match existing {
             Some(mut o) => {
                 let old_spec = o.get("spec").cloned();
+                for p in &dropped {
+                    remove_at(&mut o, p);
+                }
                 merge(&mut o, &patch);
                 if o.get("spec").cloned() != old_spec {
                     let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -378,17 +518,16 @@ impl State {
         if namespaced {
             obj["metadata"]["namespace"] = json!(key.2);
         }
-        // Secrets: stringData lands in data.
-        if kind == "Secret"
-            && let Some(sd) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
-        {
-            for (k, v) in sd.as_object().cloned().unwrap_or_default() {
-                obj["data"][k] = json!(b64(v.as_str().unwrap_or("").as_bytes()));
-            }
-        }
         let obj = self.write(key.clone(), obj, event);
         self.react(key, obj.clone());
-        obj
+        Ok(obj)
+    }
+
+    /// A namespaced write into a namespace that does not exist is refused,
+    /// as a real API server refuses it.
+    fn missing_namespace(&self, namespaced: bool, ns: &str) -> Option<Response<Body>> {
+        (namespaced && self.get("", "namespaces", "", ns).is_none())
+            .then(|| status(404, "NotFound", &format!("namespaces \"{ns}\" not found")))
     }
 
     fn pool_ip(&self) -> String {
@@ -399,17 +538,22 @@ impl State {
     /// The controllers.
     /// Is this API group served yet? Cilium's CRDs are registered by its
     /// operator after it starts, not by the chart: here they appear once
-    /// the Cilium agent DaemonSet is ready (an agent becomes ready only
-    /// after it has seen them).
+    /// the operator's Deployment and the agent DaemonSet are ready (an
+    /// agent becomes ready only after it has seen them).
     fn serves(&self, group: &str) -> bool {
         if group != "cilium.io" {
             return true;
         }
-        self.get("apps", "daemonsets", "kube-system", "cilium")
+        let operator = self
+            .get("apps", "deployments", "kube-system", "cilium-operator")
+            .is_some_and(|d| d["status"]["readyReplicas"].as_i64().unwrap_or(0) > 0);
+        let agents = self
+            .get("apps", "daemonsets", "kube-system", "cilium")
             .is_some_and(|d| {
                 let want = d["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0);
                 want > 0 && d["status"]["numberReady"].as_i64() == Some(want)
-            })
+            });
+        operator && agents
     }
 
     /// Would the injection webhook refuse this Deployment's pods? On a
@@ -645,15 +789,118 @@ impl State {
                 {
                     return;
                 }
-                let mut o = obj.clone();
-                o["data"]["token"] =
-                    json!(b64(format!("fake-token-{}-{}", self.name, key.3).as_bytes()));
-                o["data"]["ca.crt"] = json!(b64(b"fake-ca"));
-                self.write(key, o, "MODIFIED");
+                // As the token controller: a moment later, the token for an
+                // existing service account; a Secret naming one that does
+                // not exist is deleted.
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    let Some(mut o) = me.objects.lock().unwrap().get(&key).cloned() else {
+                        return;
+                    };
+                    let sa = o["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    if me.get("", "serviceaccounts", &key.2, &sa).is_none() {
+                        me.remove(&key.0, &key.1, &key.2, &key.3);
+                        return;
+                    }
+                    o["data"]["token"] =
+                        json!(b64(format!("fake-token-{}-{}", me.name, key.3).as_bytes()));
+                    o["data"]["ca.crt"] = json!(b64(b"fake-ca"));
+                    me.write(key, o, "MODIFIED");
+                });
             }
             _ => {}
         }
     }
+}
+
+/// `/apis`: every group the server serves now, as an APIGroupList (no
+/// aggregated discovery: clients fall back to this, as against an older
+/// server).
+fn api_groups(st: &State) -> Value {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in RESOURCES
+        .iter()
+        .filter(|r| !r.0.is_empty() && st.serves(r.0))
+    {
+        match groups.iter_mut().find(|g| g.0 == r.0) {
+            Some(g) if !g.1.contains(&r.1) => g.1.push(r.1),
+            Some(_) => {}
+            None => groups.push((r.0, vec![r.1])),
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, mut vs)| {
+            vs.sort_by_key(|v| v.contains("alpha") || v.contains("beta"));
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            json!({"name": g, "versions": versions, "preferredVersion": versions[0]})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/openapi/v3` and its per-group-version documents, as much as a client
+/// reads: each kind's PATCH path with its group-version-kind and the
+/// `fieldValidation` query parameter, so kubectl validates on the server.
+fn openapi_v3(st: &State, gv_path: &str) -> Response<Body> {
+    let served = RESOURCES
+        .iter()
+        .filter(|r| r.0.is_empty() || st.serves(r.0));
+    let prefix = |r: &(&str, &str, &str, &str, bool)| {
+        if r.0.is_empty() {
+            format!("api/{}", r.1)
+        } else {
+            format!("apis/{}/{}", r.0, r.1)
+        }
+    };
+    if gv_path.is_empty() {
+        let paths: serde_json::Map<String, Value> = served
+            .map(|r| {
+                let p = prefix(r);
+                let url = json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=fake")});
+                (p, url)
+            })
+            .collect();
+        return json_response(StatusCode::OK, &json!({"paths": paths}));
+    }
+    let paths: serde_json::Map<String, Value> = served
+        .filter(|r| prefix(r) == gv_path)
+        .map(|r| {
+            let item = if r.4 {
+                format!("/{}/namespaces/{{namespace}}/{}/{{name}}", prefix(r), r.2)
+            } else {
+                format!("/{}/{}/{{name}}", prefix(r), r.2)
+            };
+            let op = json!({"patch": {
+                "x-kubernetes-group-version-kind": {"group": r.0, "version": r.1, "kind": r.3},
+                "parameters": [
+                    {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                    {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                    {"name": "force", "in": "query", "schema": {"type": "boolean"}}
+                ],
+                "responses": {"200": {"description": "OK"}}}});
+            (item, op)
+        })
+        .collect();
+    if paths.is_empty() {
+        return status(
+            404,
+            "NotFound",
+            &format!("no OpenAPI document for {gv_path}"),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.34.0-fake"},
+                "paths": paths, "components": {}}),
+    )
 }
 
 struct Route {
@@ -699,10 +946,7 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     let method = req.method().clone();
     if let Some(op) = path.strip_prefix("/fake/") {
         match op {
-            "reset" => {
-                st.clear();
-                st.down.store(false, Ordering::SeqCst);
-            }
+            "reset" => st.reset(),
             "down" => {
                 st.clear();
                 st.down.store(true, Ordering::SeqCst);
@@ -730,8 +974,15 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     if path == "/api" {
         return Ok(json_response(
             StatusCode::OK,
-            &json!({"kind": "APIVersions", "versions": ["v1"]}),
+            &json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
         ));
+    }
+    if path == "/apis" {
+        return Ok(json_response(StatusCode::OK, &api_groups(&st)));
+    }
+    if let Some(gv) = path.strip_prefix("/openapi/v3") {
+        return Ok(openapi_v3(&st, gv.trim_start_matches('/')));
     }
     let Some(r) = route(&path) else {
         return Ok(status(404, "NotFound", &format!("no route {path}")));
@@ -849,17 +1100,75 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
                     "the fake API server takes JSON patches only",
                 ));
             };
-            st.mutations.fetch_add(1, Ordering::SeqCst);
             let key = (r.group.clone(), plural.clone(), ns.clone(), name.clone());
             if r.sub.as_deref() == Some("status") {
                 let Some(mut o) = st.get(&r.group, &plural, &ns, name) else {
                     return Ok(status(404, "NotFound", "not found"));
                 };
+                st.mutations.fetch_add(1, Ordering::SeqCst);
                 o["status"] = patch["status"].clone();
                 return Ok(json_response(StatusCode::OK, &st.write(key, o, "MODIFIED")));
             }
-            let o = st.apply(key, &gv, kind, namespaced, patch);
-            Ok(json_response(StatusCode::OK, &o))
+            if let Some(missing) = st.missing_namespace(namespaced, &ns) {
+                return Ok(missing);
+            }
+            let Some(manager) = q.get("fieldManager") else {
+                return Ok(status(
+                    422,
+                    "Invalid",
+                    "PATCH is not supported: fieldManager is required for apply patch",
+                ));
+            };
+            let force = q.get("force").is_some_and(|f| f == "true");
+            st.mutations.fetch_add(1, Ordering::SeqCst);
+            match st.apply(key, (&gv, kind, namespaced), manager, force, patch) {
+                Ok(o) => Ok(json_response(StatusCode::OK, &o)),
+                Err(refused) => Ok(refused),
+            }
+        }
+        (Method::POST, None) => {
+            let ctype = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+                return Ok(status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!("the fake API server takes JSON only, not {ctype}"),
+                ));
+            };
+            let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+                return Ok(status(422, "Invalid", "metadata.name: Required value"));
+            };
+            if let Some(missing) = st.missing_namespace(namespaced, &ns) {
+                return Ok(missing);
+            }
+            if st.get(&r.group, &plural, &ns, &name).is_some() {
+                return Ok(status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{plural} \"{name}\" already exists"),
+                ));
+            }
+            st.mutations.fetch_add(1, Ordering::SeqCst);
+            let key = (r.group.clone(), plural.clone(), ns.clone(), name);
+            let manager = q
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or("kubectl-create".into());
+            match st.apply(key, (&gv, kind, namespaced), &manager, true, obj) {
+                Ok(o) => Ok(json_response(StatusCode::CREATED, &o)),
+                Err(refused) => Ok(refused),
+            }
         }
         (Method::DELETE, Some(name)) => {
             st.mutations.fetch_add(1, Ordering::SeqCst);

@@ -313,6 +313,19 @@ impl World {
         base
     }
 
+    /// How long workloads in namespace `ns` take to become ready, in every
+    /// cluster.
+    pub fn set_ready_delay_in(&self, ns: &str, d: Duration) {
+        for a in self.apis.values() {
+            a.knobs.ready_delay_in.lock().unwrap().insert(ns.into(), d);
+        }
+    }
+
+    /// Bring a cluster's API server up as `kind create` does, without kind.
+    pub fn bring_up(&self, name: &str) {
+        self.api(name).reset();
+    }
+
     pub fn set_ready_delay(&self, d: Duration) {
         for a in self.apis.values() {
             *a.knobs.ready_delay.lock().unwrap() = d;

@@ -97,7 +97,7 @@ def api_for_kubeconfig(path):
     return cluster, user, ctx["cluster"]
 
 
-def request(cluster, user, method, path, body=None):
+def request(cluster, user, method, path, body=None, missing_ok=False):
     # Imported here: only calls that reach the API pay for them.
     import base64, http.client, ssl, tempfile
     server = cluster["server"].replace("https://", "")
@@ -119,6 +119,8 @@ def request(cluster, user, method, path, body=None):
     conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
     resp = conn.getresponse()
     data = resp.read()
+    if resp.status == 404 and missing_ok:
+        return None
     if resp.status >= 300:
         die(f"{TOOL}: API {method} {path}: {resp.status} {data[:200]!r}")
     return json.loads(data or b"{}")
@@ -223,12 +225,15 @@ def chart_objects(chart, release, ns, values):
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/istiod" % ns,
                      {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
                       "spec": {"replicas": 1}}))
-    if chart == "metallb":
-        objs.append(("/apis/apps/v1/namespaces/%s/deployments/metallb-controller" % ns,
-                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "metallb-controller"},
+    # The operators and controllers the real charts run.
+    deployments = {"metallb": "metallb-controller", "cilium": "cilium-operator"}
+    if chart in deployments:
+        name = deployments[chart]
+        objs.append(("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, name),
+                     {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
                       "spec": {"replicas": 1}}))
     # DaemonSets the real charts run on every node.
-    daemonsets = {"cilium": "cilium", "cni": "istio-cni-node", "ztunnel": "ztunnel"}
+    daemonsets = {"cilium": "cilium", "cni": "istio-cni-node", "ztunnel": "ztunnel", "metallb": "metallb-speaker"}
     if chart in daemonsets:
         name = daemonsets[chart]
         objs.append(("/apis/apps/v1/namespaces/%s/daemonsets/%s" % (ns, name),
@@ -273,14 +278,69 @@ def set_release(cluster, user, path, releases, ns, release, r):
     import base64
     releases[f"{ns}/{release}"] = r
     rev = r["revision"]
+
+    def record(n, status):
+        apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{n}",
+              {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+               "metadata": {"labels": {"owner": "helm", "name": release, "status": status, "version": str(n)}},
+               "data": {"release": base64.b64encode(json.dumps({"chart": r["chart"]}).encode()).decode()}})
     if rev > 1:
-        apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev - 1}",
-              {"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"status": "superseded"}}})
-    apply(cluster, user, f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{release}.v{rev}",
-          {"apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
-           "metadata": {"labels": {"owner": "helm", "name": release, "status": r["status"], "version": str(rev)}},
-           "data": {"release": base64.b64encode(json.dumps({"chart": r["chart"]}).encode()).decode()}})
+        record(rev - 1, "superseded")
+    record(rev, r["status"])
     save(path, releases)
+
+
+def ensure_namespace(cluster, user, ns):
+    """helm's --create-namespace; without it, a missing namespace fails
+    the install as the API server refuses the first object."""
+    if request(cluster, user, "GET", f"/api/v1/namespaces/{ns}", missing_ok=True) is not None:
+        return
+    if "--create-namespace" not in ARGS:
+        die(f'Error: INSTALLATION FAILED: create: failed to create: namespaces "{ns}" not found')
+    apply(cluster, user, f"/api/v1/namespaces/{ns}", {"apiVersion": "v1", "kind": "Namespace"})
+
+
+def ready(obj):
+    """Ready as `helm --wait` judges it: Deployments with their replicas
+    ready for the current generation, DaemonSets on every node,
+    LoadBalancer Services with an address."""
+    kind, st = obj.get("kind"), obj.get("status") or {}
+    gen = obj.get("metadata", {}).get("generation")
+    if kind == "Deployment":
+        want = obj.get("spec", {}).get("replicas", 1)
+        return st.get("observedGeneration") == gen and st.get("updatedReplicas", 0) >= want \
+            and st.get("readyReplicas", 0) >= want
+    if kind == "DaemonSet":
+        want = st.get("desiredNumberScheduled", 0)
+        return st.get("observedGeneration") == gen and want > 0 and st.get("numberReady") == want \
+            and st.get("updatedNumberScheduled") == want
+    if kind == "Service" and obj.get("spec", {}).get("type") == "LoadBalancer":
+        return bool(st.get("loadBalancer", {}).get("ingress"))
+    return True
+
+
+def wait_ready(cluster, user, paths, timeout):
+    """helm --wait: poll what the chart made until all of it is ready."""
+    deadline = time.time() + timeout
+    while True:
+        pending = [p for p in paths if not ready(request(cluster, user, "GET", p, missing_ok=True) or {})]
+        if not pending:
+            return None
+        if time.time() > deadline:
+            return pending[0]
+        time.sleep(0.1)
+
+
+def duration(s):
+    """A helm --timeout: 10m, 90s, 1m30s."""
+    total, num = 0, ""
+    for ch in s:
+        if ch.isdigit():
+            num += ch
+        else:
+            total += int(num or 0) * {"h": 3600, "m": 60, "s": 1}[ch]
+            num = ""
+    return total + int(num or 0)
 
 
 def helm():
@@ -320,14 +380,23 @@ def helm():
             os._exit(1)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        ensure_namespace(cluster, user, ns)
         # The new revision is recorded pending before any work is done.
         set_release(cluster, user, path, releases, ns, release,
                     {"chart": chart, "version": flag("--version"), "repo": flag("--repo"),
                      "values": values, "status": pending, "revision": rev,
                      "deployed": old.get("deployed")})
         knobs("upgrade", release)
-        for api_path, obj in chart_objects(chart, release, ns, values):
+        objs = chart_objects(chart, release, ns, values)
+        for api_path, obj in objs:
             apply(cluster, user, api_path, obj)
+        if "--wait" in ARGS:
+            stuck = wait_ready(cluster, user, [p for p, _ in objs], duration(flag("--timeout", "5m")))
+            if stuck:
+                # As helm: a wait that times out marks the revision failed.
+                releases[key]["status"] = "failed"
+                set_release(cluster, user, path, releases, ns, release, releases[key])
+                die(f"Error: UPGRADE FAILED: context deadline exceeded (waiting for {stuck})")
         releases[key]["status"] = "deployed"
         releases[key]["deployed"] = rev
         set_release(cluster, user, path, releases, ns, release, releases[key])
