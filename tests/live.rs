@@ -447,14 +447,7 @@ fn waits_outlive_watches_that_end_and_resume_after_410_gone() {
     // client resuming from its last resourceVersion gets 410 Gone. A wait
     // must outlive both (here: watches live 3 s; the apps take 8 s).
     let w = World::new(&["east", "west"]);
-    for c in ["east", "west"] {
-        w.api(c)
-            .knobs
-            .ready_delay_in
-            .lock()
-            .unwrap()
-            .insert("sample".into(), std::time::Duration::from_secs(8));
-    }
+    w.set_ready_delay_in("sample", std::time::Duration::from_secs(8));
     let p = project(&default_plan());
     let o = mesh(&w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -494,14 +487,7 @@ fn an_app_update_waits_for_its_rollout_not_for_the_old_pods() {
     // `kubectl rollout status`) sees that the new pods are not there yet.
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());
-    for c in ["east", "west"] {
-        w.api(c)
-            .knobs
-            .ready_delay_in
-            .lock()
-            .unwrap()
-            .insert("sample".into(), std::time::Duration::from_secs(2));
-    }
+    w.set_ready_delay_in("sample", std::time::Duration::from_secs(2));
     let manifest = include_str!("../tasks/apps/helloworld.yaml")
         .replace("examples-helloworld-v1:1.0", "examples-helloworld-v1:1.1");
     std::fs::create_dir_all(p.path().join("tasks/apps")).unwrap();
@@ -525,14 +511,7 @@ fn the_cilium_pool_waits_for_cilium_to_serve_its_kinds() {
     // Cilium's CRDs come from its operator, after the chart is installed:
     // until the agents are up, CiliumLoadBalancerIPPool is not served (404).
     let w = World::new(&["east", "west"]);
-    for c in ["east", "west"] {
-        w.api(c)
-            .knobs
-            .ready_delay_in
-            .lock()
-            .unwrap()
-            .insert("kube-system".into(), std::time::Duration::from_secs(2));
-    }
+    w.set_ready_delay_in("kube-system", std::time::Duration::from_secs(2));
     let p = project(&default_plan());
     let o = mesh(&w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -546,7 +525,7 @@ fn the_cilium_pool_waits_for_cilium_to_serve_its_kinds() {
 /// The default plan brought up while one in `every` API calls fails as a
 /// loaded API server's do (429, 503, a webhook timing out): it converges in
 /// one build, and the next build is a probe-only no-op.
-fn converges_under_chaos(plan: &str, every: usize) -> (usize, usize) {
+fn converges_under_chaos(plan: &str, every: usize) -> (usize, usize, usize) {
     let w = World::new(&["east", "west"]);
     for c in ["east", "west"] {
         w.api(c)
@@ -558,8 +537,32 @@ fn converges_under_chaos(plan: &str, every: usize) -> (usize, usize) {
     let crds = p.path().join("gateway-api-crds.yaml");
     std::fs::write(&crds, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n").unwrap();
     w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
-    let o = mesh(&w, p.path(), &["build", "--json"]);
+    let trace = p.path().join("trace.json");
+    let o = mesh(
+        &w,
+        p.path(),
+        &["build", "--json", "--trace", trace.to_str().unwrap()],
+    );
     assert_eq!(o.code, 0, "{}", o.stderr);
+    // Every retry is visible: in the JSON document, with the task it
+    // happened in, and as an instant event in the trace.
+    let doc = o.json();
+    let retries = doc["retries"].as_array().unwrap().clone();
+    assert!(!retries.is_empty(), "no retry reported");
+    assert!(
+        retries
+            .iter()
+            .all(|r| r["task"].is_string() && r["reason"].is_string()),
+        "{retries:?}"
+    );
+    let trace: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let marks = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["cat"] == "retry")
+        .count();
+    assert_eq!(marks, retries.len());
     w.clear_log();
     let o = mesh(&w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -569,17 +572,23 @@ fn converges_under_chaos(plan: &str, every: usize) -> (usize, usize) {
         .iter()
         .map(|c| w.api(c).faults.load(std::sync::atomic::Ordering::SeqCst))
         .sum();
-    (faults, o.with("cached").len())
+    let retried = retries.len() + o.json()["retries"].as_array().unwrap().len();
+    assert!(retried <= faults, "{retried} retries for {faults} faults");
+    (faults, retried, o.with("cached").len())
 }
 
 #[test]
 fn the_bring_up_converges_under_transient_api_faults() {
-    let (faults, tasks) = converges_under_chaos(&default_plan(), 5);
-    eprintln!("chaos, sidecar: 1 in 5 API calls failed: {faults} faults, {tasks} tasks");
+    let (faults, retried, tasks) = converges_under_chaos(&default_plan(), 5);
+    eprintln!(
+        "chaos, sidecar: 1 in 5 API calls failed: {faults} faults, {retried} retries, {tasks} tasks"
+    );
     assert!(faults > 20, "only {faults} faults were injected");
     let ambient = default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\"");
-    let (faults, tasks) = converges_under_chaos(&ambient, 5);
-    eprintln!("chaos, ambient: 1 in 5 API calls failed: {faults} faults, {tasks} tasks");
+    let (faults, retried, tasks) = converges_under_chaos(&ambient, 5);
+    eprintln!(
+        "chaos, ambient: 1 in 5 API calls failed: {faults} faults, {retried} retries, {tasks} tasks"
+    );
     assert!(faults > 20, "only {faults} faults were injected");
 }
 
@@ -587,14 +596,7 @@ fn the_bring_up_converges_under_transient_api_faults() {
 fn the_metallb_pool_waits_for_metallbs_webhook() {
     // MetalLB's webhook refuses its pool until the controller is up.
     let w = World::new(&["east", "west"]);
-    for c in ["east", "west"] {
-        w.api(c)
-            .knobs
-            .ready_delay_in
-            .lock()
-            .unwrap()
-            .insert("metallb-system".into(), std::time::Duration::from_secs(2));
-    }
+    w.set_ready_delay_in("metallb-system", std::time::Duration::from_secs(2));
     let plan = default_plan().replace("cni = \"cilium\"", "cni = \"kindnet\"");
     let p = project(&plan);
     let o = mesh(&w, p.path(), &["build", "--json"]);

@@ -13,7 +13,7 @@ use crate::plan::{Cni, Provider};
 use crate::providers::helm;
 
 /// 2: waits for the Cilium agent DaemonSet, or MetalLB's controller.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const RENDER_VERSION: u32 = 1;
 pub const CILIUM_REPO: &str = "https://helm.cilium.io/";
 pub const METALLB_REPO: &str = "https://metallb.github.io/metallb";
@@ -78,21 +78,26 @@ pub fn plan(p: &mut Planner) {
     }
 }
 
-/// What the CNI chart must have running before anything else is installed:
-/// Cilium's agent on every node (helm's `--wait` may not wait for it; its
-/// kinds are served only then), or MetalLB's controller (it serves the
-/// webhook that admits the address pool).
+/// What the CNI chart must have running before anything else is installed
+/// (helm is not asked to wait): Cilium's operator (it registers Cilium's
+/// kinds) and its agent on every node, or MetalLB's controller (it serves
+/// the webhook that admits the address pool) and its speaker on every node
+/// (it answers ARP for the addresses the east-west gateways get).
 fn waits(cni: Cni) -> Vec<Wait> {
-    match cni {
-        Cni::Cilium => vec![Wait::DaemonSet {
-            namespace: "kube-system".into(),
-            name: "cilium".into(),
-        }],
-        Cni::Kindnet => vec![Wait::Deployment {
-            namespace: "metallb-system".into(),
-            name: "metallb-controller".into(),
-        }],
-    }
+    let (ns, deployment, daemonset) = match cni {
+        Cni::Cilium => ("kube-system", "cilium-operator", "cilium"),
+        Cni::Kindnet => ("metallb-system", "metallb-controller", "metallb-speaker"),
+    };
+    vec![
+        Wait::Deployment {
+            namespace: ns.into(),
+            name: deployment.into(),
+        },
+        Wait::DaemonSet {
+            namespace: ns.into(),
+            name: daemonset.into(),
+        },
+    ]
 }
 
 /// The CNI chart of a kind cluster.

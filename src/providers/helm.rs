@@ -15,7 +15,13 @@ pub struct Release {
     pub version: Option<String>,
 }
 
-/// `helm upgrade --install` with a values file, waiting for readiness.
+/// `helm upgrade --install` with a values file. Without `--wait`: mesh
+/// waits for what each task declares itself (resuming broken watches,
+/// rollout-complete, bounded by `MESH_WAIT_TIMEOUT`, naming the object that
+/// is not ready), where `helm --wait` would wait up to its own `--timeout`
+/// and say only "context deadline exceeded". It also keeps the release
+/// `pending-*` only while helm applies, not while pods pull images, so an
+/// interrupted build rarely leaves a release to recover.
 pub async fn upgrade(
     r: &Release,
     values: Option<&Path>,
@@ -31,7 +37,6 @@ pub async fn upgrade(
         "--namespace".into(),
         r.namespace.clone(),
         "--create-namespace".into(),
-        "--wait".into(),
         "--timeout".into(),
         "10m".into(),
         "--kubeconfig".into(),
@@ -71,7 +76,6 @@ async fn on_release(
         &r.namespace,
         "--kubeconfig",
         &kc,
-        "--wait",
     ];
     args.extend(extra);
     if let Some(c) = context {
@@ -97,5 +101,12 @@ pub async fn uninstall(
     kubeconfig: &Path,
     context: Option<&str>,
 ) -> Result<(), ToolError> {
-    on_release("uninstall", r, kubeconfig, context, &["--ignore-not-found"]).await
+    on_release(
+        "uninstall",
+        r,
+        kubeconfig,
+        context,
+        &["--ignore-not-found", "--wait"],
+    )
+    .await
 }
