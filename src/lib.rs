@@ -5,7 +5,8 @@
 //! below, and within a layer only from modules listed before it (peers
 //! separated by commas, an order by "<"). `tests/layers.rs` enforces it.
 //!
-//! 1. the engine, which knows nothing of Istio: `hash` (digests) < `graph`
+//! 1. the engine, which knows nothing of Istio: `hash` (digests), `events`
+//!    (what happened inside a running task: retries) < `graph`
 //!    (nodes, actions and the sealed DAG) < `cache` (the store and its
 //!    records) < `exec` (the parallel, cached executor);
 //! 2. the input: `diag` (located errors), `yaml` (multi-document YAML),
@@ -26,6 +27,7 @@ pub mod cache;
 pub mod cli;
 pub mod diag;
 pub mod doctor;
+pub mod events;
 pub mod exec;
 pub mod graph;
 pub mod hash;

@@ -162,6 +162,13 @@ pub fn summary(r: &BuildReport) -> String {
     if r.interrupted {
         s.push_str(" (interrupted: nothing half-done was recorded; rerun to resume)");
     }
+    if !r.retries.is_empty() {
+        let n = r.retries.len();
+        s.push_str(&format!(
+            " ({n} transient API error{} retried)",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
     s.push('\n');
     if !r.critical_path.is_empty() && r.count(Status::Ran) > 0 {
         s.push_str(&format!(
@@ -180,6 +187,11 @@ pub fn json(r: &BuildReport) -> serde_json::Value {
         "critical_path_ms": r.critical_path_us as f64 / 1e3,
         "critical_path": r.critical_path,
         "interrupted": r.interrupted,
+        "retries": r.retries.iter().map(|x| json!({
+            "task": x.task,
+            "at_ms": x.at_us as f64 / 1e3,
+            "reason": x.reason,
+        })).collect::<Vec<_>>(),
         "tasks": r.tasks.iter().map(|t| json!({
             "id": t.id,
             "status": t.status.as_str(),
@@ -190,7 +202,8 @@ pub fn json(r: &BuildReport) -> serde_json::Value {
 }
 
 /// Chrome trace events: one "X" (complete) event per task that ran or was
-/// checked, on the row of its concurrency slot.
+/// checked, on the row of its concurrency slot; one "i" (instant) event per
+/// transient error retried, on its task's row.
 pub fn trace(r: &BuildReport) -> serde_json::Value {
     let mut events =
         vec![json!({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "mesh build"}})];
@@ -207,6 +220,24 @@ pub fn trace(r: &BuildReport) -> serde_json::Value {
             "pid": 1,
             "tid": t.lane,
             "args": {"status": t.status.as_str(), "reason": t.reason},
+        }));
+    }
+    // Each retry: an instant event on its task's row.
+    for x in &r.retries {
+        let lane = x
+            .task
+            .as_ref()
+            .and_then(|id| r.tasks.iter().find(|t| &t.id == id))
+            .map_or(0, |t| t.lane);
+        events.push(json!({
+            "name": format!("retry: {}", x.reason),
+            "cat": "retry",
+            "ph": "i",
+            "s": "t",
+            "ts": x.at_us,
+            "pid": 1,
+            "tid": lane,
+            "args": {"task": x.task, "reason": x.reason},
         }));
     }
     json!({"traceEvents": events, "displayTimeUnit": "ms"})

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 1, the engine, in its own order: hash < graph < cache < exec (the
     // graph knows nothing of the store; only exec joins them).
     ("hash", 10),
+    ("events", 10),
     ("graph", 11),
     ("cache", 12),
     ("exec", 13),

@@ -150,9 +150,10 @@ impl DrainState {
 
     fn spawn_probe(&mut self, i: NodeIndex, generation: Gen, fut: BoxProbe) {
         let (ptx, slots) = (self.ptx.clone(), self.probe_slots.clone());
+        let id: Arc<str> = self.graph.node(i).id.as_str().into();
         self.probe_handles.push(tokio::spawn(async move {
             let _permit = slots.acquire_owned().await;
-            let _ = ptx.send((i, generation, fut.await));
+            let _ = ptx.send((i, generation, crate::events::scope(id, fut).await));
         }));
     }
 
@@ -425,12 +426,23 @@ impl DrainState {
             tasks.push(r);
         }
         let (critical_path, critical_path_us) = critical_path(&self.graph, &self.selected, &tasks);
+        let epoch = self.shared.epoch;
+        let retries = crate::events::retries()
+            .into_iter()
+            .filter(|r| r.at >= epoch)
+            .map(|r| RetryReport {
+                task: r.task.map(|t| t.to_string()),
+                at_us: r.at.duration_since(epoch).as_micros() as u64,
+                reason: r.reason,
+            })
+            .collect();
         BuildReport {
             tasks,
             wall_us,
             critical_path,
             critical_path_us,
             interrupted: self.interrupted,
+            retries,
         }
     }
 }

@@ -87,7 +87,7 @@ use fresh::{Checked, check, recorded_ctx};
 pub use fresh::{
     KeyInput, Prediction, key_of, output_digest, predict, probe_predictions, why_stale,
 };
-pub use report::{BuildReport, Observer, Options, Quiet, Status, TaskReport};
+pub use report::{BuildReport, Observer, Options, Quiet, RetryReport, Status, TaskReport};
 pub use store::recorded_file;
 use store::{StoreReader, materialize, store};
 
@@ -341,7 +341,7 @@ async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
         }),
     };
     let started_ms = unix_ms();
-    let files = match node.action.run(ctx).await {
+    let files = match crate::events::scope(node.id.as_str().into(), node.action.run(ctx)).await {
         Ok(f) => f,
         Err(e) => return done(Status::Failed, e.to_string(), None, None),
     };

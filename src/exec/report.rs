@@ -65,6 +65,18 @@ pub struct BuildReport {
     pub critical_path: Vec<String>,
     pub critical_path_us: u64,
     pub interrupted: bool,
+    /// Transient errors retried during the build, in order.
+    pub retries: Vec<RetryReport>,
+}
+
+/// A transient error retried during the build.
+#[derive(Clone, Debug)]
+pub struct RetryReport {
+    /// The task it happened in, if any.
+    pub task: Option<String>,
+    /// When, relative to the build's start, in µs.
+    pub at_us: u64,
+    pub reason: String,
 }
 
 impl BuildReport {

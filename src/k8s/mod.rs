@@ -90,9 +90,6 @@ pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
 /// cluster refuses every connection, and kind is asked next).
 pub const PROBE_RETRY_BUDGET: Duration = Duration::from_secs(3);
 
-/// Retries taken so far in this process (for the summary and tests).
-pub static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Is this error worth trying again? The API server asked us to (429),
 /// was briefly unable (502, 503, 504), or answered for a webhook that is
 /// not ready yet ("failed calling webhook", MetalLB's and Istio's before
@@ -140,12 +137,26 @@ where
         };
         match r {
             Err(e) if transient(&e) && tokio::time::Instant::now() + backoff < give_up => {
-                RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::events::retried(fault(&e));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
             r => return r,
         }
+    }
+}
+
+/// A transient fault in words, for the retry log: the status code and
+/// reason, or the kind of connection failure. Never a body.
+fn fault(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}", s.code, s.reason),
+        kube::Error::HyperError(_) => "connection broken".into(),
+        kube::Error::Service(s) => match s.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::TimedOut => "no answer in time".into(),
+            _ => "cannot connect".into(),
+        },
+        _ => "error".into(),
     }
 }
 

@@ -1,0 +1,72 @@
+//! Events inside a running task that the build's report shows: every
+//! transient API error retried, for the trace and the summary (and `-v`).
+//!
+//! The executor runs each action inside [`scope`], a tokio task-local
+//! naming the task; code below it (the Kubernetes client's retry loop) calls
+//! [`retried`] without knowing which task it serves, and the event is
+//! tagged with the task that was running, or with none (verify, doctor).
+//! Events go to one process-wide log, read once by the report. An event
+//! holds what failed in words (a status code and reason), never a request
+//! body or object data.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+tokio::task_local! {
+    static TASK: Arc<str>;
+}
+
+/// A transient error that was retried.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub at: Instant,
+    /// The task it happened in, if any.
+    pub task: Option<Arc<str>>,
+    /// What failed, in words ("429 TooManyRequests", "connection reset").
+    pub reason: String,
+}
+
+static LOG: Mutex<Vec<Retry>> = Mutex::new(Vec::new());
+
+/// Run `fut` as task `id`: events inside it are tagged with `id`.
+pub async fn scope<F: std::future::Future>(id: Arc<str>, fut: F) -> F::Output {
+    TASK.scope(id, fut).await
+}
+
+/// Record a retried transient error.
+pub fn retried(reason: impl Into<String>) {
+    let task = TASK.try_with(Arc::clone).ok();
+    let e = Retry {
+        at: Instant::now(),
+        task,
+        reason: reason.into(),
+    };
+    LOG.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+}
+
+/// Every retry recorded so far in this process.
+pub fn retries() -> Vec<Retry> {
+    LOG.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retry_is_tagged_with_the_task_it_happened_in() {
+        scope("pki.root".into(), async {
+            retried("503 ServiceUnavailable")
+        })
+        .await;
+        retried("outside");
+        let log = retries();
+        let inside = log
+            .iter()
+            .find(|r| r.reason == "503 ServiceUnavailable")
+            .unwrap();
+        assert_eq!(inside.task.as_deref(), Some("pki.root"));
+        let outside = log.iter().find(|r| r.reason == "outside").unwrap();
+        assert_eq!(outside.task, None);
+    }
+}
