@@ -9,20 +9,32 @@
 //! answer from both clusters, which they do only across the east-west
 //! gateways.
 //!
-//! It also reports each remote secret, like `istioctl remote-clusters`, but
-//! from the API objects rather than istiod's debug endpoint: `synced` when
-//! the secret is present in the target cluster with the content mesh
-//! installed, `changed` or `missing` otherwise, `not installed` when mesh has
-//! no record of it.
+//! It also reports each remote secret as istiod itself sees it, as
+//! `istioctl remote-clusters` does: the secret must be in the target
+//! cluster with the content mesh installed (`missing` or `changed`
+//! otherwise, `not installed` when mesh has no record of it), and the
+//! target's istiod must list the source cluster in its debug endpoint
+//! (`/debug/clusterz`, through the API server's pod proxy) as `synced`
+//! (else its own word: `syncing`, `timeout`; or `not seen by istiod`).
+//!
+//! Right after a build istiod may not have synced the remote endpoints
+//! yet, so verify polls: it checks every [`POLL`] until everything passes
+//! or its deadline (`--wait`) has passed, saying on stderr what it still
+//! waits for, and reports the last round.
 
 use crate::access::{Access, Target};
 use crate::cache::{Cache, Load};
 use crate::exec;
 use crate::graph::{Graph, ProbeError, TaskError};
+use crate::k8s::ClusterView;
 use crate::kinds;
 use crate::plan::{Plan, Selector};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How often verify checks again while it waits.
+pub const POLL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Serialize)]
 pub struct AppResult {
@@ -47,6 +59,9 @@ pub struct SecretResult {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub passed: bool,
+    /// Rounds of checks made, and how long verify waited for the last.
+    pub rounds: u32,
+    pub waited_ms: u64,
     pub requests: u32,
     pub apps: Vec<AppResult>,
     pub remote_secrets: Vec<SecretResult>,
@@ -120,8 +135,46 @@ async fn requests_from(
     crate::k8s::exec_sh(&client, namespace, client_app, &script).await
 }
 
-/// Run the checks.
-pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, String> {
+/// Check until everything passes or `wait` has passed; `progress` hears
+/// each failed round that is followed by another, with the time waited.
+pub async fn run(
+    plan: &Plan,
+    graph: &Graph,
+    cache: &Cache,
+    wait: Duration,
+    mut progress: impl FnMut(&Report, Duration),
+) -> Result<Report, String> {
+    let start = Instant::now();
+    let mut rounds = 0;
+    loop {
+        let mut r = check(plan, graph, cache).await?;
+        rounds += 1;
+        r.rounds = rounds;
+        r.waited_ms = start.elapsed().as_millis() as u64;
+        if r.passed || start.elapsed() + POLL > wait {
+            return Ok(r);
+        }
+        progress(&r, start.elapsed());
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What a failed round still waits for, in one line.
+pub fn pending(r: &Report) -> String {
+    let mut parts = Vec::new();
+    for a in &r.apps {
+        for (c, m) in &a.missing {
+            parts.push(format!("{} from {c}: no {}", a.app, m.join(", ")));
+        }
+    }
+    for x in r.remote_secrets.iter().filter(|x| x.status != "synced") {
+        parts.push(format!("{} -> {}: {}", x.from, x.to, x.status));
+    }
+    parts.join("; ")
+}
+
+/// One round of checks.
+async fn check(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, String> {
     let client = plan.apps.get(&plan.verify.client).ok_or_else(|| {
         format!(
             "the plan has no app {:?} to send requests from ([verify] client)",
@@ -195,33 +248,14 @@ pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, St
     }
 
     let mut remote_secrets = Vec::new();
+    // Each target cluster's istiod view, read once per round.
+    let mut views: BTreeMap<String, Result<Vec<ClusterView>, String>> = BTreeMap::new();
     for &i in graph.topo() {
         let node = graph.node(i);
         let Some((from, to)) = kinds::remote_secret::parse_id(&node.id) else {
             continue;
         };
-        let status = match cache.load(&node.id) {
-            Load::Ok(_) => {
-                let receipt = exec::recorded_file(cache, &node.id, kinds::step::RECEIPT)
-                    .and_then(|b| serde_json::from_slice::<kinds::step::Receipt>(&b).ok());
-                match (receipt, access(plan, cache, to)) {
-                    (Some(r), Ok(acc)) => match acc.client().await {
-                        Ok(client) => match crate::k8s::probe(&client, &r.objects).await {
-                            Ok(()) => "synced".to_string(),
-                            Err(ProbeError::Drift(e)) if e.ends_with("is gone") => {
-                                "missing".to_string()
-                            }
-                            Err(ProbeError::Drift(e)) => format!("changed ({e})"),
-                            Err(ProbeError::Unreachable(e)) => format!("unreachable ({e})"),
-                        },
-                        Err(e) => format!("unreachable ({e})"),
-                    },
-                    (None, _) => "no receipt".to_string(),
-                    (_, Err(e)) => format!("unreachable ({e})"),
-                }
-            }
-            _ => "not installed".to_string(),
-        };
+        let status = secret_status(plan, cache, &node.id, from, to, &mut views).await;
         remote_secrets.push(SecretResult {
             from: from.into(),
             to: to.into(),
@@ -235,10 +269,58 @@ pub async fn run(plan: &Plan, graph: &Graph, cache: &Cache) -> Result<Report, St
         && remote_secrets.iter().all(|s| s.status == "synced");
     Ok(Report {
         passed,
+        rounds: 1,
+        waited_ms: 0,
         requests: n,
         apps,
         remote_secrets,
     })
+}
+
+/// A remote secret's state: its objects in `to` as mesh installed them,
+/// then `from` as `to`'s istiod sees it.
+async fn secret_status(
+    plan: &Plan,
+    cache: &Cache,
+    id: &str,
+    from: &str,
+    to: &str,
+    views: &mut BTreeMap<String, Result<Vec<ClusterView>, String>>,
+) -> String {
+    if !matches!(cache.load(id), Load::Ok(_)) {
+        return "not installed".into();
+    }
+    let Some(receipt) = exec::recorded_file(cache, id, kinds::step::RECEIPT)
+        .and_then(|b| serde_json::from_slice::<kinds::step::Receipt>(&b).ok())
+    else {
+        return "no receipt".into();
+    };
+    let client = match access(plan, cache, to) {
+        Ok(acc) => match acc.client().await {
+            Ok(c) => c,
+            Err(e) => return format!("unreachable ({e})"),
+        },
+        Err(e) => return format!("unreachable ({e})"),
+    };
+    match crate::k8s::probe(&client, &receipt.objects).await {
+        Ok(()) => {}
+        Err(ProbeError::Drift(e)) if e.ends_with("is gone") => return "missing".into(),
+        Err(ProbeError::Drift(e)) => return format!("changed ({e})"),
+        Err(ProbeError::Unreachable(e)) => return format!("unreachable ({e})"),
+    }
+    if !views.contains_key(to) {
+        let view = crate::k8s::istiod_clusters(&client, "istio-system")
+            .await
+            .map_err(|e| e.to_string());
+        views.insert(to.to_string(), view);
+    }
+    match &views[to] {
+        Err(e) => format!("istiod unreadable ({e})"),
+        Ok(v) => match v.iter().find(|c| c.id == from) {
+            Some(c) => c.sync_status.clone(),
+            None => "not seen by istiod".into(),
+        },
+    }
 }
 
 /// The human rendering.

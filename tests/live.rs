@@ -660,6 +660,90 @@ fn an_unreachable_api_server_fails_the_build_and_never_deletes_the_cluster() {
 }
 
 #[test]
+fn api_servers_asleep_mid_build_fail_it_as_unreachable_and_the_next_run_resumes() {
+    // A laptop sleeping mid-build: both API servers stop answering (their
+    // watches drop, connections are refused) while istiod is awaited. The
+    // build gives up after the retry budget saying "unreachable", deletes
+    // nothing, records nothing false; awake again, the next run resumes.
+    let w = World::new(&["east", "west"]);
+    w.set_ready_delay_in("istio-system", std::time::Duration::from_secs(3));
+    w.set_env("MESH_RETRY_TIMEOUT", "3");
+    let p = project(&default_plan());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.args(["build", "--json"]).current_dir(p.path());
+    for (k, v) in w.env() {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // helm is done with istiod in both clusters; mesh awaits its rollout.
+    while ["east", "west"]
+        .iter()
+        .any(|c| w.releases(c)["istio-system/istiod"]["status"] != "deployed")
+    {
+        assert!(std::time::Instant::now() < deadline, "istiod never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w.set_asleep("east", true);
+    w.set_asleep("west", true);
+    let slept = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        slept.elapsed() < std::time::Duration::from_secs(30),
+        "gave up after {:?}",
+        slept.elapsed()
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&Value> = doc["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "failed")
+        .collect();
+    assert!(!failed.is_empty(), "{stderr}");
+    for t in &failed {
+        let reason = t["reason"].as_str().unwrap();
+        assert!(reason.contains("unreachable: "), "{}: {reason}", t["id"]);
+        assert!(reason.contains("nothing was deleted"), "{reason}");
+        assert!(
+            !p.path()
+                .join("cache/records")
+                .join(t["id"].as_str().unwrap().replace(':', "%3A"))
+                .exists(),
+            "{} recorded although it failed",
+            t["id"]
+        );
+    }
+    let kind_calls: Vec<Vec<String>> = w
+        .tool_log()
+        .into_iter()
+        .filter(|c| c[0] == "kind" && c[1] == "delete")
+        .collect();
+    assert!(kind_calls.is_empty(), "{kind_calls:?}");
+    assert_eq!(w.kind_clusters(), ["east", "west"]);
+    // Awake: the next run resumes where it stopped; the clusters are kept.
+    w.set_asleep("east", false);
+    w.set_asleep("west", false);
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for c in ["cluster:east", "cluster:west", "cni:east", "cni:west"] {
+        assert!(o.with("cached").contains(&c.to_string()), "{c} reran");
+    }
+    assert!(
+        !w.tool_log().iter().any(|c| c[0] == "kind" && c[1] != "get"),
+        "{:?}",
+        w.tool_log()
+    );
+}
+
+#[test]
 fn a_cluster_deleted_behind_meshs_back_rebuilds_exactly_its_chain() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());
@@ -718,6 +802,48 @@ fn a_cluster_deleted_behind_meshs_back_rebuilds_exactly_its_chain() {
         w.api("west")
             .get("", "secrets", "istio-system", "istio-remote-secret-east")
             .is_some()
+    );
+}
+
+#[test]
+fn values_the_gateway_charts_schema_forbids_fail_naming_task_tool_and_key() {
+    // istio/gateway's values.schema.json allows no unknown top-level key:
+    // helm refuses before installing anything. A user's edited template
+    // that adds one gets helm's words, with the task and the tool.
+    let w = World::new(&["east", "west"]);
+    let p = project(&default_plan());
+    let tpl = p.path().join("tasks/gateway/eastwest-values.yaml.j2");
+    std::fs::create_dir_all(tpl.parent().unwrap()).unwrap();
+    let stock = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tasks/gateway/eastwest-values.yaml.j2"
+    ))
+    .unwrap();
+    std::fs::write(&tpl, format!("{stock}\nreplicas: 2\n")).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("Additional property replicas is not allowed"),
+        "{}",
+        o.stderr
+    );
+    let failed = o.with("failed");
+    assert!(
+        !failed.is_empty() && failed.iter().all(|t| t.starts_with("gateway:")),
+        "{failed:?}"
+    );
+    assert!(
+        o.stderr
+            .contains("helm: `helm upgrade --install istio-eastwestgateway"),
+        "{}",
+        o.stderr
+    );
+    // No release was recorded, so nothing is left to recover.
+    assert!(
+        w.releases("east")
+            .get("istio-system/istio-eastwestgateway")
+            .is_none()
     );
 }
 
@@ -1026,30 +1152,88 @@ fn verify_passes_on_a_healthy_mesh_and_names_a_missing_version() {
         "{secrets:?}"
     );
 
-    // v2's pods are gone: verify fails and names v2, from both clusters.
+    // v2's pods are gone: verify fails and names v2, from both clusters,
+    // once its wait is over.
     assert!(
         w.api("west")
             .remove("apps", "deployments", "sample", "helloworld-v2")
     );
-    let o = mesh(&w, p.path(), &["verify"]);
+    let o = mesh(&w, p.path(), &["verify", "--wait", "3"]);
     assert_eq!(o.code, 1, "{}", o.stdout);
     assert!(o.stdout.contains("MISSING v2"), "{}", o.stdout);
     assert!(o.stdout.contains("verify: FAILED"), "{}", o.stdout);
-    let j = mesh(&w, p.path(), &["verify", "--json"]).json();
+    assert!(
+        o.stderr
+            .contains("verify: not yet (helloworld from east: no v2"),
+        "{}",
+        o.stderr
+    );
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "0"]).json();
+    assert_eq!(j["rounds"], 1);
     assert_eq!(j["apps"][0]["missing"]["east"], serde_json::json!(["v2"]));
     assert_eq!(j["apps"][0]["missing"]["west"], serde_json::json!(["v2"]));
 }
 
 #[test]
+fn verify_waits_for_istiod_to_sync_the_remote_clusters() {
+    // Right after a build istiod has the remote secrets but has not yet
+    // synced the remote clusters' endpoints: a one-shot check fails.
+    // Verify reads istiod's own view (its /debug/clusterz through the API
+    // server) and polls until it converges.
+    let w = World::new(&["east", "west"]);
+    w.set_sync_delay(std::time::Duration::from_secs(600));
+    let p = up(&w, &default_plan());
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "0"]).json();
+    assert_eq!(j["passed"], false, "{j}");
+    for s in j["remote_secrets"].as_array().unwrap() {
+        assert_eq!(s["status"], "syncing", "{s}");
+    }
+    // The clusters sync while verify waits.
+    let (w2, p2) = (&w, p.path().to_path_buf());
+    std::thread::scope(|s| {
+        let verify = s.spawn(move || mesh(w2, &p2, &["verify", "--json", "--wait", "60"]));
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        w.set_sync_delay(std::time::Duration::ZERO);
+        let o = verify.join().unwrap();
+        assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+        assert!(
+            o.stderr.contains("verify: not yet (") && o.stderr.contains("syncing"),
+            "{}",
+            o.stderr
+        );
+        let j = o.json();
+        assert!(j["rounds"].as_u64().unwrap() >= 2, "{j}");
+        for s in j["remote_secrets"].as_array().unwrap() {
+            assert_eq!(s["status"], "synced", "{s}");
+        }
+    });
+    // A remote cluster whose API server stops answering: istiod says
+    // "timeout", and verify fails naming it.
+    w.set_asleep("west", true);
+    w.set_env("MESH_RETRY_TIMEOUT", "2");
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "0"]).json();
+    assert_eq!(j["passed"], false);
+    let s = j["remote_secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["from"] == "west")
+        .unwrap()
+        .clone();
+    assert_eq!(s["status"], "timeout", "{s}");
+}
+
+#[test]
 fn verify_fails_when_a_remote_secret_is_missing() {
     let w = World::new(&["east", "west"]);
+    w.set_sync_delay(std::time::Duration::ZERO);
     let p = up(&w, &default_plan());
     // Without west's secret, east's istiod does not know west's endpoints.
     assert!(
         w.api("east")
             .remove("", "secrets", "istio-system", "istio-remote-secret-west")
     );
-    let j = mesh(&w, p.path(), &["verify", "--json"]).json();
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "0"]).json();
     assert_eq!(j["passed"], false);
     assert_eq!(j["apps"][0]["missing"]["east"], serde_json::json!(["v2"]));
     assert!(j["apps"][0]["missing"].get("west").is_none(), "{}", j);

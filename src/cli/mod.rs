@@ -106,6 +106,10 @@ pub enum Command {
     Verify {
         #[arg(long)]
         json: bool,
+        /// Keep checking for up to this many seconds until everything
+        /// passes (istiod syncs remote clusters some seconds after a build).
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        wait: u64,
     },
     /// Check the tools and contexts a live build of this plan needs.
     Doctor {
@@ -211,7 +215,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             let l = load(&cli.plan, Build::Live)?;
             destroy(l, &cache_dir)
         }
-        Command::Verify { json } => verify(&cli.plan, &cache_dir, json),
+        Command::Verify { json, wait } => verify(&cli.plan, &cache_dir, json, wait),
         Command::Doctor { json } => doctor_cmd(&cli.plan, json),
     }
 }
@@ -248,7 +252,7 @@ fn clean(dir: &Path, cache_dir: &Path, gc: bool) -> Result<(), Exit> {
     Ok(())
 }
 
-fn verify(plan_path: &Path, cache_dir: &Path, json: bool) -> Result<(), Exit> {
+fn verify(plan_path: &Path, cache_dir: &Path, json: bool, wait: u64) -> Result<(), Exit> {
     let l = load(plan_path, Build::Live)?;
     let Some(cache) = Cache::open_existing(cache_dir) else {
         return Err(fail(
@@ -256,8 +260,19 @@ fn verify(plan_path: &Path, cache_dir: &Path, json: bool) -> Result<(), Exit> {
             "error: nothing was built yet: run mesh build first",
         ));
     };
+    let wait = std::time::Duration::from_secs(wait);
+    let progress = |r: &crate::verify::Report, waited: std::time::Duration| {
+        eprintln!(
+            "verify: not yet ({}); checking again, {}s of {}s",
+            crate::verify::pending(r),
+            waited.as_secs(),
+            wait.as_secs()
+        );
+    };
     let report = runtime()?
-        .block_on(crate::verify::run(&l.plan, &l.graph, &cache))
+        .block_on(crate::verify::run(
+            &l.plan, &l.graph, &cache, wait, progress,
+        ))
         .map_err(|e| fail(1, format!("error: {e}")))?;
     if json {
         print_json(&serde_json::to_value(&report).expect("report serializes"));

@@ -32,7 +32,10 @@ use std::time::Duration;
 mod objects;
 mod wait;
 
-pub use objects::{apply_secret, exec_sh, lb_ip, reader_token, release_state};
+pub use objects::{
+    ClusterView, apply_secret, exec_sh, istiod_clusters, lb_ip, reader_token, release_record,
+    release_state,
+};
 pub use wait::{
     wait_daemonset, wait_deployment, wait_gateway_address, wait_lb_ip, wait_secret_key,
 };
@@ -70,6 +73,13 @@ pub enum KubeError {
     /// A wait ran out of time.
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    /// The API server stopped answering (connections refused or broken)
+    /// for longer than the retry budget: Docker restarting, a laptop
+    /// asleep. Nothing is deleted for this; a rerun resumes.
+    #[error(
+        "unreachable: {what}: the API server has not answered for {secs}s (is Docker running? did the machine sleep?); nothing was deleted, rerun to resume"
+    )]
+    Unreachable { what: String, secs: u64 },
 }
 
 impl From<KubeError> for TaskError {
@@ -83,8 +93,21 @@ impl From<KubeError> for TaskError {
 /// goes through [`bounded`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long transient failures of one call are retried.
-pub const RETRY_BUDGET: Duration = Duration::from_secs(60);
+/// How long transient failures of one call are retried, and how long a
+/// wait goes on while the API server does not answer at all:
+/// `MESH_RETRY_TIMEOUT` seconds, default 60 (a laptop waking, Docker
+/// restarting).
+pub fn retry_budget() -> Duration {
+    static BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        Duration::from_secs(
+            std::env::var("MESH_RETRY_TIMEOUT")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(60),
+        )
+    })
+}
 
 /// How long a probe retries: a probe must decide quickly (a deleted kind
 /// cluster refuses every connection, and kind is asked next).
@@ -109,14 +132,14 @@ pub fn transient(e: &kube::Error) -> bool {
 /// An idempotent request: each attempt bounded by [`REQUEST_TIMEOUT`] (no
 /// answer in time is a service error, as a refused connection is),
 /// transient failures retried with backoff (100 ms doubling to 2 s) for
-/// [`RETRY_BUDGET`]. Every call through here is idempotent: server-side
+/// [`retry_budget`]. Every call through here is idempotent: server-side
 /// apply, get, list, delete, discovery.
 pub async fn bounded<T, F, Fut>(request: F) -> Result<T, kube::Error>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
-    bounded_for(RETRY_BUDGET, request).await
+    bounded_for(retry_budget(), request).await
 }
 
 /// [`bounded`], retrying for `budget` (probes: [`PROBE_RETRY_BUDGET`]).
@@ -157,6 +180,25 @@ fn fault(e: &kube::Error) -> String {
             _ => "cannot connect".into(),
         },
         _ => "error".into(),
+    }
+}
+
+/// Did the connection itself fail (refused, reset, no answer), rather
+/// than the API server answer?
+pub fn connection_failed(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+}
+
+/// A failed call, after its retries: unreachable when the API server never
+/// answered, otherwise what it said.
+fn call_error(what: impl std::fmt::Display, e: kube::Error) -> KubeError {
+    if connection_failed(&e) {
+        KubeError::Unreachable {
+            what: what.to_string(),
+            secs: retry_budget().as_secs(),
+        }
+    } else {
+        kerr(what, e)
     }
 }
 
@@ -227,7 +269,7 @@ impl Resolver {
     pub fn new(client: Client) -> Resolver {
         Resolver {
             client,
-            retry: RETRY_BUDGET,
+            retry: retry_budget(),
             cache: HashMap::new(),
         }
     }
@@ -240,7 +282,7 @@ impl Resolver {
     pub async fn api(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, KubeError> {
         self.resolve(r)
             .await
-            .map_err(|e| kerr(format!("no resource for {} {}", r.api_version, r.kind), e))
+            .map_err(|e| call_error(format!("no resource for {} {}", r.api_version, r.kind), e))
     }
 
     async fn resolve(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, kube::Error> {
@@ -314,7 +356,7 @@ pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError
         );
         bounded(|| api.patch(&r.name, &pp, &patch))
             .await
-            .map_err(|e| kerr(format!("cannot apply {r}"), e))?;
+            .map_err(|e| call_error(format!("cannot apply {r}"), e))?;
         refs.push(r);
     }
     Ok(refs)
@@ -372,7 +414,7 @@ pub async fn delete(client: &Client, refs: &[ObjRef]) -> Result<(), KubeError> {
         match bounded(|| api.delete(&r.name, &dp)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kerr(format!("cannot delete {r}"), e)),
+            Err(e) => return Err(call_error(format!("cannot delete {r}"), e)),
         }
     }
     Ok(())

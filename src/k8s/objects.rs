@@ -10,17 +10,38 @@ use tokio::io::AsyncReadExt;
 /// A release's latest revision and its status, from the release Secrets
 /// helm keeps in the release's namespace (`sh.helm.release.v1.<name>.v<n>`,
 /// labelled owner=helm, name, status, version): the same state `helm
-/// status` reads, without starting a process.
+/// status` reads, without starting a process. For a probe: retried only
+/// briefly, and an unanswered call is "unreachable".
 pub async fn release_state(
     client: &Client,
     namespace: &str,
     release: &str,
 ) -> Result<Option<(u64, String)>, ProbeError> {
+    latest_release(client, namespace, release, PROBE_RETRY_BUDGET)
+        .await
+        .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))
+}
+
+/// [`release_state`] for an action: retried for the whole retry budget.
+pub async fn release_record(
+    client: &Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Option<(u64, String)>, KubeError> {
+    latest_release(client, namespace, release, retry_budget())
+        .await
+        .map_err(|e| call_error(format!("cannot read release {namespace}/{release}"), e))
+}
+
+async fn latest_release(
+    client: &Client,
+    namespace: &str,
+    release: &str,
+    budget: Duration,
+) -> Result<Option<(u64, String)>, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!("owner=helm,name={release}"));
-    let list = bounded_for(PROBE_RETRY_BUDGET, || api.list(&lp))
-        .await
-        .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))?;
+    let list = bounded_for(budget, || api.list(&lp)).await?;
     Ok(list
         .items
         .iter()
@@ -94,8 +115,56 @@ pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), KubeEr
     );
     bounded(|| api.patch(&name, &pp, &patch))
         .await
-        .map_err(|e| kerr(format!("cannot apply Secret {ns}/{name}"), e))?;
+        .map_err(|e| call_error(format!("cannot apply Secret {ns}/{name}"), e))?;
     Ok(())
+}
+
+/// A cluster as an istiod sees it: its `/debug/clusterz` entries, what
+/// `istioctl remote-clusters` prints.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct ClusterView {
+    pub id: String,
+    #[serde(rename = "secretName", default)]
+    pub secret_name: String,
+    #[serde(rename = "syncStatus", default)]
+    pub sync_status: String,
+}
+
+/// The clusters the istiod in `ns` reads and how far it has synced each:
+/// its debug endpoint (`:15014/debug/clusterz`) reached through the API
+/// server's pod proxy, from the first running istiod pod.
+pub async fn istiod_clusters(client: &Client, ns: &str) -> Result<Vec<ClusterView>, KubeError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels("app=istiod");
+    let list = bounded(|| pods.list(&lp))
+        .await
+        .map_err(|e| call_error(format!("cannot list istiod pods in {ns}"), e))?;
+    let pod = list
+        .items
+        .iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|ph| ph == "Running")
+        })
+        .find_map(|p| p.metadata.name.clone())
+        .ok_or_else(|| kerr(format!("istiod in {ns}"), "no running istiod pod"))?;
+    let path = format!("/api/v1/namespaces/{ns}/pods/{pod}:15014/proxy/debug/clusterz");
+    let text = bounded(|| {
+        let req = hyper::Request::get(&path)
+            .body(Vec::new())
+            .expect("a GET request builds");
+        client.request_text(req)
+    })
+    .await
+    .map_err(|e| call_error(format!("istiod {ns}/{pod} /debug/clusterz"), e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        kerr(
+            format!("istiod {ns}/{pod} /debug/clusterz"),
+            format!("not the list of clusters expected: {e}"),
+        )
+    })
 }
 
 /// Run `sh -c script` in the first pod labelled `app=<app>` in `ns`;

@@ -24,13 +24,33 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     let mut backoff = Duration::from_millis(100);
     let mut last_error: Option<String> = None;
+    // Since when the API server has not answered at all (None: it has).
+    let mut silent_since: Option<tokio::time::Instant> = None;
     loop {
         let c = cond.clone();
         let attempt = await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&c));
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(Some(o))) => return Ok(o),
             Ok(Ok(None)) => return Err(kerr(what, "deleted while waiting")),
-            Ok(Err(e)) => last_error = Some(e.to_string()),
+            Ok(Err(e)) => {
+                let unanswered = match &e {
+                    kube::runtime::wait::Error::ProbeFailed(
+                        kube::runtime::watcher::Error::InitialListFailed(k)
+                        | kube::runtime::watcher::Error::WatchStartFailed(k)
+                        | kube::runtime::watcher::Error::WatchFailed(k),
+                    ) => connection_failed(k),
+                    _ => false,
+                };
+                let now = tokio::time::Instant::now();
+                silent_since = unanswered.then(|| silent_since.unwrap_or(now));
+                if silent_since.is_some_and(|t| now.duration_since(t) >= retry_budget()) {
+                    return Err(KubeError::Unreachable {
+                        what: format!("waiting for {what}"),
+                        secs: retry_budget().as_secs(),
+                    });
+                }
+                last_error = Some(e.to_string());
+            }
             Err(_) => break,
         }
         if tokio::time::Instant::now() + backoff >= deadline {
@@ -38,6 +58,12 @@ where
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    if silent_since.is_some() {
+        return Err(KubeError::Unreachable {
+            what: format!("waiting for {what}"),
+            secs: timeout.as_secs(),
+        });
     }
     Err(KubeError::Timeout {
         what: match last_error {

@@ -77,21 +77,19 @@ pub(crate) async fn install_charts(
         )
         .await?;
         let client = access.client().await?;
-        let revision = match release_state(&client, &c.release)
-            .await
-            .map_err(|e| TaskError::tool("kubernetes", e.to_string()))?
-        {
-            Some((rev, _)) => rev,
-            None => {
-                return Err(TaskError::tool(
-                    "helm",
-                    format!(
-                        "installed {} but it keeps no release record",
-                        c.release.name
-                    ),
-                ));
-            }
-        };
+        let revision =
+            match k8s::release_record(&client, &c.release.namespace, &c.release.name).await? {
+                Some((rev, _)) => rev,
+                None => {
+                    return Err(TaskError::tool(
+                        "helm",
+                        format!(
+                            "installed {} but it keeps no release record",
+                            c.release.name
+                        ),
+                    ));
+                }
+            };
         done.push((c.release.clone(), digest, revision));
     }
     Ok(done)
@@ -109,9 +107,7 @@ async fn recover_pending(
     kubeconfig: &std::path::Path,
 ) -> Result<(), TaskError> {
     let client = access.client().await?;
-    let state = release_state(&client, r)
-        .await
-        .map_err(|e| TaskError::tool("kubernetes", e.to_string()))?;
+    let state = k8s::release_record(&client, &r.namespace, &r.name).await?;
     match state {
         Some((_, status)) if status == "pending-install" => {
             helm::uninstall(r, kubeconfig, access.context()).await?

@@ -55,7 +55,9 @@ pub async fn upgrade(
         args.extend(["--values".into(), v.to_string_lossy().to_string()]);
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(Tool::Helm, &a, TIMEOUT).await?;
+    run(Tool::Helm, &a, TIMEOUT)
+        .await
+        .map_err(ToolError::unreachable_if_so)?;
     Ok(())
 }
 
@@ -81,7 +83,9 @@ async fn on_release(
     if let Some(c) = context {
         args.extend(["--kube-context", c]);
     }
-    run(Tool::Helm, &args, TIMEOUT).await?;
+    run(Tool::Helm, &args, TIMEOUT)
+        .await
+        .map_err(ToolError::unreachable_if_so)?;
     Ok(())
 }
 

@@ -148,6 +148,17 @@ pub enum ToolError {
         status: String,
         stderr_tail: Vec<String>,
     },
+    /// The tool failed because the cluster's API server did not answer
+    /// (refused, reset, timed out): not the tool's fault, and not a reason
+    /// to undo anything.
+    #[error(
+        "unreachable: `{cmd}` could not reach the API server ({detail}); nothing was deleted, rerun to resume"
+    )]
+    Unreachable {
+        tool: &'static str,
+        cmd: String,
+        detail: String,
+    },
     #[error("`{cmd}` printed non-UTF-8 output")]
     NotUtf8 { tool: &'static str, cmd: String },
     /// The tool answered, but not what mesh needs (the text says what it
@@ -174,6 +185,43 @@ pub enum ToolError {
     },
 }
 
+/// What client-go prints when the API server does not answer.
+const UNREACHABLE: &[&str] = &[
+    "Kubernetes cluster unreachable",
+    "connect: connection refused",
+    "connection reset by peer",
+    "i/o timeout",
+    "no route to host",
+    "http2: client connection lost",
+];
+
+impl ToolError {
+    /// A failure whose output says the API server did not answer becomes
+    /// [`ToolError::Unreachable`]; anything else is kept as it is.
+    pub fn unreachable_if_so(self) -> ToolError {
+        match self {
+            ToolError::Failed {
+                tool,
+                cmd,
+                stderr_tail,
+                ..
+            } if stderr_tail
+                .iter()
+                .any(|l| UNREACHABLE.iter().any(|p| l.contains(p))) =>
+            {
+                let detail = stderr_tail
+                    .iter()
+                    .rev()
+                    .find(|l| UNREACHABLE.iter().any(|p| l.contains(p)))
+                    .cloned()
+                    .unwrap_or_default();
+                ToolError::Unreachable { tool, cmd, detail }
+            }
+            other => other,
+        }
+    }
+}
+
 fn stderr_suffix(tail: &[String]) -> String {
     if tail.is_empty() {
         String::new()
@@ -193,6 +241,7 @@ impl ToolError {
             | ToolError::Spawn { tool, .. }
             | ToolError::Timeout { tool, .. }
             | ToolError::Failed { tool, .. }
+            | ToolError::Unreachable { tool, .. }
             | ToolError::NotUtf8 { tool, .. }
             | ToolError::BadOutput { tool, .. } => tool,
             ToolError::Download { .. } => "download",

@@ -131,6 +131,9 @@ pub struct Knobs {
     /// loaded server's do (429, 503, 500 from a webhook that timed out,
     /// alternating). 0: none.
     pub fault_every: AtomicUsize,
+    /// How long istiod takes to sync a remote cluster after its secret
+    /// appears (real: seconds, while it lists the remote's services).
+    pub sync_delay: Mutex<Duration>,
 }
 
 pub struct State {
@@ -139,6 +142,8 @@ pub struct State {
     /// Server-side apply's field ownership: per object, per field manager,
     /// the leaf paths it set last time.
     owners: Mutex<BTreeMap<Key, BTreeMap<String, BTreeSet<Vec<String>>>>>,
+    /// When each object was created.
+    born: Mutex<BTreeMap<Key, std::time::Instant>>,
     rv: AtomicU64,
     /// Resource versions below this are compacted away: a watch from one
     /// gets 410 Gone, as from a real API server after etcd compaction.
@@ -296,6 +301,7 @@ impl State {
             name: name.into(),
             objects: Mutex::new(BTreeMap::new()),
             owners: Mutex::new(BTreeMap::new()),
+            born: Mutex::new(BTreeMap::new()),
             rv: AtomicU64::new(1),
             compacted: AtomicU64::new(0),
             events,
@@ -309,6 +315,7 @@ impl State {
             knobs: Knobs {
                 watch_life: Mutex::new(Some(Duration::from_secs(3))),
                 bookmark_every: Mutex::new(Some(Duration::from_millis(700))),
+                sync_delay: Mutex::new(Duration::from_millis(1500)),
                 ..Knobs::default()
             },
             next_ip: AtomicU64::new(0),
@@ -404,10 +411,18 @@ impl State {
     fn write(&self, key: Key, mut obj: Value, kind: &'static str) -> Value {
         let rv = self.rv.fetch_add(1, Ordering::SeqCst) + 1;
         obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        self.objects
+        let new = self
+            .objects
             .lock()
             .unwrap()
-            .insert(key.clone(), obj.clone());
+            .insert(key.clone(), obj.clone())
+            .is_none();
+        if new {
+            self.born
+                .lock()
+                .unwrap()
+                .insert(key.clone(), std::time::Instant::now());
+        }
         let _ = self.events.send(Event {
             kind,
             key,
@@ -1031,6 +1046,11 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     } else {
         String::new()
     };
+    if plural == "pods" && r.sub.as_deref() == Some("proxy") {
+        let target = r.name.clone().unwrap_or_default();
+        let rest = path.split_once("/proxy").map_or("", |(_, p)| p).to_string();
+        return Ok(st.pod_proxy(&ns, &target, &rest));
+    }
     if plural == "pods" && r.sub.as_deref() == Some("exec") {
         return Ok(exec(st, req, ns, r.name.clone().unwrap_or_default()));
     }
@@ -1274,8 +1294,15 @@ fn watch(
         tokio::pin!(deadline);
         let mut tick = tokio::time::interval(bookmark_every.unwrap_or(Duration::from_secs(3600)));
         tick.tick().await;
+        // An API server that goes to sleep (or away) drops its watches.
+        let mut alive = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
+                _ = alive.tick() => {
+                    if st.asleep.load(Ordering::SeqCst) || st.down.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
                 ev = rx.recv() => match ev {
                     Ok(ev) if matches(&ev.key) => {
                         if tx.send(line(ev.kind, &ev.object)).await.is_err() { return; }
@@ -1383,6 +1410,71 @@ impl State {
             .unwrap_or_else(|| self.name.clone())
     }
 
+    /// How this cluster's istiod sees remote cluster `name`: unknown
+    /// without its secret, "syncing" until it has listed the remote,
+    /// "timeout" while the remote's API server does not answer.
+    fn remote_status(&self, name: &str) -> Option<&'static str> {
+        let key: Key = (
+            String::new(),
+            "secrets".into(),
+            "istio-system".into(),
+            format!("istio-remote-secret-{name}"),
+        );
+        if !self.objects.lock().unwrap().contains_key(&key) {
+            return None;
+        }
+        let born = self.born.lock().unwrap().get(&key).copied()?;
+        let peer = self.peers.get().and_then(|p| p.get(name).cloned());
+        let answers = peer
+            .is_some_and(|p| !p.asleep.load(Ordering::SeqCst) && !p.down.load(Ordering::SeqCst));
+        Some(if !answers {
+            "timeout"
+        } else if born.elapsed() < *self.knobs.sync_delay.lock().unwrap() {
+            "syncing"
+        } else {
+            "synced"
+        })
+    }
+
+    /// The API server's proxy to a pod's port: istiod's debug endpoint
+    /// `/debug/clusterz` on 15014 (what `istioctl remote-clusters` reads):
+    /// this cluster and every remote cluster it has a secret for, with its
+    /// sync status.
+    fn pod_proxy(&self, ns: &str, target: &str, path: &str) -> Response<Body> {
+        let (pod, port) = target.split_once(':').unwrap_or((target, "80"));
+        if self.get("", "pods", ns, pod).is_none() {
+            return status(404, "NotFound", &format!("pods \"{pod}\" not found"));
+        }
+        let is_istiod = pod.starts_with("istiod");
+        if !(is_istiod && port == "15014" && path == "/debug/clusterz") {
+            return status(
+                503,
+                "ServiceUnavailable",
+                &format!(
+                    "error trying to reach service: dial tcp {pod}:{port}: connect: connection refused"
+                ),
+            );
+        }
+        let mut clusters = vec![json!({"id": self.name, "secretName": "", "syncStatus": "synced"})];
+        for sec in self.list("", "secrets") {
+            if sec["metadata"]["namespace"] != "istio-system"
+                || sec["metadata"]["labels"]["istio/multiCluster"] != "true"
+            {
+                continue;
+            }
+            let secret = sec["metadata"]["name"].as_str().unwrap_or("").to_string();
+            for id in sec["data"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
+                let state = self.remote_status(&id).unwrap_or("syncing");
+                clusters.push(json!({"id": id, "secretName": format!("istio-system/{secret}"), "syncStatus": state}));
+            }
+        }
+        json_response(StatusCode::OK, &Value::Array(clusters))
+    }
+
     fn has_eastwest_address(&self) -> bool {
         self.get("", "services", "istio-system", "istio-eastwestgateway")
             .is_some_and(|s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string())
@@ -1426,16 +1518,9 @@ impl State {
         let cp = peers.get(&self.control_plane()).cloned();
         let mut endpoints = Vec::new();
         for (name, x) in &peers {
-            let visible = cp.as_ref().is_some_and(|k| {
-                &k.name == name
-                    || k.get(
-                        "",
-                        "secrets",
-                        "istio-system",
-                        &format!("istio-remote-secret-{name}"),
-                    )
-                    .is_some()
-            });
+            let visible = cp
+                .as_ref()
+                .is_some_and(|k| &k.name == name || k.remote_status(name) == Some("synced"));
             let reachable = name == &self.name || x.has_eastwest_address();
             if !(visible && reachable) {
                 continue;

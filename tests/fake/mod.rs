@@ -321,6 +321,13 @@ impl World {
         }
     }
 
+    /// How long every istiod takes to sync a remote cluster's secret.
+    pub fn set_sync_delay(&self, d: Duration) {
+        for a in self.apis.values() {
+            *a.knobs.sync_delay.lock().unwrap() = d;
+        }
+    }
+
     /// Bring a cluster's API server up as `kind create` does, without kind.
     pub fn bring_up(&self, name: &str) {
         self.api(name).reset();

@@ -116,9 +116,14 @@ def request(cluster, user, method, path, body=None, missing_ok=False):
     if body is not None:
         headers["content-type"] = "application/apply-patch+yaml"
 
-    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read()
+    try:
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+    except (OSError, http.client.HTTPException):
+        # As client-go words it.
+        die(f'Error: Kubernetes cluster unreachable: {method} "https://{server}{path}": '
+            f'dial tcp {server}: connect: connection refused')
     if resp.status == 404 and missing_ok:
         return None
     if resp.status >= 300:
@@ -215,6 +220,33 @@ def docker():
 
 # ------------------------------------------------------------ helm
 
+# The top-level keys istio/gateway's values.schema.json allows (it sets
+# additionalProperties false): helm refuses any other before rendering.
+GATEWAY_KEYS = {
+    "_internal_defaults_do_not_set", "global", "profile", "revision", "pilot", "affinity",
+    "securityContext", "containerSecurityContext", "kind", "annotations", "autoscaling", "env",
+    "strategy", "minReadySeconds", "readinessProbe", "labels", "name", "nodeSelector",
+    "podAnnotations", "replicaCount", "resources", "compatibilityVersion", "runAsRoot",
+    "unprivilegedPort", "service", "serviceAccount", "rbac", "tolerations",
+    "topologySpreadConstraints", "networkGateway", "imagePullPolicy", "imagePullSecrets",
+    "podDisruptionBudget", "terminationGracePeriodSeconds", "volumes", "volumeMounts",
+    "priorityClassName", "lifecycle",
+}
+
+
+def check_schema(chart, values):
+    """Reject values the chart's schema forbids, as helm does."""
+    if chart != "gateway":
+        return
+    bad = sorted(k for k in values if k not in GATEWAY_KEYS)
+    if bad:
+        die("Error: values don't meet the specifications of the schema(s) in the following chart(s):\ngateway:\n"
+            + "".join(f"- (root): Additional property {k} is not allowed\n" for k in bad))
+    if values.get("kind", "Deployment") not in ("Deployment", "DaemonSet"):
+        die("Error: values don't meet the specifications of the schema(s) in the following chart(s):\ngateway:\n"
+            "- kind: kind must be one of the following: \"Deployment\", \"DaemonSet\"\n")
+
+
 def chart_objects(chart, release, ns, values):
     """What the real chart would create that mesh waits on."""
     objs = []
@@ -224,7 +256,7 @@ def chart_objects(chart, release, ns, values):
     if chart == "istiod" and values.get("profile") != "remote":
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/istiod" % ns,
                      {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
-                      "spec": {"replicas": 1}}))
+                      "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "istiod"}}}}}))
     # The operators and controllers the real charts run.
     deployments = {"metallb": "metallb-controller", "cilium": "cilium-operator"}
     if chart in deployments:
@@ -367,6 +399,7 @@ def helm():
         if flag("--values"):
             with open(flag("--values")) as f:
                 values = json.load(f)
+        check_schema(chart, values)
         rev = old.get("revision", 0) + 1
         pending = "pending-upgrade" if old else "pending-install"
 
