@@ -107,6 +107,9 @@ const RESOURCES: &[(&str, &str, &str, &str, bool)] = &[
 /// (group, plural, namespace, name)
 type Key = (String, String, String, String);
 
+/// Per field manager, the leaf paths it set.
+type Owners = BTreeMap<String, BTreeSet<Vec<String>>>;
+
 #[derive(Clone, Debug)]
 struct Event {
     kind: &'static str,
@@ -141,7 +144,7 @@ pub struct State {
     objects: Mutex<BTreeMap<Key, Value>>,
     /// Server-side apply's field ownership: per object, per field manager,
     /// the leaf paths it set last time.
-    owners: Mutex<BTreeMap<Key, BTreeMap<String, BTreeSet<Vec<String>>>>>,
+    owners: Mutex<BTreeMap<Key, Owners>>,
     /// When each object was created.
     born: Mutex<BTreeMap<Key, std::time::Instant>>,
     rv: AtomicU64,
@@ -444,7 +447,7 @@ impl State {
         manager: &str,
         force: bool,
         mut patch: Value,
-    ) -> Result<Value, Response<Body>> {
+    ) -> Result<Value, Box<Response<Body>>> {
         // Secrets: stringData lands in data.
         if kind == "Secret"
             && let Some(sd) = patch.as_object_mut().and_then(|o| o.remove("stringData"))
@@ -470,7 +473,7 @@ impl State {
                 })
                 .collect();
             if !conflicts.is_empty() && !force {
-                return Err(status(
+                return Err(Box::new(status(
                     409,
                     "Conflict",
                     &format!(
@@ -479,7 +482,7 @@ impl State {
                         if conflicts.len() == 1 { "" } else { "s" },
                         conflicts.join("\n")
                     ),
-                ));
+                )));
             }
         }
         let dropped: Vec<Vec<String>> = owned
@@ -1143,7 +1146,7 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
             st.mutations.fetch_add(1, Ordering::SeqCst);
             match st.apply(key, (&gv, kind, namespaced), manager, force, patch) {
                 Ok(o) => Ok(json_response(StatusCode::OK, &o)),
-                Err(refused) => Ok(refused),
+                Err(refused) => Ok(*refused),
             }
         }
         (Method::POST, None) => {
@@ -1187,7 +1190,7 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
                 .unwrap_or("kubectl-create".into());
             match st.apply(key, (&gv, kind, namespaced), &manager, true, obj) {
                 Ok(o) => Ok(json_response(StatusCode::CREATED, &o)),
-                Err(refused) => Ok(refused),
+                Err(refused) => Ok(*refused),
             }
         }
         (Method::DELETE, Some(name)) => {
