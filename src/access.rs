@@ -13,7 +13,11 @@
 //!   in verify from the cache;
 //! - `kubeconfig`: an existing cluster; the user's kubeconfig (the plan's
 //!   `kubeconfig`, else `$KUBECONFIG`'s first file, else `~/.kube/config`)
-//!   and the plan's context. Seen from inside and outside alike.
+//!   and the plan's context. Seen from inside and outside alike. Files it
+//!   names (`certificate-authority`, `client-certificate`, `client-key`,
+//!   `tokenFile`; relative to the kubeconfig's directory) are read in and
+//!   inlined as data, so the copy tools get in a temp file still works, and
+//!   the CA reaches the remote secrets other clusters read.
 
 use crate::graph::TaskError;
 use crate::k8s;
@@ -86,8 +90,77 @@ fn user_kubeconfig(path: Option<&str>) -> Result<String, TaskError> {
             }
         },
     };
-    std::fs::read_to_string(&path)
-        .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+    inline_files(&text, &path)
+}
+
+/// A kubeconfig with every file it names read in as data (base64), paths
+/// relative to the kubeconfig's directory; unchanged when it names none.
+/// The result is JSON, which every kubeconfig reader takes.
+pub fn inline_files(text: &str, path: &std::path::Path) -> Result<String, TaskError> {
+    use base64::Engine;
+    // (section, item key, file key, data key, base64?)
+    const FILES: &[(&str, &str, &str, &str, bool)] = &[
+        (
+            "clusters",
+            "cluster",
+            "certificate-authority",
+            "certificate-authority-data",
+            true,
+        ),
+        (
+            "users",
+            "user",
+            "client-certificate",
+            "client-certificate-data",
+            true,
+        ),
+        ("users", "user", "client-key", "client-key-data", true),
+        ("users", "user", "tokenFile", "token", false),
+    ];
+    let names_a_file = FILES.iter().any(|f| text.contains(f.2));
+    if !names_a_file {
+        return Ok(text.to_string());
+    }
+    let mut kc: serde_json::Value = serde_saphyr::from_str(text)
+        .map_err(|e| TaskError::new(format!("kubeconfig {} is not YAML: {e}", path.display())))?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut changed = false;
+    for (section, item, file_key, data_key, b64) in FILES {
+        let Some(entries) = kc.get_mut(*section).and_then(|v| v.as_array_mut()) else {
+            continue;
+        };
+        for entry in entries {
+            let Some(body) = entry.get_mut(*item).and_then(|v| v.as_object_mut()) else {
+                continue;
+            };
+            let Some(file) = body.get(*file_key).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let full = dir.join(file);
+            let bytes = std::fs::read(&full).map_err(|e| {
+                TaskError::new(format!(
+                    "cannot read {file_key} {} named by kubeconfig {}: {e}",
+                    full.display(),
+                    path.display()
+                ))
+            })?;
+            let data = if *b64 {
+                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            } else {
+                String::from_utf8_lossy(&bytes).trim().to_string()
+            };
+            body.remove(*file_key);
+            body.insert(data_key.to_string(), serde_json::Value::String(data));
+            changed = true;
+        }
+    }
+    Ok(if changed {
+        serde_json::to_string(&kc).expect("a kubeconfig serializes")
+    } else {
+        text.to_string()
+    })
 }
 
 impl Target {
@@ -126,5 +199,41 @@ impl Target {
                 context: self.context.clone(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_a_kubeconfig_names_are_inlined_relative_to_it() {
+        use base64::Engine;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("pki")).unwrap();
+        std::fs::write(d.path().join("pki/ca.crt"), "CA PEM\n").unwrap();
+        std::fs::write(d.path().join("pki/c.crt"), "CERT PEM\n").unwrap();
+        std::fs::write(d.path().join("pki/c.key"), "KEY PEM\n").unwrap();
+        std::fs::write(d.path().join("token"), "tok\n").unwrap();
+        let text = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://api.example.com:6443\n    certificate-authority: pki/ca.crt\nusers:\n- name: u\n  user:\n    client-certificate: pki/c.crt\n    client-key: pki/c.key\n    tokenFile: token\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n";
+        let path = d.path().join("config");
+        let inlined = inline_files(text, &path).unwrap();
+        let (server, ca) = k8s::server_and_ca(&inlined, None).unwrap();
+        assert_eq!(server, "https://api.example.com:6443");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert_eq!(ca.as_deref(), Some(b64("CA PEM\n").as_str()));
+        let v: serde_json::Value = serde_json::from_str(&inlined).unwrap();
+        let user = &v["users"][0]["user"];
+        assert_eq!(user["client-certificate-data"], b64("CERT PEM\n"));
+        assert_eq!(user["client-key-data"], b64("KEY PEM\n"));
+        assert_eq!(user["token"], "tok");
+        assert!(user.get("client-key").is_none() && user.get("tokenFile").is_none());
+        // A file that is not there: named, with the kubeconfig.
+        std::fs::remove_file(d.path().join("pki/c.key")).unwrap();
+        let e = inline_files(text, &path).unwrap_err().to_string();
+        assert!(e.contains("client-key") && e.contains("pki/c.key"), "{e}");
+        // Nothing named: the text as it was.
+        let plain = "apiVersion: v1\nclusters: []\n";
+        assert_eq!(inline_files(plain, &path).unwrap(), plain);
     }
 }

@@ -1079,6 +1079,75 @@ fn missing_tools_fail_the_build_in_milliseconds() {
 }
 
 #[test]
+fn the_pre_flight_checks_versions_inotify_and_docker_memory_naming_the_fix() {
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({
+        "version": {"helm": "v3.12.3+g3a31588", "kind": "kind v0.29.0 go1.24.2 linux/amd64"},
+        "docker_memory": 2u64 << 30,
+    }));
+    let watches = w.state().join("proc-sys/fs/inotify/max_user_watches");
+    std::fs::write(&watches, "8192\n").unwrap();
+    let p = project(&default_plan());
+    // inotify is read first, without starting a process.
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("sudo sysctl fs.inotify.max_user_watches=524288"),
+        "{}",
+        o.stderr
+    );
+    std::fs::write(&watches, "524288\n").unwrap();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    for want in [
+        "3.12.3 is too old: mesh needs 3.13.0 or newer",
+        "0.29.0 is too old: mesh needs 0.30.0 or newer",
+        "go install sigs.k8s.io/kind@v0.30.0",
+        "2.0 GiB for 4 kind nodes: about 7.0 GiB needed",
+        "Settings > Resources > Memory",
+    ] {
+        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+    }
+    assert!(
+        !w.tool_log()
+            .iter()
+            .any(|c| c[0] == "kind" && c[1] == "create"),
+        "{:?}",
+        w.tool_log()
+    );
+    assert!(!p.path().join("cache/records").exists());
+    // Helm 4 and a current kind with enough memory: the build goes ahead.
+    w.configure(serde_json::json!({"version": {"helm": "v4.0.1+g12500dd"}}));
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let d = mesh(&w, p.path(), &["doctor", "--json"]).json();
+    let checks = d.as_array().unwrap();
+    for what in [
+        "docker daemon",
+        "docker memory",
+        "helm version",
+        "kind version",
+        "fs.inotify.max_user_watches",
+    ] {
+        let c = checks.iter().find(|c| c["what"] == what).unwrap();
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    // A no-op rerun asks no tool its version again (remembered per binary)
+    // and, with every cluster recorded, does not ask Docker either.
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !w.tool_log()
+            .iter()
+            .any(|c| c[1] == "version" || c[1] == "info"),
+        "{:?}",
+        w.tool_log()
+    );
+}
+
+#[test]
 fn user_tasks_run_after_their_edges_and_drift_is_repaired() {
     let w = World::new(&["east", "west"]);
     let p = project(&format!(
@@ -1303,9 +1372,7 @@ fn a_helm_release_upgraded_behind_meshs_back_is_drift() {
 fn an_existing_cluster_is_installed_into_never_created_or_deleted() {
     let w = World::new(&["prod"]);
     // The cluster exists already: its API answers, kind knows nothing of it.
-    w.api("prod")
-        .down
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    w.bring_up("prod");
     let kubeconfig = w.state().join("api/prod/kubeconfig.json");
     let plan = format!(
         r#"[mesh]
@@ -1375,6 +1442,60 @@ placement = {{ prod = ["v1", "v2"] }}
         w.tool_log()
             .iter()
             .any(|c| c[0] == "helm" && c[1] == "uninstall" && c[2] == "istiod")
+    );
+}
+
+/// A kubeconfig as many installers write it: YAML naming its CA, client
+/// certificate and key by files beside it (relative paths).
+fn kubeconfig_with_files(w: &World, cluster: &str) -> std::path::PathBuf {
+    let kc: Value = serde_json::from_str(
+        &std::fs::read_to_string(w.state().join(format!("api/{cluster}/kubeconfig.json"))).unwrap(),
+    )
+    .unwrap();
+    let dir = w.state().join(format!("user-kube/{cluster}"));
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    let c = &kc["clusters"][0]["cluster"];
+    let u = &kc["users"][0]["user"];
+    std::fs::write(
+        dir.join("pki/ca.crt"),
+        b64d(&c["certificate-authority-data"]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pki/client.crt"),
+        b64d(&u["client-certificate-data"]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("pki/client.key"), b64d(&u["client-key-data"])).unwrap();
+    let ctx = format!("kind-{cluster}");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {ctx}\n  cluster:\n    server: {}\n    certificate-authority: pki/ca.crt\nusers:\n- name: {ctx}\n  user:\n    client-certificate: pki/client.crt\n    client-key: pki/client.key\ncontexts:\n- name: {ctx}\n  context:\n    cluster: {ctx}\n    user: {ctx}\ncurrent-context: {ctx}\n",
+        c["server"].as_str().unwrap()
+    );
+    let path = dir.join("config");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn an_existing_cluster_whose_kubeconfig_names_files_is_installed_into() {
+    // A kubeconfig naming its CA, certificate and key by relative paths:
+    // the temp copy helm gets must still work (the files are inlined), and
+    // the CA is kept for the remote secrets (tested in access.rs).
+    let w = World::new(&["prod"]);
+    w.bring_up("prod");
+    let kc = kubeconfig_with_files(&w, "prod");
+    let plan = format!(
+        "[mesh]\nid = \"mesh1\"\nistio = \"1.28.0\"\n\n[clusters.prod]\nprovider = \"kubeconfig\"\ncontext = \"kind-prod\"\nkubeconfig = \"{}\"\nnetwork = \"network1\"\n\n[apps.helloworld]\nmanifest = \"tasks/apps/helloworld.yaml\"\nnamespace = \"sample\"\nplacement = {{ prod = [\"v1\", \"v2\"] }}\n",
+        kc.display()
+    );
+    let p = project(&plan);
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        w.releases("prod")["istio-system/istiod"]["status"] == "deployed",
+        "{}",
+        w.releases("prod")
     );
 }
 

@@ -187,7 +187,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             let target = if offline { Build::Offline } else { Build::Live };
             let l = load(&cli.plan, target)?;
             if !offline {
-                preflight(&l.plan)?;
+                preflight(&l.plan, &cache_dir)?;
             }
             let out_dir = out.unwrap_or_else(|| dir.join("out"));
             build(
@@ -322,9 +322,38 @@ fn doctor_text(checks: &[doctor::Check]) -> String {
     s
 }
 
-/// The doctor's checks, before a live build touches anything.
-fn preflight(plan: &Plan) -> Result<(), Exit> {
-    let checks = doctor::preflight(plan);
+/// The doctor's checks, before a live build touches anything: first those
+/// that start no process; then the tools' versions (asked once per binary)
+/// and, when a kind cluster is about to be created, Docker's daemon and
+/// memory.
+fn preflight(plan: &Plan, cache_dir: &Path) -> Result<(), Exit> {
+    let mut checks = doctor::preflight(plan);
+    if checks.iter().all(|c| c.ok) {
+        let cache = Cache::open_existing(cache_dir);
+        let creates_a_kind_cluster = plan.clusters.values().any(|c| {
+            c.provider == crate::plan::Provider::Kind
+                && !cache.as_ref().is_some_and(|k| {
+                    matches!(
+                        k.load(crate::kinds::cluster::id(&c.name).as_str()),
+                        crate::cache::Load::Ok(_)
+                    )
+                })
+        });
+        let memo = Some(cache_dir.join("tool-versions.json"));
+        let rt = runtime()?;
+        checks = rt.block_on(async {
+            let versions = doctor::versions(plan, memo.as_deref());
+            if creates_a_kind_cluster {
+                let (mut d, v) =
+                    futures_util::future::join(doctor::docker(doctor::kind_nodes(plan)), versions)
+                        .await;
+                d.extend(v);
+                d
+            } else {
+                versions.await
+            }
+        });
+    }
     if checks.iter().all(|c| c.ok) {
         return Ok(());
     }

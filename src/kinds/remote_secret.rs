@@ -107,13 +107,7 @@ impl RemoteSecret {
         use kube::api::ObjectMeta;
         let from = cluster::access(&self.from, &ctx)?;
         let (server, ca) = cluster::internal(&self.from, &ctx)?.server_and_ca()?;
-        let host = server
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .split([':', '/'])
-            .next()
-            .unwrap_or("");
-        if host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "[::1]" {
+        if is_loopback(&server) {
             return Err(TaskError::new(format!(
                 "cluster {}'s API server address {server} is not reachable from cluster {}; \
                  use its internal address (kind get kubeconfig --internal)",
@@ -217,5 +211,43 @@ impl Action for RemoteSecret {
             let r = Receipt::read(&ctx).map_err(TaskError::new)?;
             r.undo(&cluster::access(&this.to, &ctx)?).await
         }))
+    }
+}
+
+/// Does this API server URL name this machine (127.0.0.0/8, ::1,
+/// localhost), which no other cluster can reach?
+fn is_loopback(server: &str) -> bool {
+    let Ok(uri) = server.parse::<hyper::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    #[test]
+    fn every_loopback_form_is_refused_and_nothing_else() {
+        for s in [
+            "https://127.0.0.1:6443",
+            "https://127.0.0.2:6443",
+            "https://localhost:6443",
+            "https://[::1]:6443",
+            "https://LOCALHOST",
+        ] {
+            assert!(super::is_loopback(s), "{s}");
+        }
+        for s in [
+            "https://east-control-plane:6443",
+            "https://172.18.0.2:6443",
+            "https://[fc00::2]:6443",
+            "https://api.example.com",
+        ] {
+            assert!(!super::is_loopback(s), "{s}");
+        }
     }
 }

@@ -99,6 +99,11 @@ impl World {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
+        // The kernel settings the pre-flight reads: as kind documents them.
+        let inotify = state.join("proc-sys/fs/inotify");
+        std::fs::create_dir_all(&inotify).unwrap();
+        std::fs::write(inotify.join("max_user_watches"), "524288\n").unwrap();
+        std::fs::write(inotify.join("max_user_instances"), "512\n").unwrap();
 
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -159,6 +164,10 @@ impl World {
             ("PATH".into(), path),
             ("FAKE_STATE".into(), self.state().display().to_string()),
             ("MESH_WAIT_TIMEOUT".into(), "20".into()),
+            (
+                "MESH_PROC_SYS".into(),
+                self.state().join("proc-sys").display().to_string(),
+            ),
             (
                 "KUBECONFIG".into(),
                 self.dir

@@ -5,6 +5,8 @@ One script, installed under three names; it acts as the tool it is called
 as. State lives in $FAKE_STATE:
 
   config.json        knobs: {"delay": {"<tool> <verb>": seconds},
+                     "version": {"helm": "...", "kind": "..."},
+                     "docker_memory": bytes,
                      "fail": {"<tool> <verb> [<name>]": "message"},
                      "hang": ["<tool> <verb> [<name>]"], "garbage": [...],
                      "crash": [...] (SIGKILLs itself),
@@ -139,7 +141,7 @@ def apply(cluster, user, api_path, obj):
 
 def kind():
     if ARGS[:1] == ["version"]:
-        print("kind v0.30.0-fake go1.24 linux/amd64")
+        print(CONFIG.get("version", {}).get("kind", "kind v0.30.0-fake go1.24 linux/amd64"))
         return
     if ARGS[:2] == ["get", "clusters"]:
         knobs("get clusters")
@@ -205,7 +207,8 @@ def kind():
 def docker():
     if ARGS[:1] == ["info"]:
         knobs("info")
-        print("28.2.2-fake")
+        # --format "{{.ServerVersion}} {{.MemTotal}}"
+        print("28.2.2-fake %d" % CONFIG.get("docker_memory", 16 << 30))
         return
     if ARGS[:3] == ["network", "inspect", "kind"]:
         knobs("network inspect")
@@ -377,7 +380,7 @@ def duration(s):
 
 def helm():
     if ARGS[:1] == ["version"]:
-        print("v3.19.0-fake+g0000000")
+        print(CONFIG.get("version", {}).get("helm", "v3.19.0-fake+g0000000"))
         return
     kubeconfig = flag("--kubeconfig")
     ns = flag("--namespace", "default")
