@@ -9,7 +9,12 @@
 //! - wall / critical path of the parallel build (mesh's own critical path);
 //! - wall / the same steps one after another (`-j 1`, a fresh world);
 //! - the no-op live rerun (probes only), median of 5;
-//! - after editing one app: rerun wall minus that app task's own time.
+//! - after editing one app: rerun wall minus that app task's own time;
+//! - what the real world's hazards cost: the 2-cluster bring-up in a calm
+//!   fake world (watches that never end, no bookmarks), in the default one
+//!   (watches ended every 3 s, then compacted: 410 Gone; bookmarks), and in
+//!   the default one with one API call in 5 failing (429/503/webhook
+//!   timeout), each in a fresh world.
 //!
 //! `MESH_BENCH_QUICK=1` (and `cargo test --benches`) runs 2 clusters only.
 
@@ -165,10 +170,53 @@ fn bench(n: usize) {
     );
 }
 
+fn hazards(n: usize) {
+    let text = plan(n);
+    let run = |setup: &dyn Fn(&World)| {
+        let w = world(n);
+        setup(&w);
+        let p = fake::project(&text);
+        let (wall, doc) = timed(&w, p.path(), &["build", "--json"]);
+        let faults: usize = w
+            .apis
+            .values()
+            .map(|a| a.faults.load(std::sync::atomic::Ordering::SeqCst))
+            .sum();
+        (wall, doc["retries"].as_array().map_or(0, Vec::len), faults)
+    };
+    let (calm, _, _) = run(&|w| {
+        for a in w.apis.values() {
+            *a.knobs.watch_life.lock().unwrap() = None;
+            *a.knobs.bookmark_every.lock().unwrap() = None;
+        }
+    });
+    let (hazards, _, _) = run(&|_| {});
+    let (chaos, retries, faults) = run(&|w| {
+        for a in w.apis.values() {
+            a.knobs
+                .fault_every
+                .store(5, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    println!("hazards, {n} clusters (fresh world each):");
+    println!("  calm fake world                {:>9.0} ms", ms(calm));
+    println!(
+        "  default hazards                {:>9.0} ms   / calm = {:.3}",
+        ms(hazards),
+        ms(hazards) / ms(calm)
+    );
+    println!(
+        "  hazards + 1 in 5 calls failing {:>9.0} ms   / calm = {:.3}   ({faults} faults injected, {retries} retries)",
+        ms(chaos),
+        ms(chaos) / ms(calm)
+    );
+}
+
 fn main() {
     let quick =
         std::env::var_os("MESH_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
     bench(2);
+    hazards(2);
     if !quick {
         bench(8);
     }
