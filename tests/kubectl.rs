@@ -112,10 +112,32 @@ fn a_real_kubectl_discovers_lists_applies_watches_and_deletes() {
     for r in [
         "deployments.apps",
         "secrets",
-        "gateways.gateway.networking.k8s.io",
+        "customresourcedefinitions.apiextensions.k8s.io",
     ] {
         assert!(res.lines().any(|l| l == r), "{r} missing from:\n{res}");
     }
+    // A CRD's kind is served once it is Established, not before.
+    let gw = "gateways.gateway.networking.k8s.io";
+    assert!(!res.lines().any(|l| l == gw), "{gw} served without its CRD");
+    k.ok(
+        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
+        Some(&format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {gw}\nspec:\n  group: gateway.networking.k8s.io\n  names:\n    plural: gateways\n    kind: Gateway\n  scope: Namespaced\n"
+        )),
+    );
+    k.ok(
+        &[
+            "wait",
+            "--for",
+            "condition=Established",
+            &format!("crd/{gw}"),
+            "--timeout",
+            "20s",
+        ],
+        None,
+    );
+    let res = k.ok(&["api-resources", "-o", "name"], None);
+    assert!(res.lines().any(|l| l == gw), "{gw} missing from:\n{res}");
 
     // An object in a namespace that does not exist is refused, as a real
     // server refuses it.

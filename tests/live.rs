@@ -322,6 +322,37 @@ fn ambient_multi_primary_bring_up() {
 }
 
 #[test]
+fn ambient_waits_for_the_gateway_api_crds_to_be_established() {
+    // A new CRD's kind is served only once the CRD is Established; until
+    // then a Gateway is a 404. Here that takes 5 s, longer than the retry
+    // budget: the Gateway is applied only after istiod's task waited.
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        *w.api(c).knobs.crd_delay.lock().unwrap() = std::time::Duration::from_secs(5);
+    }
+    w.set_env("MESH_RETRY_TIMEOUT", "1");
+    let p = project(&default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\""));
+    let crds = p.path().join("gateway-api-crds.yaml");
+    std::fs::write(&crds, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n").unwrap();
+    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for c in ["east", "west"] {
+        assert!(
+            w.api(c)
+                .get(
+                    "gateway.networking.k8s.io",
+                    "gateways",
+                    "istio-system",
+                    "istio-eastwestgateway"
+                )
+                .is_some(),
+            "{c}"
+        );
+    }
+}
+
+#[test]
 fn ambient_with_unreachable_gateway_api_crds_fails_naming_task_and_url() {
     let w = World::new(&["east", "west"]);
     let base = w.serve_http(vec![]);

@@ -37,7 +37,8 @@ pub use objects::{
     release_state,
 };
 pub use wait::{
-    wait_daemonset, wait_deployment, wait_gateway_address, wait_lb_ip, wait_secret_key,
+    wait_crds_established, wait_daemonset, wait_deployment, wait_gateway_address, wait_lb_ip,
+    wait_secret_key,
 };
 
 pub const FIELD_MANAGER: &str = "mesh";

@@ -74,6 +74,37 @@ where
     })
 }
 
+/// Wait until every CustomResourceDefinition among `refs` is Established:
+/// only then does the API server serve its kind (before, a create of that
+/// kind is a 404).
+pub async fn wait_crds_established(
+    client: &Client,
+    refs: &[ObjRef],
+    timeout: Duration,
+) -> Result<(), KubeError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for r in refs.iter().filter(|r| r.kind == "CustomResourceDefinition") {
+        wait(
+            api.clone(),
+            &r.name,
+            &format!("CustomResourceDefinition {} to be Established", r.name),
+            timeout,
+            |c: &CustomResourceDefinition| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|x| x.type_ == "Established" && x.status == "True")
+                    })
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Wait until a Deployment's rollout is complete, as `kubectl rollout
 /// status` decides: the controller has seen the latest spec, every replica
 /// is updated, no old replica is left, and every updated one is available.

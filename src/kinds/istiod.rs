@@ -20,7 +20,7 @@ use crate::plan::{Cluster, Mode, Plan, Provider, Role, Topology};
 use crate::providers::helm;
 
 /// 2: rollout-complete waits; ambient waits for its DaemonSets.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const RENDER_VERSION: u32 = 1;
 pub const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 

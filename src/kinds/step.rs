@@ -418,7 +418,9 @@ async fn install_gateway_api_crds(client: &kube::Client, source: &str) -> Result
             TaskError::new(format!("cannot read MESH_GATEWAY_API_CRDS {source}: {e}"))
         })?
     };
-    k8s::apply(client, &text).await?;
+    let crds = k8s::apply(client, &text).await?;
+    // Their kinds are served only once Established.
+    k8s::wait_crds_established(client, &crds, wait_timeout()).await?;
     Ok(())
 }
 

@@ -104,6 +104,15 @@ const RESOURCES: &[(&str, &str, &str, &str, bool)] = &[
     ),
 ];
 
+/// Groups whose kinds exist only through CRDs someone installs: Gateway
+/// API (mesh, in ambient), Istio's (its base chart), MetalLB's (its chart).
+/// Cilium's are registered by its operator (see `State::serves`).
+const CRD_GROUPS: &[&str] = &[
+    "gateway.networking.k8s.io",
+    "networking.istio.io",
+    "metallb.io",
+];
+
 /// (group, plural, namespace, name)
 type Key = (String, String, String, String);
 
@@ -137,6 +146,8 @@ pub struct Knobs {
     /// How long istiod takes to sync a remote cluster after its secret
     /// appears (real: seconds, while it lists the remote's services).
     pub sync_delay: Mutex<Duration>,
+    /// How long a new CRD takes to be Established.
+    pub crd_delay: Mutex<Duration>,
 }
 
 pub struct State {
@@ -319,6 +330,7 @@ impl State {
                 watch_life: Mutex::new(Some(Duration::from_secs(3))),
                 bookmark_every: Mutex::new(Some(Duration::from_millis(700))),
                 sync_delay: Mutex::new(Duration::from_millis(1500)),
+                crd_delay: Mutex::new(Duration::from_millis(200)),
                 ..Knobs::default()
             },
             next_ip: AtomicU64::new(0),
@@ -559,6 +571,20 @@ impl State {
     /// the operator's Deployment and the agent DaemonSet are ready (an
     /// agent becomes ready only after it has seen them).
     fn serves(&self, group: &str) -> bool {
+        if CRD_GROUPS.contains(&group) {
+            // Served once a CRD of the group is Established, as a real API
+            // server serves a new kind only then.
+            return self
+                .list("apiextensions.k8s.io", "customresourcedefinitions")
+                .iter()
+                .any(|c| {
+                    c["spec"]["group"] == group
+                        && c["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter()
+                                .any(|x| x["type"] == "Established" && x["status"] == "True")
+                        })
+                });
+        }
         if group != "cilium.io" {
             return true;
         }
@@ -801,6 +827,23 @@ impl State {
                     me.write(key, o, "MODIFIED");
                 });
             }
+            ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+                if obj["status"]["conditions"].is_array() {
+                    return;
+                }
+                // Names accepted, then Established after a moment.
+                let (me, delay) = (self.clone(), *self.knobs.crd_delay.lock().unwrap());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let Some(mut o) = me.objects.lock().unwrap().get(&key).cloned() else {
+                        return;
+                    };
+                    o["status"] = json!({"conditions": [
+                        {"type": "NamesAccepted", "status": "True"},
+                        {"type": "Established", "status": "True"}]});
+                    me.write(key, o, "MODIFIED");
+                });
+            }
             ("", "Secret") => {
                 if obj["type"] != "kubernetes.io/service-account-token"
                     || obj["data"]["token"].is_string()
@@ -1025,7 +1068,18 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
             .iter()
             .filter(|x| x.0 == r.group && x.1 == r.version)
             .map(|x| {
+                let short: &[&str] = match x.2 {
+                    "customresourcedefinitions" => &["crd", "crds"],
+                    "namespaces" => &["ns"],
+                    "services" => &["svc"],
+                    "configmaps" => &["cm"],
+                    "deployments" => &["deploy"],
+                    "daemonsets" => &["ds"],
+                    "serviceaccounts" => &["sa"],
+                    _ => &[],
+                };
                 json!({"name": x.2, "singularName": x.3.to_lowercase(), "namespaced": x.4, "kind": x.3,
+                       "shortNames": short,
                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
             })
             .collect();
@@ -1268,7 +1322,12 @@ fn watch(
     };
     let mut rx = st.events.subscribe();
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(256);
-    // Replay what changed since the client's resourceVersion, then follow.
+    // Replay what changed since the client's resourceVersion (everything,
+    // as ADDED, for a watch from nothing or a watch-list asking for its
+    // initial events, which then end with a marked BOOKMARK), then follow.
+    let initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let since = if initial { 0 } else { since };
+    let replay_kind = if since == 0 { "ADDED" } else { "MODIFIED" };
     let replay: Vec<Value> = st
         .objects
         .lock()
@@ -1287,7 +1346,15 @@ fn watch(
     tokio::spawn(async move {
         let line = |t: &str, o: &Value| frame(json!({"type": t, "object": o}));
         for o in replay {
-            if tx.send(line("MODIFIED", &o)).await.is_err() {
+            if tx.send(line(replay_kind, &o)).await.is_err() {
+                return;
+            }
+        }
+        if initial {
+            let rv = st.rv.load(Ordering::SeqCst).to_string();
+            let mark = json!({"kind": kind, "apiVersion": gv, "metadata": {"resourceVersion": rv,
+                "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if tx.send(line("BOOKMARK", &mark)).await.is_err() {
                 return;
             }
         }

@@ -141,7 +141,7 @@ def apply(cluster, user, api_path, obj):
 
 def kind():
     if ARGS[:1] == ["version"]:
-        print(CONFIG.get("version", {}).get("kind", "kind v0.30.0-fake go1.24 linux/amd64"))
+        print(CONFIG.get("version", {}).get("kind", "kind v0.30.0 go1.24.6 linux/amd64"))
         return
     if ARGS[:2] == ["get", "clusters"]:
         knobs("get clusters")
@@ -250,9 +250,23 @@ def check_schema(chart, values):
             "- kind: kind must be one of the following: \"Deployment\", \"DaemonSet\"\n")
 
 
+# The CRDs the real charts install (a few of each; kinds mesh uses).
+CHART_CRDS = {
+    "base": [("networking.istio.io", "gateways", "Gateway"),
+             ("networking.istio.io", "virtualservices", "VirtualService")],
+    "metallb": [("metallb.io", "ipaddresspools", "IPAddressPool"),
+                ("metallb.io", "l2advertisements", "L2Advertisement")],
+}
+
+
 def chart_objects(chart, release, ns, values):
     """What the real chart would create that mesh waits on."""
     objs = []
+    for group, plural, kind in CHART_CRDS.get(chart, []):
+        name = f"{plural}.{group}"
+        objs.append((f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
+                     {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                      "spec": {"group": group, "names": {"plural": plural, "kind": kind}, "scope": "Namespaced"}}))
     if chart == "base":
         objs.append(("/api/v1/namespaces/%s/serviceaccounts/istio-reader-service-account" % ns,
                      {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "istio-reader-service-account"}}))
