@@ -6,7 +6,8 @@
 //! separated by commas, an order by "<"). `tests/layers.rs` enforces it.
 //!
 //! 1. the engine, which knows nothing of Istio: `hash` (digests), `events`
-//!    (what happened inside a running task: retries) < `graph`
+//!    (what happened inside a running task: retries), `state` (the durable
+//!    identity and inventory, apart from the cache) < `graph`
 //!    (nodes, actions and the sealed DAG) < `cache` (the store and its
 //!    records) < `exec` (the parallel, cached executor);
 //! 2. the input: `diag` (located errors), `yaml` (multi-document YAML),
@@ -36,6 +37,7 @@ pub mod kinds;
 pub mod plan;
 pub mod planner;
 pub mod providers;
+pub mod state;
 pub mod ui;
 pub mod verify;
 pub mod yaml;

@@ -36,6 +36,49 @@ fn first_build_runs_all_second_is_all_cached() {
 }
 
 #[test]
+fn the_root_ca_survives_clean_a_lost_cache_and_unrelated_pki_edits() {
+    // The root is the mesh's identity: kept in state/, not in the cache.
+    let p = Project::default_plan();
+    p.build();
+    let root = p.read("out/pki/root-cert.pem");
+    assert_eq!(p.read("state/identity/root-cert.pem"), root);
+    assert_eq!(mode(&p.path("state/identity/root-key.pem")), 0o600);
+    assert_eq!(mode(&p.path("state/identity")), 0o700);
+    let same = |what: &str| assert_eq!(p.read("out/pki/root-cert.pem"), root, "{what}");
+    // An intermediate's validity is not the root's business.
+    p.edit("plan.toml", |t| {
+        t.replace("intermediate_days = 730", "intermediate_days = 365")
+    });
+    let o = p.build();
+    assert!(
+        !o.with("ran").contains(&"pki.root".to_string()),
+        "{:?}",
+        o.with("ran")
+    );
+    assert_eq!(o.with("ran").len(), 2 + 2, "{:?}", o.with("ran"));
+    same("intermediate_days edit");
+    assert_eq!(p.run(&["clean"]).code, 0);
+    assert!(p.path("state/identity/root-key.pem").exists());
+    p.build();
+    same("mesh clean");
+    std::fs::remove_dir_all(p.path("cache")).unwrap();
+    std::fs::remove_dir_all(p.path("out")).unwrap();
+    p.build();
+    same("a deleted cache");
+    // With no live cluster owned, a root parameter edit makes a new root.
+    p.edit("plan.toml", |t| {
+        t.replace("root_days = 3650", "root_days = 3000")
+    });
+    let o = p.build();
+    assert!(o.with("ran").contains(&"pki.root".to_string()));
+    assert_ne!(p.read("out/pki/root-cert.pem"), root);
+    assert_eq!(
+        p.read("state/identity/root-cert.pem"),
+        p.read("out/pki/root-cert.pem")
+    );
+}
+
+#[test]
 fn editing_a_template_reruns_exactly_its_readers() {
     let p = Project::default_plan();
     p.build();

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     // graph knows nothing of the store; only exec joins them).
     ("hash", 10),
     ("events", 10),
+    ("state", 10),
     ("graph", 11),
     ("cache", 12),
     ("exec", 13),

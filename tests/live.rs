@@ -1531,6 +1531,132 @@ fn an_existing_cluster_whose_kubeconfig_names_files_is_installed_into() {
 }
 
 #[test]
+fn a_kind_cluster_mesh_did_not_create_is_never_deleted_or_used() {
+    // The hazard: a user's own kind cluster named like a planned one was
+    // deleted and recreated by the build.
+    let w = World::new(&["east", "west"]);
+    w.create_cluster_behind_meshs_back("east");
+    w.api("east").put(
+        "",
+        "configmaps",
+        "default",
+        "precious",
+        serde_json::json!({"data": {"k": "v"}}),
+    );
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    for want in [
+        "kind cluster east",
+        "exists, and mesh did not create it",
+        "kind delete cluster --name east",
+        "mesh adopt east",
+    ] {
+        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+    }
+    assert!(
+        !w.tool_log().iter().any(
+            |c| (c[0] == "kind" && (c[1] == "delete" || c[1] == "create"))
+                || (c[0] == "helm" && c[1] != "version")
+        ),
+        "{:?}",
+        w.tool_log()
+    );
+    assert!(!p.path().join("cache/records").exists(), "nothing ran");
+    assert!(
+        w.api("east")
+            .get("", "configmaps", "default", "precious")
+            .is_some()
+    );
+    // Given to mesh, it is mesh's: the next build recreates it.
+    let o = mesh(&w, p.path(), &["adopt", "east"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("mesh now owns kind cluster east"),
+        "{}",
+        o.stderr
+    );
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        w.tool_log()
+            .iter()
+            .any(|c| c[..2] == ["kind", "delete"] && c.contains(&"east".to_string()))
+    );
+}
+
+#[test]
+fn destroy_works_from_the_inventory_after_mesh_clean() {
+    // `mesh clean` throws the cache away; the state keeps what mesh owns,
+    // so destroy still deletes every cluster, and a mesh from before the
+    // inventory (cache records only) is migrated, not forgotten.
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let inv: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("state/inventory.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(inv["resources"].as_array().unwrap().len(), 2, "{inv}");
+    assert!(
+        inv["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["kind"] == "kind-cluster" && r["phase"] == "created"),
+        "{inv}"
+    );
+    let o = mesh(&w, p.path(), &["clean"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!p.path().join("cache").exists());
+    assert!(p.path().join("state/inventory.json").exists());
+    let o = mesh(&w, p.path(), &["destroy"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), Vec::<String>::new());
+
+    // Before the state store: the cache alone says what mesh made.
+    let p = up(&w, &default_plan());
+    std::fs::remove_file(p.path().join("state/inventory.json")).unwrap();
+    let o = mesh(&w, p.path(), &["destroy"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), Vec::<String>::new());
+}
+
+#[test]
+fn a_new_root_is_refused_while_mesh_owns_live_clusters() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let root = std::fs::read_to_string(p.path().join("state/identity/root-cert.pem")).unwrap();
+    // An unrelated [pki] edit keeps the root.
+    let plan = default_plan().replace("intermediate_days = 730", "intermediate_days = 365");
+    std::fs::write(p.path().join("plan.toml"), &plan).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.with("ran").contains(&"pki.root".to_string()));
+    // A root parameter: refused, and nothing reaches the clusters.
+    let cacerts = w.api("east").get("", "secrets", "istio-system", "cacerts");
+    std::fs::write(
+        p.path().join("plan.toml"),
+        plan.replace("root_days = 3650", "root_days = 7300"),
+    )
+    .unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("task pki.root failed") && o.stderr.contains("mesh destroy"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("state/identity/root-cert.pem")).unwrap(),
+        root
+    );
+    assert_eq!(
+        w.api("east").get("", "secrets", "istio-system", "cacerts"),
+        cacerts
+    );
+}
+
+#[test]
 fn a_deployment_that_never_becomes_ready_times_out_naming_it() {
     let w = World::new(&["east", "west"]);
     for c in ["east", "west"] {

@@ -93,14 +93,23 @@ pub enum Command {
         offline: bool,
     },
     /// Delete the cache and the offline bundle (or, with --gc, only blobs no
-    /// record references).
+    /// record references). The state (`state/`: the root CA and what mesh
+    /// owns) stays.
     Clean {
         #[arg(long)]
         gc: bool,
     },
     /// Tear the mesh down: kind clusters are deleted; on existing clusters
     /// what mesh installed is removed. Forgets the live tasks' records.
+    /// Every kind cluster in the inventory goes, even if the plan or the
+    /// cache no longer knows it; the root CA stays.
     Destroy,
+    /// Give mesh a kind cluster of this plan that mesh did not create: it
+    /// records it as owned, and the next build recreates it from the plan.
+    Adopt {
+        /// The plan's name for the cluster (its kind name).
+        cluster: String,
+    },
     /// Send requests from every cluster's client pod to every app with a
     /// `verify` path; pass only if every version answers from every cluster.
     Verify {
@@ -175,6 +184,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
         _ => PathBuf::from("."),
     };
     let cache_dir = dir.join("cache");
+    crate::state::init(&dir.join(crate::state::DIR));
     match cli.command {
         Command::Build {
             offline,
@@ -214,6 +224,10 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Command::Destroy => {
             let l = load(&cli.plan, Build::Live)?;
             destroy(l, &cache_dir)
+        }
+        Command::Adopt { cluster } => {
+            let l = load(&cli.plan, Build::Live)?;
+            adopt(l, &cache_dir, &cluster)
         }
         Command::Verify { json, wait } => verify(&cli.plan, &cache_dir, json, wait),
         Command::Doctor { json } => doctor_cmd(&cli.plan, json),
@@ -330,6 +344,7 @@ fn preflight(plan: &Plan, cache_dir: &Path) -> Result<(), Exit> {
     let mut checks = doctor::preflight(plan);
     if checks.iter().all(|c| c.ok) {
         let cache = Cache::open_existing(cache_dir);
+        migrate_inventory(plan, cache.as_ref())?;
         let creates_a_kind_cluster = plan.clusters.values().any(|c| {
             c.provider == crate::plan::Provider::Kind
                 && !cache.as_ref().is_some_and(|k| {
@@ -344,10 +359,14 @@ fn preflight(plan: &Plan, cache_dir: &Path) -> Result<(), Exit> {
         checks = rt.block_on(async {
             let versions = doctor::versions(plan, memo.as_deref());
             if creates_a_kind_cluster {
-                let (mut d, v) =
-                    futures_util::future::join(doctor::docker(doctor::kind_nodes(plan)), versions)
-                        .await;
+                let (mut d, v, o) = futures_util::future::join3(
+                    doctor::docker(doctor::kind_nodes(plan)),
+                    versions,
+                    ownership(plan),
+                )
+                .await;
                 d.extend(v);
+                d.extend(o);
                 d
             } else {
                 versions.await
@@ -369,10 +388,18 @@ fn preflight(plan: &Plan, cache_dir: &Path) -> Result<(), Exit> {
 
 /// Undo every recorded live task, dependents first, then forget them.
 fn destroy(l: &Loaded, cache_dir: &Path) -> Result<(), Exit> {
-    let Some(cache) = Cache::open_existing(cache_dir) else {
+    let store = crate::state::get().expect("the state store is set");
+    migrate_inventory(&l.plan, Cache::open_existing(cache_dir).as_ref())?;
+    let owned = store
+        .inventory()
+        .map_err(|e| fail(1, format!("error: {e}")))?
+        .kind_clusters();
+    let cache_exists = Cache::open_existing(cache_dir).is_some();
+    if !cache_exists && owned.is_empty() {
         eprintln!("mesh destroy: nothing recorded, nothing to destroy");
         return Ok(());
-    };
+    }
+    let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let rt = runtime()?;
     let cache = Arc::new(cache);
@@ -391,9 +418,147 @@ fn destroy(l: &Loaded, cache_dir: &Path) -> Result<(), Exit> {
             ),
         ));
     }
+    // What the inventory still holds: clusters the plan or the cache no
+    // longer names (removed from plan.toml, or recorded in a cache since
+    // deleted).
+    let left = store
+        .inventory()
+        .map_err(|e| fail(1, format!("error: {e}")))?
+        .kind_clusters();
+    for name in &left {
+        rt.block_on(crate::kinds::cluster::delete_owned(name))
+            .map_err(|e| {
+                fail(
+                    1,
+                    format!("error: destroy stopped: kind cluster {name}: {e}"),
+                )
+            })?;
+        eprintln!("mesh destroy: deleted kind cluster {name} (not in the plan or the cache)");
+    }
     eprintln!(
-        "mesh destroy: {} live tasks undone and forgotten",
-        done.len()
+        "mesh destroy: {} live tasks undone and forgotten; {} kind cluster(s) deleted",
+        done.len(),
+        owned.len()
+    );
+    Ok(())
+}
+
+/// A mesh from before the state store: the kind clusters its cache
+/// recorded are its own.
+fn migrate_inventory(plan: &Plan, cache: Option<&Cache>) -> Result<(), Exit> {
+    let Some(cache) = cache else { return Ok(()) };
+    let store = crate::state::get().expect("the state store is set");
+    let inv = store
+        .inventory()
+        .map_err(|e| fail(1, format!("error: {e}")))?;
+    for c in plan
+        .clusters
+        .values()
+        .filter(|c| c.provider == crate::plan::Provider::Kind)
+    {
+        let recorded = matches!(
+            cache.load(crate::kinds::cluster::id(&c.name).as_str()),
+            crate::cache::Load::Ok(_)
+        );
+        if recorded && inv.phase(crate::state::KIND_CLUSTER, &c.name).is_none() {
+            store
+                .set(
+                    crate::state::KIND_CLUSTER,
+                    &c.name,
+                    crate::state::Phase::Created,
+                )
+                .map_err(|e| fail(1, format!("error: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The plan's kind clusters that exist but that mesh does not own: the
+/// build must not start (it would delete them or install into them).
+async fn ownership(plan: &Plan) -> Vec<doctor::Check> {
+    let inv = match crate::state::get()
+        .expect("the state store is set")
+        .inventory()
+    {
+        Ok(inv) => inv,
+        Err(e) => {
+            return vec![doctor::Check {
+                what: "state inventory".into(),
+                ok: false,
+                detail: e.to_string(),
+                hint: Some("restore it from a backup, or move it aside to start over (mesh then owns nothing)".into()),
+            }];
+        }
+    };
+    let listed = match crate::providers::kind::clusters().await {
+        Ok(l) => l,
+        Err(e) => {
+            return vec![doctor::Check {
+                what: "kind get clusters".into(),
+                ok: false,
+                detail: e.to_string(),
+                hint: None,
+            }];
+        }
+    };
+    plan.clusters
+        .values()
+        .filter(|c| c.provider == crate::plan::Provider::Kind)
+        .filter(|c| listed.contains(&c.name))
+        .filter(|c| inv.phase(crate::state::KIND_CLUSTER, &c.name).is_none())
+        .map(|c| doctor::Check {
+            what: format!("kind cluster {}", c.name),
+            ok: false,
+            detail: "exists, and mesh did not create it".into(),
+            hint: Some(format!(
+                "remove it (kind delete cluster --name {0}) or give it to mesh (mesh adopt {0}: the next build recreates it from the plan)",
+                c.name
+            )),
+        })
+        .collect()
+}
+
+/// `mesh adopt <cluster>`: record a kind cluster mesh did not create as
+/// owned, under the build lock.
+fn adopt(l: &Loaded, cache_dir: &Path, name: &str) -> Result<(), Exit> {
+    let Some(c) = l.plan.clusters.get(name) else {
+        return Err(fail(
+            2,
+            format!("error: {} has no cluster {name:?}", l.plan.file),
+        ));
+    };
+    if c.provider != crate::plan::Provider::Kind {
+        return Err(fail(
+            2,
+            format!(
+                "error: cluster {name} is not a kind cluster: mesh never creates or deletes it, so there is nothing to adopt"
+            ),
+        ));
+    }
+    let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
+    let _lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    let listed = runtime()?
+        .block_on(crate::providers::kind::clusters())
+        .map_err(|e| fail(1, format!("error: kind: {e}")))?;
+    if !listed.iter().any(|x| x == name) {
+        return Err(fail(
+            1,
+            format!(
+                "error: kind lists no cluster {name}: there is nothing to adopt (mesh build creates it)"
+            ),
+        ));
+    }
+    let store = crate::state::get().expect("the state store is set");
+    store
+        .set(
+            crate::state::KIND_CLUSTER,
+            name,
+            crate::state::Phase::Adopted,
+        )
+        .map_err(|e| fail(1, format!("error: {e}")))?;
+    eprintln!(
+        "mesh adopt: mesh now owns kind cluster {name}; the next mesh build recreates it from {}",
+        l.plan.file
     );
     Ok(())
 }

@@ -3,11 +3,14 @@
 //!
 //! `render.kind:<c>` renders the kind config (`tasks/kind/cluster.yaml.j2`:
 //! pod and service subnets, workers, the default CNI off for Cilium).
-//! `cluster:<c>` runs `kind create cluster` with it (an existing cluster of
-//! that name is deleted first: this task reruns only when the config changed
-//! or the cluster drifted), then records both kubeconfigs as secret outputs
-//! (see `access`). Its probe asks the API server for its version; its undo
-//! deletes the cluster. Every other live task on a kind cluster depends on
+//! `cluster:<c>` runs `kind create cluster` with it, then records both
+//! kubeconfigs as secret outputs (see `access`). Ownership comes from the
+//! state store's inventory (`state`): the create is recorded as intent
+//! before and confirmed after; an existing cluster of that name is deleted
+//! first only when mesh owns it (this task reruns when the config changed
+//! or the cluster drifted); one mesh does not own stops the task, naming
+//! the two ways out. Its probe asks the API server for its version; its
+//! undo deletes the cluster only when mesh owns it, and forgets it. Every other live task on a kind cluster depends on
 //! it and reads its credentials from it ([`access`], [`internal`]).
 
 use super::step::temp_file;
@@ -17,6 +20,7 @@ use crate::graph::{Action, BoxFuture, Ctx, OutFile, Probe, ProbeError, TaskError
 use crate::k8s;
 use crate::plan::Provider;
 use crate::providers::kind;
+use crate::state::{KIND_CLUSTER, Phase};
 use std::sync::Arc;
 
 pub const VERSION: u32 = 1;
@@ -89,12 +93,27 @@ impl Action for KindCluster {
         Box::pin(async move {
             let config = ctx.read_string(&render_id(&name), CONFIG)?;
             let file = temp_file(&config, "mesh-kind-")?;
+            let store = crate::state::get();
+            let serr = |e: crate::state::StateError| TaskError::new(e.to_string());
             if kind::clusters().await?.contains(&name) {
+                let owned = match store {
+                    Some(s) => s.inventory().map_err(serr)?.phase(KIND_CLUSTER, &name),
+                    None => Some(Phase::Created),
+                };
+                if owned.is_none() {
+                    return Err(TaskError::new(foreign(&name)));
+                }
                 kind::delete(&name).await?;
+            }
+            if let Some(s) = store {
+                s.set(KIND_CLUSTER, &name, Phase::Creating).map_err(serr)?;
             }
             kind::create(&name, file.path()).await?;
             let external = kind::kubeconfig(&name, false).await?;
             let internal = kind::kubeconfig(&name, true).await?;
+            if let Some(s) = store {
+                s.set(KIND_CLUSTER, &name, Phase::Created).map_err(serr)?;
+            }
             Ok(vec![
                 OutFile::new(KUBECONFIG, external).secret(),
                 OutFile::new(KUBECONFIG_INTERNAL, internal).secret(),
@@ -137,11 +156,40 @@ impl Action for KindCluster {
 
     fn undo(&self, _ctx: Ctx) -> Option<BoxFuture<Result<(), TaskError>>> {
         let name = self.name.clone();
-        Some(Box::pin(async move {
-            if kind::clusters().await?.contains(&name) {
-                kind::delete(&name).await?;
-            }
-            Ok(())
-        }))
+        Some(Box::pin(async move { delete_owned(&name).await }))
     }
+}
+
+/// Why mesh will not touch a kind cluster it does not own, and the two ways
+/// out.
+pub fn foreign(name: &str) -> String {
+    format!(
+        "a kind cluster named {name} exists and mesh did not create it: mesh will not delete it \
+         or install into it. Either remove it (kind delete cluster --name {name}) or give it to \
+         mesh (mesh adopt {name}: the next build recreates it from the plan)"
+    )
+}
+
+/// Delete kind cluster `name` if mesh owns it (the inventory says so), and
+/// forget it; a cluster mesh does not own is left alone.
+pub async fn delete_owned(name: &str) -> Result<(), TaskError> {
+    let serr = |e: crate::state::StateError| TaskError::new(e.to_string());
+    let owned = match crate::state::get() {
+        Some(s) => s
+            .inventory()
+            .map_err(serr)?
+            .phase(KIND_CLUSTER, name)
+            .is_some(),
+        None => true,
+    };
+    if !owned {
+        return Ok(());
+    }
+    if kind::clusters().await?.iter().any(|c| c == name) {
+        kind::delete(name).await?;
+    }
+    if let Some(s) = crate::state::get() {
+        s.forget(KIND_CLUSTER, name).map_err(serr)?;
+    }
+    Ok(())
 }

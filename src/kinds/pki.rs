@@ -12,7 +12,14 @@
 //! intermediate followed by the root, as istiod expects in `cacerts`.
 //!
 //! Tasks: `pki.root` (no dependencies) and `pki.intermediate:<c>` (after
-//! the root, reading its cert and key). Both read the whole `[pki]` table.
+//! the root, reading its cert and key). The root reads only what defines it
+//! (`[pki] algorithm` and `root_days`), so no other edit reruns it; and it
+//! is the mesh's identity, kept in the state store (`state/identity/`):
+//! `pki.root` restores it from there when its parameters match (after a
+//! cache loss or `mesh clean`), mints and saves one when there is none, and
+//! refuses to replace it while mesh owns live clusters (their workloads
+//! trust the old root; a rotation is not automated yet). Intermediates read
+//! the algorithm, `intermediate_days` and their cluster.
 
 use super::{Planner, Slice, TaskId};
 use crate::graph::{OutFile, TaskError, blocking};
@@ -23,7 +30,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// `pki.root`
 pub fn root_id() -> TaskId {
@@ -37,16 +44,16 @@ pub fn intermediate_id(cluster: &str) -> TaskId {
 
 pub fn plan(p: &mut Planner) {
     let plan = p.plan;
-    let slice = || Slice::new().put("pki", "pki", &plan.pki);
+    let algorithm = || Slice::new().put("algorithm", "pki.algorithm", plan.pki.algorithm);
     let pk = plan.pki.clone();
     p.pure(
         root_id(),
         "pki.root",
         VERSION,
-        &slice(),
+        &algorithm().put("root_days", "pki.root_days", plan.pki.root_days),
         &[],
         vec![],
-        blocking(move |_| root(&pk)),
+        blocking(move |ctx| root_identity(ctx, &pk)),
     );
     for c in plan.clusters.values() {
         let (pk, name) = (plan.pki.clone(), c.name.clone());
@@ -54,7 +61,13 @@ pub fn plan(p: &mut Planner) {
             intermediate_id(&c.name),
             "pki.intermediate",
             VERSION,
-            &slice().put("cluster", format!("clusters.{}.name", c.name), &c.name),
+            &algorithm()
+                .put(
+                    "intermediate_days",
+                    "pki.intermediate_days",
+                    plan.pki.intermediate_days,
+                )
+                .put("cluster", format!("clusters.{}.name", c.name), &c.name),
             &[],
             vec![root_id()],
             blocking(move |ctx| {
@@ -118,15 +131,78 @@ fn ca_params(
 }
 
 /// `pki.root`: root-cert.pem (exported), root-key.pem (secret, cache only).
+/// `pki.root` as a build runs it: the mesh's identity from the state
+/// store when its parameters match; else a new root, saved there (refused
+/// while mesh owns live clusters that trust the old one).
+fn root_identity(ctx: &crate::graph::Ctx, pki: &Pki) -> Result<Vec<OutFile>, TaskError> {
+    let Some(store) = crate::state::get() else {
+        return root(pki);
+    };
+    let params = serde_json::json!({"algorithm": pki.algorithm, "root_days": pki.root_days});
+    let serr = |e: crate::state::StateError| TaskError::new(e.to_string());
+    let mut identity = store.identity().map_err(serr)?;
+    if identity.is_none() {
+        // A mesh from before the state store: its root is the one this
+        // task recorded last (the cache), not a new one.
+        let id = root_id();
+        if let (Ok(cert_pem), Ok(key_pem)) = (
+            ctx.read_string(id.as_str(), "root-cert.pem"),
+            ctx.read_string(id.as_str(), "root-key.pem"),
+        ) {
+            let found = crate::state::Identity {
+                params: params.clone(),
+                cert_pem,
+                key_pem,
+            };
+            store.save_identity(&found).map_err(serr)?;
+            identity = Some(found);
+        }
+    }
+    if let Some(id) = identity {
+        if id.params == params {
+            return Ok(root_files(id.cert_pem, id.key_pem));
+        }
+        let live = store.inventory().map_err(serr)?.kind_clusters();
+        if !live.is_empty() {
+            return Err(TaskError::new(format!(
+                "the mesh's root CA was made with {}, and [pki] now asks for {params}:                  a new root would break trust with the workloads of {} (mesh does not rotate                  roots yet). Put [pki] back, or `mesh destroy` first",
+                id.params,
+                live.join(", ")
+            )));
+        }
+    }
+    let files = root(pki)?;
+    let text = |name: &str| {
+        files
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| String::from_utf8_lossy(&f.bytes).into_owned())
+            .unwrap_or_default()
+    };
+    store
+        .save_identity(&crate::state::Identity {
+            params,
+            cert_pem: text("root-cert.pem"),
+            key_pem: text("root-key.pem"),
+        })
+        .map_err(serr)?;
+    Ok(files)
+}
+
+fn root_files(cert_pem: String, key_pem: String) -> Vec<OutFile> {
+    vec![
+        OutFile::new("root-cert.pem", cert_pem).export("pki/root-cert.pem"),
+        OutFile::new("root-key.pem", key_pem).secret(),
+    ]
+}
+
+/// A new root CA.
 pub fn root(pki: &Pki) -> Result<Vec<OutFile>, TaskError> {
     let key = generate(pki.algorithm)?;
     let cert = ca_params("Root CA", None, pki.root_days, None)
         .self_signed(&key)
         .map_err(err)?;
-    Ok(vec![
-        OutFile::new("root-cert.pem", cert.pem()).export("pki/root-cert.pem"),
-        OutFile::new("root-key.pem", key.serialize_pem()).secret(),
-    ])
+    Ok(root_files(cert.pem(), key.serialize_pem()))
 }
 
 /// `pki.intermediate:<cluster>`: the four files of the `cacerts` secret.

@@ -270,6 +270,26 @@ impl World {
             .store(asleep, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Create a kind cluster behind mesh's back, as a user's own `kind
+    /// create cluster --name <name>` would.
+    pub fn create_cluster_behind_meshs_back(&self, name: &str) {
+        let config = self.state().join(format!("foreign-{name}.yaml"));
+        std::fs::write(
+            &config,
+            "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\n",
+        )
+        .unwrap();
+        let o = std::process::Command::new(self.dir.path().join("bin/kind"))
+            .args(["create", "cluster", "--name", name, "--config"])
+            .arg(&config)
+            .env("FAKE_STATE", self.state())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Not mesh's doing: not in the log mesh's tests read.
+        self.clear_log();
+    }
+
     /// Delete a kind cluster behind mesh's back, as `kind delete` would.
     pub fn delete_cluster_behind_meshs_back(&self, name: &str) {
         let d = self.state().join("clusters").join(name);

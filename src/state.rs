@@ -1,0 +1,302 @@
+//! Durable state, apart from the disposable cache: what the mesh *is* and
+//! what mesh *owns* in the world. `cache/` may be deleted at any time
+//! (`mesh clean`, a lost disk); `state/`, beside the plan, may not.
+//!
+//! It holds two things:
+//!
+//! - the mesh's identity: the root CA (`identity/root-cert.pem`,
+//!   `identity/root-key.pem`) and the parameters it was made with
+//!   (`identity/root.json`, written last: the commit point). `pki.root`
+//!   restores the root from here instead of minting a new one, so a cache
+//!   loss or an unrelated `[pki]` edit keeps the trust anchor;
+//! - the inventory (`inventory.json`): every resource mesh created in the
+//!   world (today: kind clusters), each with its phase. Intent is recorded
+//!   before acting (`creating`) and confirmed after (`created`); a kill in
+//!   between leaves `creating`, which the next run settles by asking the
+//!   world (kind lists the cluster or not), never by hand editing. A kind
+//!   cluster of a planned name that is not in the inventory is not mesh's:
+//!   mesh neither deletes it nor installs into it (`mesh adopt` records it).
+//!
+//! Every write is atomic (a temp file renamed over the old one, fsynced),
+//! files are 0600 in 0700 directories whatever the umask, and nothing here
+//! is ever printed. Writers hold the build lock (build, destroy, adopt);
+//! within a process, inventory updates are serialized by a mutex. The
+//! process's store is set once by the command line ([`init`]) and read by
+//! the tasks that need it ([`get`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// The state directory beside a plan.
+pub const DIR: &str = "state";
+const INVENTORY: &str = "inventory.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state {path}: {reason}")]
+pub struct StateError {
+    pub path: String,
+    pub reason: String,
+}
+
+fn serr(path: &Path, reason: impl std::fmt::Display) -> StateError {
+    StateError {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Where a resource mesh owns stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// mesh is about to create it (or was killed while creating it).
+    Creating,
+    /// mesh created it.
+    Created,
+    /// It existed; the user gave it to mesh (`mesh adopt`).
+    Adopted,
+}
+
+/// One resource mesh owns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Owned {
+    /// What it is: `kind-cluster`.
+    pub kind: String,
+    pub name: String,
+    pub phase: Phase,
+}
+
+pub const KIND_CLUSTER: &str = "kind-cluster";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Inventory {
+    #[serde(default)]
+    pub format: u32,
+    #[serde(default)]
+    pub resources: Vec<Owned>,
+}
+
+impl Inventory {
+    pub fn phase(&self, kind: &str, name: &str) -> Option<Phase> {
+        self.resources
+            .iter()
+            .find(|r| r.kind == kind && r.name == name)
+            .map(|r| r.phase)
+    }
+
+    /// The kind clusters mesh owns, in name order.
+    pub fn kind_clusters(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .resources
+            .iter()
+            .filter(|r| r.kind == KIND_CLUSTER)
+            .map(|r| r.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The mesh's root CA and what it was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The root's parameters, as `pki.root` states them.
+    pub params: serde_json::Value,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    write: Mutex<()>,
+}
+
+static STORE: OnceLock<Store> = OnceLock::new();
+
+/// Set this process's store (the command line does, once).
+pub fn init(dir: &Path) {
+    let _ = STORE.set(Store::at(dir));
+}
+
+/// This process's store, if the command line set one.
+pub fn get() -> Option<&'static Store> {
+    STORE.get()
+}
+
+fn mkdir_private(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| serr(dir, e))?;
+    // Whatever the umask, and whatever an earlier run left.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| serr(dir, e))
+}
+
+/// Write `bytes` to `path` atomically, 0600, fsynced.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().expect("a state file has a directory");
+    mkdir_private(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| serr(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| serr(&tmp, e))?;
+    f.sync_all().map_err(|e| serr(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| serr(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The store in `dir` (created on first write).
+    pub fn at(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+            write: Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The inventory; empty when there is none yet. A file that does not
+    /// parse is an error naming it: ownership is never guessed.
+    pub fn inventory(&self) -> Result<Inventory, StateError> {
+        let path = self.dir.join(INVENTORY);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| serr(&path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Inventory::default()),
+            Err(e) => Err(serr(&path, e)),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Inventory)) -> Result<(), StateError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inv = self.inventory()?;
+        f(&mut inv);
+        inv.format = FORMAT;
+        inv.resources
+            .sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        let bytes = serde_json::to_vec_pretty(&inv).expect("the inventory serializes");
+        write_private(&self.dir.join(INVENTORY), &bytes)
+    }
+
+    /// Record `kind`/`name` in `phase`.
+    pub fn set(&self, kind: &str, name: &str, phase: Phase) -> Result<(), StateError> {
+        self.update(|inv| {
+            inv.resources
+                .retain(|r| !(r.kind == kind && r.name == name));
+            inv.resources.push(Owned {
+                kind: kind.into(),
+                name: name.into(),
+                phase,
+            });
+        })
+    }
+
+    /// Forget `kind`/`name` (it is gone from the world).
+    pub fn forget(&self, kind: &str, name: &str) -> Result<(), StateError> {
+        self.update(|inv| {
+            inv.resources
+                .retain(|r| !(r.kind == kind && r.name == name))
+        })
+    }
+
+    /// The mesh's identity, if one was saved.
+    pub fn identity(&self) -> Result<Option<Identity>, StateError> {
+        let d = self.dir.join("identity");
+        let params_path = d.join("root.json");
+        let params = match std::fs::read(&params_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| serr(&params_path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(serr(&params_path, e)),
+        };
+        let read = |f: &str| {
+            let p = d.join(f);
+            std::fs::read_to_string(&p).map_err(|e| serr(&p, e))
+        };
+        Ok(Some(Identity {
+            params,
+            cert_pem: read("root-cert.pem")?,
+            key_pem: read("root-key.pem")?,
+        }))
+    }
+
+    /// Save the mesh's identity: key and cert first, the parameters last
+    /// (a kill before them leaves no identity, never a half one).
+    pub fn save_identity(&self, id: &Identity) -> Result<(), StateError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.dir.join("identity");
+        let _ = std::fs::remove_file(d.join("root.json"));
+        write_private(&d.join("root-key.pem"), id.key_pem.as_bytes())?;
+        write_private(&d.join("root-cert.pem"), id.cert_pem.as_bytes())?;
+        let params = serde_json::to_vec_pretty(&id.params).expect("params serialize");
+        write_private(&d.join("root.json"), &params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_inventory_round_trips_privately_and_a_corrupt_one_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::at(&d.path().join("state"));
+        assert_eq!(s.inventory().unwrap(), Inventory::default());
+        s.set(KIND_CLUSTER, "west", Phase::Creating).unwrap();
+        s.set(KIND_CLUSTER, "east", Phase::Created).unwrap();
+        s.set(KIND_CLUSTER, "west", Phase::Created).unwrap();
+        let inv = s.inventory().unwrap();
+        assert_eq!(inv.kind_clusters(), ["east", "west"]);
+        assert_eq!(inv.phase(KIND_CLUSTER, "west"), Some(Phase::Created));
+        s.forget(KIND_CLUSTER, "east").unwrap();
+        assert_eq!(s.inventory().unwrap().kind_clusters(), ["west"]);
+        assert_eq!(mode(&d.path().join("state")), 0o700);
+        assert_eq!(mode(&d.path().join("state/inventory.json")), 0o600);
+        std::fs::write(d.path().join("state/inventory.json"), "{not json").unwrap();
+        let e = s.inventory().unwrap_err().to_string();
+        assert!(e.contains("inventory.json"), "{e}");
+        assert!(s.set(KIND_CLUSTER, "x", Phase::Created).is_err());
+    }
+
+    #[test]
+    fn an_identity_is_whole_or_absent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::at(&d.path().join("state"));
+        assert_eq!(s.identity().unwrap(), None);
+        let id = Identity {
+            params: serde_json::json!({"algorithm": "ecdsa-p256", "root_days": 10}),
+            cert_pem: "CERT".into(),
+            key_pem: "KEY".into(),
+        };
+        s.save_identity(&id).unwrap();
+        assert_eq!(s.identity().unwrap(), Some(id));
+        assert_eq!(mode(&d.path().join("state/identity/root-key.pem")), 0o600);
+        assert_eq!(mode(&d.path().join("state/identity")), 0o700);
+        // Without its parameters (a kill mid-save), there is none.
+        std::fs::remove_file(d.path().join("state/identity/root.json")).unwrap();
+        assert_eq!(s.identity().unwrap(), None);
+    }
+}
