@@ -81,14 +81,7 @@ impl Access {
 fn user_kubeconfig(path: Option<&str>) -> Result<String, TaskError> {
     let path = match path {
         Some(p) => PathBuf::from(p),
-        None => match std::env::var_os("KUBECONFIG") {
-            Some(k) => std::env::split_paths(&k)
-                .next()
-                .ok_or_else(|| TaskError::new("KUBECONFIG is empty"))?,
-            None => {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".kube/config")
-            }
-        },
+        None => crate::providers::kind::user_kubeconfig_path(),
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))?;

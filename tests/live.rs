@@ -1586,6 +1586,44 @@ fn a_kind_cluster_mesh_did_not_create_is_never_deleted_or_used() {
 }
 
 #[test]
+fn a_build_never_switches_the_users_current_kube_context() {
+    // kind create makes kind-<name> the current context; mesh puts the
+    // user's back, keeping kind's contexts for kubectl habits.
+    let w = World::new(&["east", "west"]);
+    let kc = w.state().join("user-kubeconfig");
+    std::fs::write(
+        &kc,
+        serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "prod", "cluster": {"server": "https://prod.example.com"}}],
+            "users": [{"name": "prod", "user": {"token": "t"}}],
+            "contexts": [{"name": "my-prod", "context": {"cluster": "prod", "user": "prod"}}],
+            "current-context": "my-prod"}))
+        .unwrap(),
+    )
+    .unwrap();
+    w.set_env("KUBECONFIG", kc.to_str().unwrap());
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
+    assert_eq!(v["current-context"], "my-prod", "{v}");
+    let names: Vec<&str> = v["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for c in ["my-prod", "kind-east", "kind-west"] {
+        assert!(names.contains(&c), "{c}: {names:?}");
+    }
+    let o = mesh(&w, p.path(), &["destroy"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
+    assert_eq!(v["current-context"], "my-prod", "{v}");
+    assert_eq!(v["contexts"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
 fn destroy_works_from_the_inventory_after_mesh_clean() {
     // `mesh clean` throws the cache away; the state keeps what mesh owns,
     // so destroy still deletes every cluster, and a mesh from before the

@@ -1,4 +1,7 @@
-//! The kind CLI.
+//! The kind CLI. `kind create cluster` adds a `kind-<name>` context to the
+//! user's kubeconfig and makes it the current one; mesh puts the user's
+//! current context back, so a build never switches it (the context itself
+//! stays, for the user's kubectl habits).
 use super::{Tool, ToolError, run};
 use std::path::Path;
 use std::time::Duration;
@@ -18,12 +21,76 @@ pub async fn clusters() -> Result<Vec<String>, ToolError> {
 
 pub async fn create(name: &str, config: &Path) -> Result<(), ToolError> {
     let config = config.to_string_lossy();
+    let kubeconfig = user_kubeconfig_path();
+    let before = current_context(&kubeconfig);
     run(
         Tool::Kind,
         &["create", "cluster", "--name", name, "--config", &config],
         CREATE_TIMEOUT,
     )
     .await?;
+    restore_current_context(&kubeconfig, before.as_deref()).map_err(|reason| ToolError::BadOutput {
+        tool: "kind",
+        message: format!(
+            "created {name}, but cannot put back the current context of {}: {reason}",
+            kubeconfig.display()
+        ),
+    })
+}
+
+/// The user's kubeconfig, as kubectl and kind find it: `$KUBECONFIG`'s first
+/// file, else `~/.kube/config`.
+pub fn user_kubeconfig_path() -> std::path::PathBuf {
+    match std::env::var_os("KUBECONFIG") {
+        Some(k) if !k.is_empty() => std::env::split_paths(&k).next().unwrap_or_default(),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".kube/config"),
+    }
+}
+
+fn read_kubeconfig(path: &Path) -> Option<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v = serde_saphyr::from_str(&text).ok()?;
+    Some((text, v))
+}
+
+/// The current context of a kubeconfig file (None: no file, or none set).
+fn current_context(path: &Path) -> Option<String> {
+    let (_, v) = read_kubeconfig(path)?;
+    v["current-context"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Set a kubeconfig's current context back to `before` (none: unset), if
+/// it changed. Written atomically, in the file's own syntax (JSON stays
+/// JSON), with its mode kept.
+fn restore_current_context(path: &Path, before: Option<&str>) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let Some((text, mut v)) = read_kubeconfig(path) else {
+        return Ok(());
+    };
+    let now = v["current-context"].as_str().unwrap_or("").to_string();
+    if now == before.unwrap_or("") {
+        return Ok(());
+    }
+    v["current-context"] = serde_json::Value::String(before.unwrap_or("").to_string());
+    let out = if text.trim_start().starts_with('{') {
+        serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+    } else {
+        serde_saphyr::to_string(&v).map_err(|e| e.to_string())?
+    };
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0o600);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    tmp.write_all(out.as_bytes()).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+        .map_err(|e| e.to_string())?;
+    tmp.persist(path).map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -57,4 +124,37 @@ pub async fn kubeconfig(name: &str, internal: bool) -> Result<String, ToolError>
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_context_is_put_back_in_the_files_own_syntax() {
+        let d = tempfile::tempdir().unwrap();
+        let yaml = d.path().join("config");
+        std::fs::write(
+            &yaml,
+            "apiVersion: v1\nkind: Config\ncontexts:\n- name: mine\n  context: {cluster: c, user: u}\n- name: kind-east\n  context: {cluster: k, user: k}\ncurrent-context: kind-east\n",
+        )
+        .unwrap();
+        restore_current_context(&yaml, Some("mine")).unwrap();
+        assert_eq!(current_context(&yaml).as_deref(), Some("mine"));
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        assert!(!text.trim_start().starts_with('{'), "{text}");
+        assert!(text.contains("kind-east"), "{text}");
+        // None before: unset again.
+        restore_current_context(&yaml, None).unwrap();
+        assert_eq!(current_context(&yaml), None);
+        // JSON stays JSON.
+        let json = d.path().join("config.json");
+        std::fs::write(&json, r#"{"current-context": "kind-east", "contexts": []}"#).unwrap();
+        restore_current_context(&json, Some("mine")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["current-context"], "mine");
+        // No file: nothing to do.
+        restore_current_context(&d.path().join("none"), Some("x")).unwrap();
+    }
 }

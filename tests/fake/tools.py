@@ -139,6 +139,42 @@ def apply(cluster, user, api_path, obj):
 
 # ------------------------------------------------------------ kind
 
+def user_kubeconfig():
+    """Where kind writes contexts: $KUBECONFIG's first file, else
+    ~/.kube/config."""
+    k = os.environ.get("KUBECONFIG", "")
+    first = k.split(":")[0] if k else ""
+    return first or os.path.join(os.environ.get("HOME", "/"), ".kube", "config")
+
+
+def kubeconfig_add(name, prepared):
+    """As kind create: add kind-<name>'s cluster, user and context to the
+    user's kubeconfig and make it the current context."""
+    path = user_kubeconfig()
+    kc = load(path, None) or {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
+    new = load(os.path.join(prepared, "kubeconfig.json"), {})
+    ctx = f"kind-{name}"
+    for section in ("clusters", "users", "contexts"):
+        kc[section] = [e for e in kc.get(section) or [] if e["name"] != ctx] + new.get(section, [])
+    kc["current-context"] = ctx
+    save(path, kc)
+
+
+def kubeconfig_remove(name):
+    """As kind delete: remove kind-<name> from the user's kubeconfig (and
+    unset the current context if it was that)."""
+    path = user_kubeconfig()
+    kc = load(path, None)
+    if kc is None:
+        return
+    ctx = f"kind-{name}"
+    for section in ("clusters", "users", "contexts"):
+        kc[section] = [e for e in kc.get(section) or [] if e["name"] != ctx]
+    if kc.get("current-context") == ctx:
+        kc["current-context"] = ""
+    save(path, kc)
+
+
 def kind():
     if ARGS[:1] == ["version"]:
         print(CONFIG.get("version", {}).get("kind", "kind v0.30.0 go1.24.6 linux/amd64"))
@@ -174,6 +210,7 @@ def kind():
         save(gen_path, gen)
         cluster, user, _ = api_for_kubeconfig(os.path.join(prepared, "kubeconfig.json"))
         request(cluster, user, "POST", "/fake/reset")
+        kubeconfig_add(name, prepared)
         return
     if ARGS[:2] == ["delete", "cluster"]:
         knobs("delete", name)
@@ -187,6 +224,7 @@ def kind():
         rel = os.path.join(STATE, "releases", f"kind-{name}.json")
         if os.path.exists(rel):
             os.remove(rel)
+        kubeconfig_remove(name)
         return
     if ARGS[:2] == ["get", "kubeconfig"]:
         knobs("get kubeconfig", name)
