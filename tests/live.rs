@@ -1624,6 +1624,65 @@ fn a_build_never_switches_the_users_current_kube_context() {
 }
 
 #[test]
+fn a_cluster_removed_from_the_plan_is_removed_by_build_with_yes() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    assert!(p.path().join("out/west").exists());
+    let plan = default_plan()
+        .replace(
+            "[clusters.west]\nprovider = \"kind\"\nnetwork = \"network2\"\npod_subnet = \"10.21.0.0/16\"\nservice_subnet = \"172.22.0.0/16\"\nworkers = 1\ncni = \"cilium\"\n",
+            "",
+        )
+        .replace("placement = { east = \"v1\", west = \"v2\" }", "placement = { east = [\"v1\", \"v2\"] }")
+        .replace("placement = { east = \"*\", west = \"*\" }", "placement = { east = \"*\" }");
+    assert!(
+        !plan.contains("[clusters.west]") && !plan.contains("west ="),
+        "{plan}"
+    );
+    std::fs::write(p.path().join("plan.toml"), &plan).unwrap();
+    let o = mesh(&w, p.path(), &["plan"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("1 to remove"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("remove kind cluster west"),
+        "{}",
+        o.stdout
+    );
+    // Not on a terminal and no --yes: refused, nothing done.
+    w.clear_log();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("Pass --yes"), "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), ["east", "west"]);
+    assert!(
+        w.mutating_tool_calls().is_empty(),
+        "{:?}",
+        w.mutating_tool_calls()
+    );
+    // With --yes: exactly west goes, with east's secret for it and its files.
+    let o = mesh(&w, p.path(), &["build", "--yes", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), ["east"]);
+    assert!(
+        w.api("east")
+            .get("", "secrets", "istio-system", "istio-remote-secret-west")
+            .is_none()
+    );
+    assert!(!p.path().join("out/west").exists());
+    assert!(!p.path().join("out/pki/west").exists());
+    assert!(o.with("cached").contains(&"cluster:east".to_string()));
+    let deletes: Vec<Vec<String>> = w
+        .mutating_tool_calls()
+        .into_iter()
+        .filter(|c| c[1] == "delete")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert!(deletes[0].contains(&"west".to_string()));
+    let o = mesh(&w, p.path(), &["plan"]);
+    assert!(!o.stdout.contains("to remove"), "{}", o.stdout);
+}
+
+#[test]
 fn destroy_works_from_the_inventory_after_mesh_clean() {
     // `mesh clean` throws the cache away; the state keeps what mesh owns,
     // so destroy still deletes every cluster, and a mesh from before the

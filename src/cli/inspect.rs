@@ -22,8 +22,16 @@ pub(super) fn plan_cmd(
     if let (Some(cache), false) = (&cache, offline) {
         runtime()?.block_on(exec::probe_predictions(&l.graph, cache, &mut preds));
     }
+    // What left the plan (live only: offline touches no cluster).
+    let removals = if offline {
+        Vec::new()
+    } else {
+        super::removals::orphans(&l.plan)?
+    };
     if json {
-        print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
+        print_json(&json!({
+            "removals": removals.iter().map(|n| json!({"kind": crate::state::KIND_CLUSTER, "name": n})).collect::<Vec<_>>(),
+            "tasks": preds.iter().map(|(i, p)| json!({
             "id": l.graph.node(*i).id,
             "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe", Prediction::Unreachable{..} => "fail" },
             "pure": l.graph.node(*i).pure,
@@ -48,11 +56,22 @@ pub(super) fn plan_cmd(
     } else {
         String::new()
     };
+    let removing = if removals.is_empty() {
+        String::new()
+    } else {
+        format!(", {} to remove", removals.len())
+    };
     println!(
-        "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date{failing}",
+        "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date{failing}{removing}",
         preds.len(),
         preds.len() - run - maybe - unreachable
     );
+    for n in &removals {
+        println!(
+            "  remove kind cluster {n}: it left {}, and mesh created it (with the remote secrets other clusters hold for it)",
+            l.plan.file
+        );
+    }
     let width = preds
         .iter()
         .map(|(i, _)| l.graph.node(*i).id.len())

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 mod inspect;
+mod removals;
 use inspect::{plan_cmd, status, why};
 
 #[derive(Parser, Debug)]
@@ -60,6 +61,10 @@ pub enum Command {
         /// Where the offline bundle goes (default: out/ beside the plan).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Remove what left the plan (kind clusters mesh owns) without
+        /// asking; needed when not on a terminal.
+        #[arg(long)]
+        yes: bool,
     },
     /// Say what a build would run and why, doing nothing.
     Plan {
@@ -193,11 +198,13 @@ fn run(cli: Cli) -> Result<(), Exit> {
             json,
             trace,
             out,
+            yes,
         } => {
             let target = if offline { Build::Offline } else { Build::Live };
             let l = load(&cli.plan, target)?;
             if !offline {
                 preflight(&l.plan, &cache_dir)?;
+                removals::remove_orphans(l, &cache_dir, &dir, yes)?;
             }
             let out_dir = out.unwrap_or_else(|| dir.join("out"));
             build(

@@ -1,0 +1,121 @@
+//! What left the plan: kind clusters mesh owns (the state's inventory)
+//! that plan.toml no longer names. `mesh plan` lists them as removals;
+//! `mesh build` removes them before anything else runs, after asking on a
+//! terminal (or with `--yes`; elsewhere it refuses and says so):
+//!
+//! 1. the remote secrets the remaining clusters hold for a removed cluster
+//!    (`remote-secret:<removed>-><c>`, objects from the cache's receipts),
+//!    so no istiod keeps watching a cluster that is gone; their records are
+//!    forgotten;
+//! 2. the cluster itself (`kind delete`, then forgotten by the inventory);
+//! 3. its files under `out/` (`out/<c>/`, `out/pki/<c>/`).
+
+use super::{Exit, Loaded, fail, runtime};
+use crate::access::Target;
+use crate::cache::{Cache, Load};
+use crate::graph::TaskError;
+use crate::plan::{Plan, Provider};
+use crate::{exec, kinds};
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// The kind clusters mesh owns that the plan no longer names.
+pub(super) fn orphans(plan: &Plan) -> Result<Vec<String>, Exit> {
+    let store = crate::state::get().expect("the state store is set");
+    let inv = store
+        .inventory()
+        .map_err(|e| fail(1, format!("error: {e}")))?;
+    Ok(inv
+        .kind_clusters()
+        .into_iter()
+        .filter(|n| {
+            plan.clusters
+                .get(n)
+                .is_none_or(|c| c.provider != Provider::Kind)
+        })
+        .collect())
+}
+
+fn confirm(names: &[String], file: &str, yes: bool) -> Result<(), Exit> {
+    if yes {
+        return Ok(());
+    }
+    let what = names.join(", ");
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            1,
+            format!(
+                "error: kind cluster(s) {what} left {file}, and mesh created them: this build would delete them and what mesh installed for them. Pass --yes to go ahead (mesh plan lists it; nothing was done)"
+            ),
+        ));
+    }
+    eprint!(
+        "mesh build: kind cluster(s) {what} left {file}. Delete them, and the remote secrets other clusters hold for them? [y/N] "
+    );
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(fail(1, "mesh build: nothing was done"))
+    }
+}
+
+/// Remove what left the plan (see the module doc).
+pub(super) fn remove_orphans(
+    l: &Loaded,
+    cache_dir: &Path,
+    dir: &Path,
+    yes: bool,
+) -> Result<(), Exit> {
+    let gone = orphans(&l.plan)?;
+    if gone.is_empty() {
+        return Ok(());
+    }
+    confirm(&gone, &l.plan.file, yes)?;
+    let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
+    let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    let rt = runtime()?;
+    for name in &gone {
+        for to in l.plan.clusters.keys() {
+            let id = kinds::remote_secret::id(name, to);
+            if !matches!(cache.load(id.as_str()), Load::Ok(_)) {
+                continue;
+            }
+            rt.block_on(delete_secret(&l.plan, &cache, id.as_str(), to))
+                .map_err(|e| fail(1, format!("error: removing {id}: {e}")))?;
+            cache
+                .remove(&lock, id.as_str())
+                .map_err(|e| fail(1, format!("error: {e}")))?;
+            eprintln!("mesh build: removed {id} (cluster {name} left the plan)");
+        }
+        rt.block_on(kinds::cluster::delete_owned(name))
+            .map_err(|e| fail(1, format!("error: removing kind cluster {name}: {e}")))?;
+        for sub in [name.clone(), format!("pki/{name}")] {
+            let d = dir.join("out").join(sub);
+            crate::cache::remove_dir(&d)
+                .map_err(|e| fail(1, format!("error: cannot remove {}: {e}", d.display())))?;
+        }
+        eprintln!("mesh build: deleted kind cluster {name} (it left the plan)");
+    }
+    Ok(())
+}
+
+/// Delete what `remote-secret:<from>-><to>` applied in `to`, from its
+/// recorded receipt.
+async fn delete_secret(plan: &Plan, cache: &Cache, id: &str, to: &str) -> Result<(), TaskError> {
+    let Some(receipt) = exec::recorded_file(cache, id, kinds::step::RECEIPT)
+        .and_then(|b| serde_json::from_slice::<kinds::step::Receipt>(&b).ok())
+    else {
+        return Ok(());
+    };
+    let recorded = |file: &str| -> Result<String, TaskError> {
+        let bytes = exec::recorded_file(cache, &kinds::cluster::id(to), file)
+            .ok_or_else(|| TaskError::new(format!("cluster {to} has no {file} recorded")))?;
+        String::from_utf8(bytes).map_err(|_| TaskError::new(format!("{file} is not UTF-8")))
+    };
+    let access = Target::of(&plan.clusters[to]).access(&recorded)?;
+    let client = access.client().await?;
+    crate::k8s::delete(&client, &receipt.objects).await?;
+    Ok(())
+}
