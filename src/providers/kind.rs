@@ -22,20 +22,60 @@ pub async fn clusters() -> Result<Vec<String>, ToolError> {
 pub async fn create(name: &str, config: &Path) -> Result<(), ToolError> {
     let config = config.to_string_lossy();
     let kubeconfig = user_kubeconfig_path();
-    let before = current_context(&kubeconfig);
+    // The user's context before this process created any cluster (creates
+    // run in parallel: one's "before" may be another's kind-<name>).
+    static ORIGINAL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let before = ORIGINAL
+        .get_or_init(|| current_context(&kubeconfig))
+        .clone();
     run(
         Tool::Kind,
         &["create", "cluster", "--name", name, "--config", &config],
         CREATE_TIMEOUT,
     )
     .await?;
-    restore_current_context(&kubeconfig, before.as_deref()).map_err(|reason| ToolError::BadOutput {
-        tool: "kind",
-        message: format!(
-            "created {name}, but cannot put back the current context of {}: {reason}",
-            kubeconfig.display()
-        ),
-    })
+    let path = kubeconfig.clone();
+    tokio::task::spawn_blocking(move || restore_current_context(&path, before.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .map_err(|reason| ToolError::BadOutput {
+            tool: "kind",
+            message: format!(
+                "created {name}, but cannot put back the current context of {}: {reason}",
+                kubeconfig.display()
+            ),
+        })
+}
+
+/// Run `f` holding the kubeconfig's lock as client-go and kind take it
+/// (`<file>.lock`, created exclusively; waited for up to 30 s).
+fn with_kubeconfig_lock<T>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock = path.with_file_name(name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => break,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("cannot lock {}: {e}", lock.display())),
+        }
+    }
+    let r = f();
+    let _ = std::fs::remove_file(&lock);
+    r
 }
 
 /// The user's kubeconfig, as kubectl and kind find it: `$KUBECONFIG`'s first
@@ -67,6 +107,13 @@ fn current_context(path: &Path) -> Option<String> {
 /// it changed. Written atomically, in the file's own syntax (JSON stays
 /// JSON), with its mode kept.
 fn restore_current_context(path: &Path, before: Option<&str>) -> Result<(), String> {
+    if !path.exists() {
+        return Ok(());
+    }
+    with_kubeconfig_lock(path, || restore_locked(path, before))
+}
+
+fn restore_locked(path: &Path, before: Option<&str>) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let Some((text, mut v)) = read_kubeconfig(path) else {

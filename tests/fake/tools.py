@@ -41,7 +41,7 @@ def load(path, default):
 
 def save(path, value):
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "w") as f:
         json.dump(value, f)
     os.replace(tmp, path)
@@ -147,9 +147,35 @@ def user_kubeconfig():
     return first or os.path.join(os.environ.get("HOME", "/"), ".kube", "config")
 
 
+class kubeconfig_lock:
+    """kind (client-go) locks the kubeconfig while it edits it, by creating
+    `<file>.lock` exclusively: clusters created in parallel must not lose
+    each other's entries, and mesh takes the same lock."""
+    def __enter__(self):
+        path = user_kubeconfig()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.lock = path + ".lock"
+        # As kind: five attempts, 100 ms apart, then fail.
+        for _ in range(5):
+            try:
+                os.close(os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return
+            except FileExistsError:
+                time.sleep(0.1)
+        die(f"ERROR: failed to create cluster: failed to lock config file: open {self.lock}: file exists")
+
+    def __exit__(self, *exc):
+        os.remove(self.lock)
+
+
 def kubeconfig_add(name, prepared):
     """As kind create: add kind-<name>'s cluster, user and context to the
     user's kubeconfig and make it the current context."""
+    with kubeconfig_lock():
+        kubeconfig_add_locked(name, prepared)
+
+
+def kubeconfig_add_locked(name, prepared):
     path = user_kubeconfig()
     kc = load(path, None) or {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
     new = load(os.path.join(prepared, "kubeconfig.json"), {})
@@ -163,6 +189,11 @@ def kubeconfig_add(name, prepared):
 def kubeconfig_remove(name):
     """As kind delete: remove kind-<name> from the user's kubeconfig (and
     unset the current context if it was that)."""
+    with kubeconfig_lock():
+        kubeconfig_remove_locked(name)
+
+
+def kubeconfig_remove_locked(name):
     path = user_kubeconfig()
     kc = load(path, None)
     if kc is None:
