@@ -78,7 +78,7 @@ impl Run {
 struct Guard<'a>(&'a Run);
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        let _ = self.0.mesh(&["destroy"]);
+        let _ = self.0.mesh(&["destroy", "--yes"]);
     }
 }
 

@@ -1057,11 +1057,86 @@ fn a_helm_killed_hard_leaves_a_pending_release_the_next_build_recovers() {
     );
 }
 
+/// Run mesh on a pseudo-terminal (util-linux `script`), typing `input`.
+fn mesh_on_a_tty(
+    w: &World,
+    dir: &std::path::Path,
+    args: &str,
+    input: &str,
+) -> Option<(i32, String)> {
+    if !std::path::Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped the terminal part: no /usr/bin/script");
+        return None;
+    }
+    let mut c = std::process::Command::new("/usr/bin/script");
+    c.args(["-q", "-e", "-c"])
+        .arg(format!("{} {args}", env!("CARGO_BIN_EXE_mesh")))
+        .arg("/dev/null")
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in w.env() {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    Some((
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    ))
+}
+
+#[test]
+fn destroy_shows_what_it_deletes_asks_on_a_terminal_and_needs_yes_elsewhere() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    w.clear_log();
+    // --dry-run: the list, and nothing changed.
+    let o = mesh(&w, p.path(), &["destroy", "--dry-run"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for want in [
+        "mesh destroy will:",
+        "undo app:helloworld:east",
+        "undo cluster:west",
+        "delete kind cluster east",
+        "nothing was changed",
+    ] {
+        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+    }
+    // Not on a terminal, no --yes: refused.
+    let o = mesh(&w, p.path(), &["destroy"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("pass --yes"), "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), ["east", "west"]);
+    assert!(
+        w.mutating_tool_calls().is_empty(),
+        "{:?}",
+        w.mutating_tool_calls()
+    );
+    // On a terminal: it asks; "n" keeps everything, "y" deletes.
+    if let Some((code, out)) = mesh_on_a_tty(&w, p.path(), "destroy", "n\n") {
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("Delete all of it? [y/N]"), "{out}");
+        assert_eq!(w.kind_clusters(), ["east", "west"]);
+        let (code, out) = mesh_on_a_tty(&w, p.path(), "destroy", "y\n").unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("undone cluster:east"), "{out}");
+        assert_eq!(w.kind_clusters(), Vec::<String>::new());
+    }
+}
+
 #[test]
 fn destroy_then_build_again() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());
-    let o = mesh(&w, p.path(), &["destroy"]);
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(w.kind_clusters(), Vec::<String>::new());
     let st = mesh(&w, p.path(), &["status", "--json"]).json();
@@ -1457,7 +1532,7 @@ placement = {{ prod = ["v1", "v2"] }}
     }));
 
     // destroy removes what mesh installed, and only that; the cluster stays.
-    let o = mesh(&w, p.path(), &["destroy"]);
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(api.get("", "secrets", "istio-system", "cacerts").is_none());
     assert!(
@@ -1616,7 +1691,7 @@ fn a_build_never_switches_the_users_current_kube_context() {
     for c in ["my-prod", "kind-east", "kind-west"] {
         assert!(names.contains(&c), "{c}: {names:?}");
     }
-    let o = mesh(&w, p.path(), &["destroy"]);
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
     assert_eq!(v["current-context"], "my-prod", "{v}");
@@ -1706,14 +1781,14 @@ fn destroy_works_from_the_inventory_after_mesh_clean() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(!p.path().join("cache").exists());
     assert!(p.path().join("state/inventory.json").exists());
-    let o = mesh(&w, p.path(), &["destroy"]);
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(w.kind_clusters(), Vec::<String>::new());
 
     // Before the state store: the cache alone says what mesh made.
     let p = up(&w, &default_plan());
     std::fs::remove_file(p.path().join("state/inventory.json")).unwrap();
-    let o = mesh(&w, p.path(), &["destroy"]);
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(w.kind_clusters(), Vec::<String>::new());
 }

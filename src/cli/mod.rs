@@ -107,8 +107,16 @@ pub enum Command {
     /// Tear the mesh down: kind clusters are deleted; on existing clusters
     /// what mesh installed is removed. Forgets the live tasks' records.
     /// Every kind cluster in the inventory goes, even if the plan or the
-    /// cache no longer knows it; the root CA stays.
-    Destroy,
+    /// cache no longer knows it; the root CA stays. Shows what it will
+    /// delete first, and asks on a terminal.
+    Destroy {
+        /// Go ahead without asking (needed when not on a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Only show what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Give mesh a kind cluster of this plan that mesh did not create: it
     /// records it as owned, and the next build recreates it from the plan.
     Adopt {
@@ -228,9 +236,9 @@ fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Clean { gc } => clean(&dir, &cache_dir, gc),
-        Command::Destroy => {
+        Command::Destroy { yes, dry_run } => {
             let l = load(&cli.plan, Build::Live)?;
-            destroy(l, &cache_dir)
+            destroy(l, &cache_dir, yes, dry_run)
         }
         Command::Adopt { cluster } => {
             let l = load(&cli.plan, Build::Live)?;
@@ -394,23 +402,54 @@ fn preflight(plan: &Plan, cache_dir: &Path) -> Result<(), Exit> {
 }
 
 /// Undo every recorded live task, dependents first, then forget them.
-fn destroy(l: &Loaded, cache_dir: &Path) -> Result<(), Exit> {
+fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(), Exit> {
     let store = crate::state::get().expect("the state store is set");
     migrate_inventory(&l.plan, Cache::open_existing(cache_dir).as_ref())?;
     let owned = store
         .inventory()
         .map_err(|e| fail(1, format!("error: {e}")))?
         .kind_clusters();
-    let cache_exists = Cache::open_existing(cache_dir).is_some();
-    if !cache_exists && owned.is_empty() {
+    let undo = Cache::open_existing(cache_dir)
+        .map(|c| exec::to_undo(&l.graph, &c))
+        .unwrap_or_default();
+    if undo.is_empty() && owned.is_empty() {
         eprintln!("mesh destroy: nothing recorded, nothing to destroy");
         return Ok(());
+    }
+    // What will go, before anything goes.
+    let mut preview = String::from("mesh destroy will:\n");
+    for id in &undo {
+        preview.push_str(&format!("  undo {id}\n"));
+    }
+    for name in &owned {
+        preview.push_str(&format!("  delete kind cluster {name}\n"));
+    }
+    eprint!("{preview}");
+    if dry_run {
+        eprintln!("mesh destroy --dry-run: nothing was changed");
+        return Ok(());
+    }
+    if !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(fail(
+                1,
+                "error: mesh destroy deletes the above: pass --yes to go ahead (not on a terminal, so it cannot ask; nothing was done)",
+            ));
+        }
+        eprint!("Delete all of it? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(fail(1, "mesh destroy: nothing was done"));
+        }
     }
     let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let rt = runtime()?;
     let cache = Arc::new(cache);
-    let (done, failed) = rt.block_on(exec::undo_all(&l.graph, &cache));
+    let (done, failed) = rt.block_on(exec::undo_all(&l.graph, &cache, |id| {
+        eprintln!("mesh destroy: undone {id}")
+    }));
     for id in &done {
         cache
             .remove(&lock, id)

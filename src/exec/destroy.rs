@@ -2,11 +2,25 @@
 
 use super::*;
 
-/// Undo recorded live tasks, dependents first. Returns the ids undone (or
-/// with nothing to undo), and the first failure.
+/// The recorded live tasks `undo_all` would undo, in its order.
+pub fn to_undo(graph: &Graph, cache: &Cache) -> Vec<String> {
+    graph
+        .topo()
+        .iter()
+        .rev()
+        .map(|&i| graph.node(i))
+        .filter(|n| !n.pure && matches!(cache.load(&n.id), Load::Ok(_)))
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+/// Undo recorded live tasks, dependents first, telling `progress` of each
+/// one undone. Returns the ids undone (or with nothing to undo), and the
+/// first failure.
 pub async fn undo_all(
     graph: &Graph,
     cache: &Arc<Cache>,
+    mut progress: impl FnMut(&str),
 ) -> (Vec<String>, Vec<(String, TaskError)>) {
     let mut done = Vec::new();
     for &i in graph.topo().iter().rev() {
@@ -22,6 +36,7 @@ pub async fn undo_all(
         {
             return (done, vec![(node.id.clone(), e)]);
         }
+        progress(&node.id);
         done.push(node.id.clone());
     }
     (done, Vec::new())

@@ -81,7 +81,7 @@ mod fresh;
 mod report;
 mod store;
 
-pub use destroy::undo_all;
+pub use destroy::{to_undo, undo_all};
 use drain::DrainState;
 use fresh::{Checked, check, recorded_ctx};
 pub use fresh::{
