@@ -1794,6 +1794,53 @@ fn destroy_works_from_the_inventory_after_mesh_clean() {
 }
 
 #[test]
+fn a_new_intermediate_restarts_istiod_and_waits_for_it() {
+    // istiod loads cacerts when it starts: a new intermediate (here from an
+    // intermediate_days edit) reaches it only through a restart.
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let istiod = |c: &str| {
+        w.api(c)
+            .get("apps", "deployments", "istio-system", "istiod")
+            .unwrap()
+    };
+    let restarted = |d: &Value| {
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string()
+    };
+    assert!(
+        !restarted(&istiod("east")),
+        "a first install restarts nothing"
+    );
+    let gen_before = istiod("east")["metadata"]["generation"].as_i64().unwrap();
+    w.set_ready_delay_in("istio-system", std::time::Duration::from_secs(1));
+    std::fs::write(
+        p.path().join("plan.toml"),
+        default_plan().replace("intermediate_days = 730", "intermediate_days = 365"),
+    )
+    .unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").contains(&"cacerts:east".to_string()));
+    for c in ["east", "west"] {
+        let d = istiod(c);
+        assert!(restarted(&d), "{c}: {d}");
+        let g = d["metadata"]["generation"].as_i64().unwrap();
+        assert!(g > gen_before, "{c}: generation {g}");
+        // The build waited for the restarted istiod.
+        assert_eq!(
+            d["status"]["observedGeneration"].as_i64(),
+            Some(g),
+            "{c}: {d}"
+        );
+        assert_eq!(
+            d["status"]["updatedReplicas"], d["spec"]["replicas"],
+            "{c}: {d}"
+        );
+    }
+}
+
+#[test]
 fn a_new_root_is_refused_while_mesh_owns_live_clusters() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());

@@ -119,6 +119,44 @@ pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), KubeEr
     Ok(())
 }
 
+/// `kubectl rollout restart`: stamp the Deployment's pod template with
+/// the time (field manager `mesh-restart`, owning only that annotation),
+/// then wait for the rollout. An absent Deployment is fine (`false`).
+pub async fn restart_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<bool, KubeError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let what = format!("Deployment {ns}/{name}");
+    let found = bounded(|| api.get_opt(name))
+        .await
+        .map_err(|e| call_error(format!("cannot read {what}"), e))?;
+    if found.is_none() {
+        return Ok(false);
+    }
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": now}}}},
+    });
+    let (pp, apply) = (
+        PatchParams::apply("mesh-restart").force(),
+        Patch::Apply(&patch),
+    );
+    bounded(|| api.patch(name, &pp, &apply))
+        .await
+        .map_err(|e| call_error(format!("cannot restart {what}"), e))?;
+    wait_deployment(client, ns, name, timeout).await?;
+    Ok(true)
+}
+
 /// A cluster as an istiod sees it: its `/debug/clusterz` entries, what
 /// `istioctl remote-clusters` prints.
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq, Eq)]

@@ -6,10 +6,14 @@
 //! Secret holding the cluster's intermediate CA from `pki.intermediate:<c>`
 //! (a secret output: 0600, never printed). `cacerts:<c>` applies both, in
 //! that order, before istiod: without `cacerts` istiod silently self-signs
-//! and cross-cluster mTLS fails.
+//! and cross-cluster mTLS fails. istiod reads `cacerts` when it starts, so
+//! when the Secret is applied again (a new intermediate, or drift), an
+//! istiod already running is restarted and awaited. Workloads keep their
+//! certificates: the root is the mesh's stable identity (see `pki`), so
+//! old and new intermediates chain to the same trust anchor.
 
 use super::render::Enrich;
-use super::step::{Src, Step};
+use super::step::{Src, Step, Wait};
 use super::{LiveSpec, Out, Planner, RenderSpec, Slice, TaskId, pki};
 
 pub const VERSION: u32 = 1;
@@ -55,6 +59,10 @@ pub fn plan(p: &mut Planner) {
                     Src::dep(render_id(n), NAMESPACE),
                     Src::dep(render_id(n), CACERTS),
                 ])
+                .waits(vec![Wait::RestartOnRerun {
+                    namespace: "istio-system".into(),
+                    name: "istiod".into(),
+                }])
                 .action(),
         });
     }

@@ -292,11 +292,19 @@ pub enum Wait {
     GatewayApiCrds {
         source: String,
     },
+    /// On a rerun (the step ran before: what it applied changed or
+    /// drifted), restart this Deployment if it exists and wait for the
+    /// rollout: istiod loads `cacerts` when it starts.
+    RestartOnRerun {
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Step {
     async fn go(self, ctx: Ctx) -> Result<Vec<OutFile>, TaskError> {
         let access = cluster::access(&self.target, &ctx)?;
+        let rerun = Receipt::read(&ctx).is_ok();
         let mut receipt = Receipt::default();
         // Gateway API CRDs come before the charts that need them.
         for w in &self.waits {
@@ -388,6 +396,10 @@ impl Step {
                     .await?;
                     check_address(&ip, want.as_deref(), namespace, name)?;
                     receipt.address = Some(ip);
+                }
+                Wait::RestartOnRerun { namespace, name } if rerun => {
+                    let client = access.client().await?;
+                    k8s::restart_deployment(&client, namespace, name, wait_timeout()).await?;
                 }
                 _ => {}
             }
