@@ -71,6 +71,42 @@ impl Kubectl {
         assert!(ok, "kubectl {args:?} failed:\n{out}\n{err}");
         out
     }
+
+    /// `kubectl apply --server-side` of `yaml` as field manager `manager`.
+    fn apply(&self, manager: &str, yaml: &str) -> (bool, String, String) {
+        self.run(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager",
+                manager,
+                "-f",
+                "-",
+            ],
+            Some(yaml),
+        )
+    }
+
+    fn apply_ok(&self, yaml: &str) {
+        let (ok, out, err) = self.apply("me", yaml);
+        assert!(ok, "kubectl apply failed:\n{out}\n{err}");
+    }
+
+    /// The demo ConfigMap's data, as JSON text.
+    fn settings(&self, path: &str) -> String {
+        self.ok(
+            &[
+                "get",
+                "configmap",
+                "settings",
+                "-n",
+                "demo",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+            None,
+        )
+    }
 }
 
 fn setup() -> Option<(World, Kubectl)> {
@@ -119,12 +155,9 @@ fn a_real_kubectl_discovers_lists_applies_watches_and_deletes() {
     // A CRD's kind is served once it is Established, not before.
     let gw = "gateways.gateway.networking.k8s.io";
     assert!(!res.lines().any(|l| l == gw), "{gw} served without its CRD");
-    k.ok(
-        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
-        Some(&format!(
+    k.apply_ok(&format!(
             "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {gw}\nspec:\n  group: gateway.networking.k8s.io\n  names:\n    plural: gateways\n    kind: Gateway\n  scope: Namespaced\n"
-        )),
-    );
+        ));
     k.ok(
         &[
             "wait",
@@ -141,58 +174,24 @@ fn a_real_kubectl_discovers_lists_applies_watches_and_deletes() {
 
     // An object in a namespace that does not exist is refused, as a real
     // server refuses it.
-    let (ok, _, err) = k.run(
-        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
-        Some(CM),
-    );
+    let (ok, _, err) = k.apply("me", CM);
     assert!(
         !ok && err.contains("namespaces \"demo\" not found"),
         "{err}"
     );
     // (Through apply: `kubectl create` sends protobuf, which the fake does
     // not speak.)
-    k.ok(
-        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
-        Some("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n"),
-    );
-    k.ok(
-        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
-        Some(CM),
-    );
-    let got = k.ok(
-        &[
-            "get",
-            "configmap",
-            "settings",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.data}",
-        ],
-        None,
-    );
+    k.apply_ok("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n");
+    k.apply_ok(CM);
+    let got = k.settings("{.data}");
     assert!(
         got.contains("\"a\":\"1\"") && got.contains("\"b\":\"2\""),
         "{got}"
     );
 
     // Server-side apply drops what its manager no longer sets.
-    k.ok(
-        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
-        Some(&CM.replace("  b: \"2\"\n", "")),
-    );
-    let got = k.ok(
-        &[
-            "get",
-            "configmap",
-            "settings",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.data}",
-        ],
-        None,
-    );
+    k.apply_ok(&CM.replace("  b: \"2\"\n", ""));
+    let got = k.settings("{.data}");
     assert!(
         got.contains("\"a\":\"1\"") && !got.contains("\"b\""),
         "{got}"
@@ -203,17 +202,7 @@ fn a_real_kubectl_discovers_lists_applies_watches_and_deletes() {
     let other = CM
         .replace("a: \"1\"", "a: \"9\"")
         .replace("  b: \"2\"\n", "");
-    let (ok, _, err) = k.run(
-        &[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "other",
-            "-f",
-            "-",
-        ],
-        Some(&other),
-    );
+    let (ok, _, err) = k.apply("other", &other);
     assert!(!ok && err.to_lowercase().contains("conflict"), "{err}");
     k.ok(
         &[
@@ -227,18 +216,7 @@ fn a_real_kubectl_discovers_lists_applies_watches_and_deletes() {
         ],
         Some(&other),
     );
-    let got = k.ok(
-        &[
-            "get",
-            "configmap",
-            "settings",
-            "-n",
-            "demo",
-            "-o",
-            "jsonpath={.data.a}",
-        ],
-        None,
-    );
+    let got = k.settings("{.data.a}");
     assert_eq!(got, "9");
 
     // A watch sees a change made while it runs.
@@ -252,10 +230,7 @@ fn a_real_kubectl_discovers_lists_applies_watches_and_deletes() {
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, "configmap/settings");
     let started = Instant::now();
-    k.ok(
-        &["apply", "--server-side", "--field-manager", "me", "-f", "-"],
-        Some(&CM.replace("settings", "later")),
-    );
+    k.apply_ok(&CM.replace("settings", "later"));
     let mut seen = false;
     for l in lines.by_ref() {
         if l.unwrap() == "configmap/later" {

@@ -147,6 +147,13 @@ fn sidecar_multi_primary_bring_up() {
     assert_eq!(w.api_mutations(), before, "a no-op rerun changed objects");
 }
 
+/// Every one of `wants` is in `stderr`.
+fn says_all(stderr: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+}
+
 fn up(w: &World, plan: &str) -> tempfile::TempDir {
     let p = project(plan);
     let o = mesh(w, p.path(), &["build", "--json"]);
@@ -1101,15 +1108,16 @@ fn destroy_shows_what_it_deletes_asks_on_a_terminal_and_needs_yes_elsewhere() {
     // --dry-run: the list, and nothing changed.
     let o = mesh(&w, p.path(), &["destroy", "--dry-run"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    for want in [
-        "mesh destroy will:",
-        "undo app:helloworld:east",
-        "undo cluster:west",
-        "delete kind cluster east",
-        "nothing was changed",
-    ] {
-        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
-    }
+    says_all(
+        &o.stderr,
+        &[
+            "mesh destroy will:",
+            "undo app:helloworld:east",
+            "undo cluster:west",
+            "delete kind cluster east",
+            "nothing was changed",
+        ],
+    );
     // Not on a terminal, no --yes: refused.
     let o = mesh(&w, p.path(), &["destroy"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
@@ -1206,15 +1214,16 @@ fn the_pre_flight_checks_versions_inotify_and_docker_memory_naming_the_fix() {
     std::fs::write(&watches, "524288\n").unwrap();
     let o = mesh(&w, p.path(), &["build"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    for want in [
-        "3.12.3 is too old: mesh needs 3.13.0 or newer",
-        "0.29.0 is too old: mesh needs 0.30.0 or newer",
-        "go install sigs.k8s.io/kind@v0.30.0",
-        "2.0 GiB for 4 kind nodes: about 7.0 GiB needed",
-        "Settings > Resources > Memory",
-    ] {
-        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
-    }
+    says_all(
+        &o.stderr,
+        &[
+            "3.12.3 is too old: mesh needs 3.13.0 or newer",
+            "0.29.0 is too old: mesh needs 0.30.0 or newer",
+            "go install sigs.k8s.io/kind@v0.30.0",
+            "2.0 GiB for 4 kind nodes: about 7.0 GiB needed",
+            "Settings > Resources > Memory",
+        ],
+    );
     assert!(
         !w.tool_log()
             .iter()
@@ -1621,14 +1630,15 @@ fn a_kind_cluster_mesh_did_not_create_is_never_deleted_or_used() {
     let p = project(&default_plan());
     let o = mesh(&w, p.path(), &["build"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    for want in [
-        "kind cluster east",
-        "exists, and mesh did not create it",
-        "kind delete cluster --name east",
-        "mesh adopt east",
-    ] {
-        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
-    }
+    says_all(
+        &o.stderr,
+        &[
+            "kind cluster east",
+            "exists, and mesh did not create it",
+            "kind delete cluster --name east",
+            "mesh adopt east",
+        ],
+    );
     assert!(
         !w.tool_log().iter().any(
             |c| (c[0] == "kind" && (c[1] == "delete" || c[1] == "create"))
@@ -1903,5 +1913,143 @@ fn a_deployment_that_never_becomes_ready_times_out_naming_it() {
         o.with("ran")
             .iter()
             .all(|t| !t.starts_with("gateway:") && !t.starts_with("app:"))
+    );
+}
+
+/// Start `mesh args` and SIGKILL it after `after` (if it is still running).
+fn mesh_killed_after(w: &World, dir: &std::path::Path, args: &[&str], after: std::time::Duration) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in w.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + after;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Rerun `args` until it succeeds (a killed run's orphaned tool may still
+/// be finishing: the world settles within a few tries).
+fn converge(w: &World, dir: &std::path::Path, args: &[&str]) {
+    let mut last = String::new();
+    for _ in 0..4 {
+        let o = mesh(w, dir, args);
+        if o.code == 0 {
+            return;
+        }
+        last = o.stderr;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    panic!("mesh {args:?} did not converge:\n{last}");
+}
+
+/// What mesh's inventory says it owns, and what it recorded as built.
+fn owned_and_recorded(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let inv: Value = std::fs::read_to_string(dir.join("state/inventory.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let mut owned: Vec<String> = inv["resources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    owned.sort();
+    let recorded = ["east", "west"]
+        .iter()
+        .filter(|c| dir.join(format!("cache/records/cluster%3A{c}")).exists())
+        .map(|c| c.to_string())
+        .collect();
+    (owned, recorded)
+}
+
+#[test]
+fn sigkill_at_random_points_of_build_destroy_and_removal_converges_with_the_inventory_true() {
+    // MESH_KILL_POINTS kill points for each of build, destroy and removal
+    // (default 50), at pseudo-random times (a fixed LCG: reproducible).
+    // After each kill, the inventory never claims less than the world
+    // holds of mesh's (a cluster mesh made is never disowned) and a cluster
+    // recorded as built exists; a rerun converges; after a converged destroy
+    // nothing is owned and nothing exists.
+    let points: usize = std::env::var("MESH_KILL_POINTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"delay": {"kind create": 0.3, "kind delete": 0.2}}));
+    let full = default_plan();
+    let without_west = full
+        .replace(
+            "[clusters.west]\nprovider = \"kind\"\nnetwork = \"network2\"\npod_subnet = \"10.21.0.0/16\"\nservice_subnet = \"172.22.0.0/16\"\nworkers = 1\ncni = \"cilium\"\n",
+            "",
+        )
+        .replace("placement = { east = \"v1\", west = \"v2\" }", "placement = { east = [\"v1\", \"v2\"] }")
+        .replace("placement = { east = \"*\", west = \"*\" }", "placement = { east = \"*\" }");
+    let p = project(&full);
+    let mut seed: u64 = 0x5eed;
+    let mut next_ms = |max: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % max
+    };
+    let check = |what: &str, i: usize| {
+        let (owned, recorded) = owned_and_recorded(p.path());
+        let world = w.kind_clusters();
+        for c in &world {
+            assert!(
+                owned.contains(c),
+                "{what} #{i}: {c} exists but is not owned ({owned:?})"
+            );
+        }
+        for c in &recorded {
+            assert!(
+                world.contains(c),
+                "{what} #{i}: {c} recorded as built but gone"
+            );
+        }
+    };
+    let ms = std::time::Duration::from_millis;
+    for i in 0..points {
+        // Build, killed somewhere in its first 2.5 s; then to completion.
+        std::fs::write(p.path().join("plan.toml"), &full).unwrap();
+        mesh_killed_after(&w, p.path(), &["build"], ms(next_ms(2500)));
+        check("build", i);
+        converge(&w, p.path(), &["build"]);
+        check("built", i);
+        assert_eq!(w.kind_clusters(), ["east", "west"]);
+        // Removal of west, killed; then to completion.
+        std::fs::write(p.path().join("plan.toml"), &without_west).unwrap();
+        mesh_killed_after(&w, p.path(), &["build", "--yes"], ms(next_ms(1500)));
+        check("removal", i);
+        converge(&w, p.path(), &["build", "--yes"]);
+        assert_eq!(w.kind_clusters(), ["east"], "removal #{i}");
+        // Destroy, killed; then to completion.
+        mesh_killed_after(&w, p.path(), &["destroy", "--yes"], ms(next_ms(1000)));
+        check("destroy", i);
+        converge(&w, p.path(), &["destroy", "--yes"]);
+        assert_eq!(w.kind_clusters(), Vec::<String>::new(), "destroy #{i}");
+        assert_eq!(
+            owned_and_recorded(p.path()),
+            (vec![], vec![]),
+            "destroy #{i}"
+        );
+    }
+    eprintln!(
+        "{points} kill points each for build, removal and destroy: converged, inventory true"
     );
 }

@@ -7,8 +7,12 @@
 //!    (`remote-secret:<removed>-><c>`, objects from the cache's receipts),
 //!    so no istiod keeps watching a cluster that is gone; their records are
 //!    forgotten;
-//! 2. the cluster itself (`kind delete`, then forgotten by the inventory);
-//! 3. its files under `out/` (`out/<c>/`, `out/pki/<c>/`).
+//! 2. the records of every task of that cluster, so the cache never claims
+//!    what no longer exists (forgotten before the cluster is deleted: a kill
+//!    in between leaves an owned cluster with no records, which the next
+//!    build removes);
+//! 3. the cluster itself (`kind delete`, then forgotten by the inventory);
+//! 4. its files under `out/` (`out/<c>/`, `out/pki/<c>/`).
 
 use super::{Exit, Loaded, fail, runtime};
 use crate::access::Target;
@@ -89,6 +93,15 @@ pub(super) fn remove_orphans(
                 .map_err(|e| fail(1, format!("error: {e}")))?;
             eprintln!("mesh build: removed {id} (cluster {name} left the plan)");
         }
+        for id in cache
+            .record_ids()
+            .into_iter()
+            .filter(|id| of_cluster(id, name))
+        {
+            cache
+                .remove(&lock, &id)
+                .map_err(|e| fail(1, format!("error: {e}")))?;
+        }
         rt.block_on(kinds::cluster::delete_owned(name))
             .map_err(|e| fail(1, format!("error: removing kind cluster {name}: {e}")))?;
         for sub in [name.clone(), format!("pki/{name}")] {
@@ -99,6 +112,17 @@ pub(super) fn remove_orphans(
         eprintln!("mesh build: deleted kind cluster {name} (it left the plan)");
     }
     Ok(())
+}
+
+/// Is task `id` one of cluster `name`'s? Task ids end with their cluster
+/// (`cacerts:east`, `app:helloworld:east`, `render.kind:east`), and a
+/// remote secret names both of its (`remote-secret:east->west`).
+fn of_cluster(id: &str, name: &str) -> bool {
+    let last = id.rsplit(':').next().unwrap_or("");
+    if let Some(pair) = id.strip_prefix("remote-secret:") {
+        return pair.split("->").any(|c| c == name);
+    }
+    last == name
 }
 
 /// Delete what `remote-secret:<from>-><to>` applied in `to`, from its
@@ -118,4 +142,30 @@ async fn delete_secret(plan: &Plan, cache: &Cache, id: &str, to: &str) -> Result
     let client = access.client().await?;
     crate::k8s::delete(&client, &receipt.objects).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_clusters_tasks_are_found_by_their_ids() {
+        for id in [
+            "cluster:west",
+            "render.kind:west",
+            "app:helloworld:west",
+            "namespace:sample:west",
+            "pki.intermediate:west",
+            "remote-secret:west->east",
+            "remote-secret:east->west",
+        ] {
+            assert!(super::of_cluster(id, "west"), "{id}");
+        }
+        for id in [
+            "cluster:east",
+            "namespace:west:east",
+            "pki.root",
+            "net.alloc",
+        ] {
+            assert!(!super::of_cluster(id, "west"), "{id}");
+        }
+    }
 }

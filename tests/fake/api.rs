@@ -878,6 +878,12 @@ impl State {
     }
 }
 
+/// A request's body as JSON, if it is JSON.
+async fn json_body(req: Request<Incoming>) -> Option<Value> {
+    let body = req.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
 /// `/apis`: every group the server serves now, as an APIGroupList (no
 /// aggregated discovery: clients fall back to this, as against an older
 /// server).
@@ -1164,13 +1170,7 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
             if let Some(refused) = st.webhook_refuses(&r.group) {
                 return Ok(refused);
             }
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+            let Some(patch) = json_body(req).await else {
                 return Ok(status(
                     400,
                     "BadRequest",
@@ -1210,13 +1210,7 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let Ok(obj) = serde_json::from_slice::<Value>(&body) else {
+            let Some(obj) = json_body(req).await else {
                 return Ok(status(
                     415,
                     "UnsupportedMediaType",
