@@ -551,3 +551,68 @@ fn wide_waves_are_checked_in_parallel_exactly() {
     assert_eq!(ran, want);
     check_order_and_once(&d, &log, 4).unwrap();
 }
+
+/// A panicking action fails its task like an error: dependents skipped,
+/// the rest run, nothing recorded for it, and the build ends.
+#[test]
+fn a_panicking_task_fails_alone_and_never_hangs_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+    let mut b = GraphBuilder::new();
+    let node = |id: &str, action: Arc<dyn Action>| Node {
+        id: id.into(),
+        kind: "fake",
+        pure: true,
+        inputs: BTreeMap::new(),
+        action,
+    };
+    b.add(node(
+        "boom",
+        mesh::graph::blocking(|_| panic!("resulting value is out of range")),
+    ))
+    .unwrap();
+    b.add(node(
+        "after",
+        mesh::graph::blocking(|_| Ok(vec![OutFile::new("x", "x")])),
+    ))
+    .unwrap();
+    b.add(node(
+        "beside",
+        mesh::graph::blocking(|_| Ok(vec![OutFile::new("y", "y")])),
+    ))
+    .unwrap();
+    b.edge("boom".to_string(), "after".to_string());
+    let g = Arc::new(b.seal().unwrap());
+    let lock = Arc::new(cache.lock().unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let build = exec::execute(
+        g,
+        None,
+        cache.clone(),
+        lock,
+        Options {
+            jobs: 2,
+            keep_going: true,
+            out_dir: None,
+        },
+        Arc::new(Quiet),
+        std::future::pending(),
+    );
+    let r = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), build).await })
+        .expect("the build ended");
+    let by_id: BTreeMap<&str, &mesh::exec::TaskReport> =
+        r.tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+    assert_eq!(by_id["boom"].status, Status::Failed);
+    assert!(
+        by_id["boom"]
+            .reason
+            .contains("panicked: resulting value is out of range"),
+        "{}",
+        by_id["boom"].reason
+    );
+    assert_eq!(by_id["after"].status, Status::Skipped);
+    assert_eq!(by_id["beside"].status, Status::Ran);
+    assert!(matches!(cache.load("boom"), Load::Missing));
+    assert!(!r.ok());
+}

@@ -46,6 +46,24 @@ fn edit(from: &str, to: &str) -> String {
 }
 
 #[test]
+fn a_validity_past_year_9999() {
+    insta::assert_snapshot!(error_of(&format!("{BASE}\n[pki]\nroot_days = 3000000\n")));
+}
+
+#[test]
+fn a_plan_that_is_not_utf8() {
+    let p = Project::with_plan("");
+    let mut bytes = BASE.as_bytes().to_vec();
+    let at = BASE.find("network2").unwrap();
+    bytes[at + 3] = 0xe9; // "netw\xe9rk2", as Latin-1 would write it
+    std::fs::write(p.path("plan.toml"), bytes).unwrap();
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(!p.path("cache").exists());
+    insta::assert_snapshot!(o.stderr);
+}
+
+#[test]
 fn base_plan_is_valid() {
     let p = Project::with_plan(BASE);
     assert_eq!(p.run(&["plan"]).code, 0);

@@ -447,13 +447,34 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let rt = runtime()?;
     let cache = Arc::new(cache);
-    let (done, failed) = rt.block_on(exec::undo_all(&l.graph, &cache, |id| {
-        eprintln!("mesh destroy: undone {id}")
-    }));
-    for id in &done {
-        cache
-            .remove(&lock, id)
-            .map_err(|e| fail(1, format!("error: {e}")))?;
+    // Each record goes as soon as its task is undone, so a destroy killed
+    // midway never leaves a record claiming what no longer exists. A kind
+    // cluster's goes just before: the inventory still owns the cluster, and
+    // the next destroy deletes it from there.
+    let forget_failed = std::cell::RefCell::new(None);
+    let forget = |id: &str| {
+        if let Err(e) = cache.remove(&lock, id) {
+            forget_failed.borrow_mut().get_or_insert(e);
+        }
+    };
+    let is_cluster = |id: &str| id.starts_with("cluster:");
+    let (done, failed) = rt.block_on(exec::undo_all(
+        &l.graph,
+        &cache,
+        |id| {
+            if is_cluster(id) {
+                forget(id)
+            }
+        },
+        |id| {
+            if !is_cluster(id) {
+                forget(id)
+            }
+            eprintln!("mesh destroy: undone {id}")
+        },
+    ));
+    if let Some(e) = forget_failed.into_inner() {
+        return Err(fail(1, format!("error: {e}")));
     }
     if let Some((id, e)) = failed.first() {
         return Err(fail(

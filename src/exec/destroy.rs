@@ -14,12 +14,13 @@ pub fn to_undo(graph: &Graph, cache: &Cache) -> Vec<String> {
         .collect()
 }
 
-/// Undo recorded live tasks, dependents first, telling `progress` of each
-/// one undone. Returns the ids undone (or with nothing to undo), and the
-/// first failure.
+/// Undo recorded live tasks, dependents first, telling `before` of each
+/// one about to be undone and `progress` of each one undone. Returns the
+/// ids undone (or with nothing to undo), and the first failure.
 pub async fn undo_all(
     graph: &Graph,
     cache: &Arc<Cache>,
+    mut before: impl FnMut(&str),
     mut progress: impl FnMut(&str),
 ) -> (Vec<String>, Vec<(String, TaskError)>) {
     let mut done = Vec::new();
@@ -31,7 +32,9 @@ pub async fn undo_all(
         let Load::Ok(rec) = cache.load(&node.id) else {
             continue;
         };
-        if let Some(fut) = node.action.undo(recorded_ctx(graph, cache, i, &rec))
+        let ctx = recorded_ctx(graph, cache, i, &rec);
+        before(&node.id);
+        if let Some(fut) = node.action.undo(ctx)
             && let Err(e) = fut.await
         {
             return (done, vec![(node.id.clone(), e)]);

@@ -315,6 +315,16 @@ fn critical_path(graph: &Graph, selected: &[bool], tasks: &[TaskReport]) -> (Vec
     (chain, total)
 }
 
+/// A panic's message, as a task's failure reason.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    format!("panicked: {msg} (a bug in mesh: please report it)")
+}
+
 async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
     let node = sh.graph.node(job.i);
     let start = Instant::now();
@@ -341,9 +351,25 @@ async fn run_node(sh: &Shared, job: ToRun, lane: usize) -> TaskReport {
         }),
     };
     let started_ms = unix_ms();
-    let files = match crate::events::scope(node.id.as_str().into(), node.action.run(ctx)).await {
-        Ok(f) => f,
-        Err(e) => return done(Status::Failed, e.to_string(), None, None),
+    // A panic in an action (when it is called, or while its future is
+    // polled) fails that task like any error: the build never waits on a
+    // task that cannot report.
+    use futures_util::FutureExt;
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.action.run(ctx)));
+    let outcome = match started {
+        Ok(fut) => {
+            crate::events::scope(
+                node.id.as_str().into(),
+                std::panic::AssertUnwindSafe(fut).catch_unwind(),
+            )
+            .await
+        }
+        Err(p) => Err(p),
+    };
+    let files = match outcome {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return done(Status::Failed, e.to_string(), None, None),
+        Err(p) => return done(Status::Failed, panicked(p.as_ref()), None, None),
     };
     match store(sh, node, job.key, job.deps, files, started_ms, start) {
         Ok((output, entries)) => match materialize(sh, &entries) {

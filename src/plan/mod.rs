@@ -258,14 +258,30 @@ pub const MIN_ISTIO_AMBIENT_MULTINETWORK: (u64, u64) = (1, 27);
 
 /// Read and validate the plan at `path`; `file` is how messages name it.
 pub fn load(path: &Path, file: &str) -> Result<Plan, PlanError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        PlanError::one(
-            file,
-            "",
-            Diag::new(format!("cannot read the plan: {e}"))
-                .hint("run mesh in the directory holding plan.toml, or pass --plan FILE"),
-        )
+    let bytes = std::fs::read(path).map_err(|e| {
+        let d = Diag::new(format!("cannot read the plan: {e}"));
+        let d = if e.kind() == std::io::ErrorKind::NotFound {
+            d.hint("run mesh in the directory holding plan.toml, or pass --plan FILE")
+        } else {
+            d
+        };
+        PlanError::one(file, "", d)
     })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            // Point at the first byte that is not UTF-8 (shown as U+FFFD).
+            let at = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes()[at];
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let d = Diag::new("the plan is not UTF-8 text")
+                .at(at..at + '\u{FFFD}'.len_utf8(), format!("byte 0x{bad:02x}"))
+                .hint(
+                    "TOML files are UTF-8: save plan.toml as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+                );
+            return Err(PlanError::one(file, &lossy, d));
+        }
+    };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() {
         PathBuf::from(".")

@@ -270,6 +270,13 @@ impl Validator {
 
     /// `[pki]`.
     fn pki(&mut self, raw: &RawPki) -> Pki {
+        // The longest validity a certificate made today can have.
+        fn max_days() -> u64 {
+            let today = time::OffsetDateTime::now_utc().date();
+            let last = time::Date::from_calendar_date(9999, time::Month::December, 30)
+                .expect("a valid date");
+            (last - today).whole_days().max(1) as u64
+        }
         let algorithm = raw
             .algorithm
             .as_ref()
@@ -284,6 +291,15 @@ impl Validator {
                 self.err(
                     Diag::new("a certificate must be valid for at least one day")
                         .at(d.span(), "0 days"),
+                );
+            } else if u64::from(*d.get_ref()) > max_days() {
+                self.err(
+                    Diag::new(format!(
+                        "a certificate valid for {} days from today would expire after 9999-12-31, which X.509 cannot encode",
+                        d.get_ref()
+                    ))
+                    .at(d.span(), "expires after 9999-12-31")
+                    .hint("a root is usually valid for 10 years (3650 days)"),
                 );
             }
         }
