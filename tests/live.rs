@@ -1943,13 +1943,13 @@ fn mesh_killed_after(w: &World, dir: &std::path::Path, args: &[&str], after: std
 /// be finishing: the world settles within a few tries).
 fn converge(w: &World, dir: &std::path::Path, args: &[&str]) {
     let mut last = String::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         let o = mesh(w, dir, args);
         if o.code == 0 {
             return;
         }
         last = o.stderr;
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
     panic!("mesh {args:?} did not converge:\n{last}");
 }

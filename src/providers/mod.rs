@@ -8,7 +8,10 @@
 //! [`GRACE`] to finish before SIGKILL ([`Stopper`]): helm, for one, marks
 //! its release failed on SIGTERM (retryable), where SIGKILL leaves it
 //! `pending-*` and blocks every later upgrade. The CLI waits for stopping
-//! tools before it exits ([`wait_for_stopping`]). A
+//! tools before it exits ([`wait_for_stopping`]). If mesh itself dies
+//! (SIGKILL, a crash), Linux sends each running tool SIGTERM too
+//! (`PR_SET_PDEATHSIG`): an orphaned helm would otherwise go on working on
+//! a release the next run is already recovering. A
 //! failure becomes a [`ToolError`] (converted to the task's error at the kind
 //! boundary) that names the tool, the command line and
 //! the last lines of its stderr. Tool stdout that carries credentials
@@ -303,6 +306,18 @@ impl Drop for Stopper {
 /// Start `cmd` with no stdin and its output captured, with a [`Stopper`]
 /// that stops it if the caller is dropped before it exits.
 fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<(tokio::process::Child, Stopper)> {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+    // The signal comes when the thread that spawned the child ends: tokio's
+    // worker threads live as long as the runtime, which is the process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
