@@ -116,8 +116,14 @@ pub fn inline_files(text: &str, path: &std::path::Path) -> Result<String, TaskEr
     if !names_a_file {
         return Ok(text.to_string());
     }
-    let mut kc: serde_json::Value = serde_saphyr::from_str(text)
-        .map_err(|e| TaskError::new(format!("kubeconfig {} is not YAML: {e}", path.display())))?;
+    let mut kc: serde_json::Value = serde_saphyr::from_str(text).map_err(|_| {
+        // The parser's message may quote the text, and a kubeconfig holds
+        // keys and tokens: say only which file.
+        TaskError::new(format!(
+            "kubeconfig {} is not YAML (run `kubectl config view --kubeconfig {0}` to see where)",
+            path.display()
+        ))
+    })?;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     let mut changed = false;
     for (section, item, file_key, data_key, b64) in FILES {
@@ -225,6 +231,13 @@ mod tests {
         std::fs::remove_file(d.path().join("pki/c.key")).unwrap();
         let e = inline_files(text, &path).unwrap_err().to_string();
         assert!(e.contains("client-key") && e.contains("pki/c.key"), "{e}");
+        // Not YAML: the error names the file and quotes nothing of it.
+        let secret = "client-key: pki/c.key\nclient-key-data: SECRETKEYBYTES\n  : [";
+        let e = inline_files(secret, &path).unwrap_err().to_string();
+        assert!(
+            e.contains("is not YAML") && !e.contains("SECRETKEYBYTES"),
+            "{e}"
+        );
         // Nothing named: the text as it was.
         let plain = "apiVersion: v1\nclusters: []\n";
         assert_eq!(inline_files(plain, &path).unwrap(), plain);
