@@ -69,7 +69,7 @@ pub struct Report {
 
 /// A cluster's credentials: from the cache (kind: what `cluster:<c>`
 /// recorded) or the user's kubeconfig (existing clusters).
-fn access(plan: &Plan, cache: &Cache, cluster: &str) -> Result<Access, String> {
+pub(crate) fn access(plan: &Plan, cache: &Cache, cluster: &str) -> Result<Access, String> {
     let recorded = |file: &str| -> Result<String, TaskError> {
         let bytes =
             exec::recorded_file(cache, &kinds::cluster::id(cluster), file).ok_or_else(|| {

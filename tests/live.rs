@@ -154,6 +154,13 @@ fn says_all(stderr: &str, wants: &[&str]) {
     }
 }
 
+/// Ambient's Gateway API CRDs from a file in the project, not the network.
+fn use_gateway_api_crds_file(w: &World, dir: &std::path::Path) {
+    let crds = dir.join("gateway-api-crds.yaml");
+    std::fs::write(&crds, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n").unwrap();
+    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+}
+
 fn up(w: &World, plan: &str) -> tempfile::TempDir {
     let p = project(plan);
     let o = mesh(w, p.path(), &["build", "--json"]);
@@ -339,9 +346,7 @@ fn ambient_waits_for_the_gateway_api_crds_to_be_established() {
     }
     w.set_env("MESH_RETRY_TIMEOUT", "1");
     let p = project(&default_plan().replace("mode = \"sidecar\"", "mode = \"ambient\""));
-    let crds = p.path().join("gateway-api-crds.yaml");
-    std::fs::write(&crds, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n").unwrap();
-    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+    use_gateway_api_crds_file(&w, p.path());
     let o = mesh(&w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for c in ["east", "west"] {
@@ -572,9 +577,7 @@ fn converges_under_chaos(plan: &str, every: usize) -> (usize, usize, usize) {
             .store(every, std::sync::atomic::Ordering::SeqCst);
     }
     let p = project(plan);
-    let crds = p.path().join("gateway-api-crds.yaml");
-    std::fs::write(&crds, "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: gateways.gateway.networking.k8s.io\nspec:\n  group: gateway.networking.k8s.io\n").unwrap();
-    w.set_env("MESH_GATEWAY_API_CRDS", crds.to_str().unwrap());
+    use_gateway_api_crds_file(&w, p.path());
     let trace = p.path().join("trace.json");
     let o = mesh(
         &w,

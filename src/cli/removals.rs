@@ -15,7 +15,6 @@
 //! 4. its files under `out/` (`out/<c>/`, `out/pki/<c>/`).
 
 use super::{Exit, Loaded, fail, runtime};
-use crate::access::Target;
 use crate::cache::{Cache, Load};
 use crate::graph::TaskError;
 use crate::plan::{Plan, Provider};
@@ -133,12 +132,7 @@ async fn delete_secret(plan: &Plan, cache: &Cache, id: &str, to: &str) -> Result
     else {
         return Ok(());
     };
-    let recorded = |file: &str| -> Result<String, TaskError> {
-        let bytes = exec::recorded_file(cache, &kinds::cluster::id(to), file)
-            .ok_or_else(|| TaskError::new(format!("cluster {to} has no {file} recorded")))?;
-        String::from_utf8(bytes).map_err(|_| TaskError::new(format!("{file} is not UTF-8")))
-    };
-    let access = Target::of(&plan.clusters[to]).access(&recorded)?;
+    let access = crate::verify::access(plan, cache, to).map_err(TaskError::new)?;
     let client = access.client().await?;
     crate::k8s::delete(&client, &receipt.objects).await?;
     Ok(())
