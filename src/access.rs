@@ -81,7 +81,7 @@ impl Access {
 fn user_kubeconfig(path: Option<&str>) -> Result<String, TaskError> {
     let path = match path {
         Some(p) => PathBuf::from(p),
-        None => crate::providers::kind::user_kubeconfig_path(),
+        None => crate::providers::kubeconfig::path_for_merge(),
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))?;

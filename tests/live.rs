@@ -1675,8 +1675,8 @@ fn a_kind_cluster_mesh_did_not_create_is_never_deleted_or_used() {
 
 #[test]
 fn a_build_never_switches_the_users_current_kube_context() {
-    // kind create makes kind-<name> the current context; mesh puts the
-    // user's back, keeping kind's contexts for kubectl habits.
+    // kind create makes kind-<name> the current context; mesh adds kind's
+    // contexts for kubectl habits and never switches the user's.
     let w = World::new(&["east", "west"]);
     let kc = w.state().join("user-kubeconfig");
     std::fs::write(
@@ -1709,6 +1709,81 @@ fn a_build_never_switches_the_users_current_kube_context() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
     assert_eq!(v["current-context"], "my-prod", "{v}");
     assert_eq!(v["contexts"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn a_kind_killed_while_it_held_the_kubeconfig_lock_does_not_block_the_next_build() {
+    // kind locks the kubeconfig it edits by creating <file>.lock, in one
+    // attempt; killed while it holds it (Ctrl-C, mesh killed), the lock
+    // stays and every later kind fails on it. kind only ever edits a
+    // private file of mesh's, so the next build is not blocked.
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"crash": ["kind write-kubeconfig east"]}));
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("cluster:east"), "{}", o.stderr);
+    w.configure(serde_json::json!({}));
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let user = w
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "KUBECONFIG")
+        .unwrap()
+        .1;
+    let text = std::fs::read_to_string(&user).unwrap();
+    let v: Value = serde_saphyr::from_str(&text).unwrap();
+    let names: Vec<&str> = v["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names.contains(&"kind-east") && names.contains(&"kind-west"),
+        "{names:?}"
+    );
+    assert!(!std::path::Path::new(&format!("{user}.lock")).exists());
+}
+
+#[test]
+fn a_lock_a_killed_mesh_left_is_cleared_and_anyone_elses_is_named_with_the_fix() {
+    let w = World::new(&["east", "west"]);
+    let user = w
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "KUBECONFIG")
+        .unwrap()
+        .1;
+    let lock = format!("{user}.lock");
+    // Left by a mesh process that is gone: it says so, and is cleared.
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let dead = c.id();
+    c.wait().unwrap();
+    std::fs::write(&lock, format!("mesh {dead}\n")).unwrap();
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!std::path::Path::new(&lock).exists());
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // Anyone else's (kubectl's and kind's locks are empty): waited for,
+    // then named with the fix, never deleted.
+    std::fs::write(&lock, "").unwrap();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!("{lock} exists"))
+            && o.stderr.contains(&format!("delete {lock}")),
+        "{}",
+        o.stderr
+    );
+    assert!(std::path::Path::new(&lock).exists());
+    std::fs::remove_file(&lock).unwrap();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
 }
 
 #[test]

@@ -30,6 +30,7 @@ pub mod docker;
 pub mod helm;
 pub mod http;
 pub mod kind;
+pub mod kubeconfig;
 
 /// Run a user task's command (`argv`, in `dir`, no stdin, these extra
 /// environment variables), stopped like a tool if the task is dropped.

@@ -139,30 +139,38 @@ def apply(cluster, user, api_path, obj):
 
 # ------------------------------------------------------------ kind
 
-def user_kubeconfig():
-    """Where kind writes contexts: $KUBECONFIG's first file, else
-    ~/.kube/config."""
-    k = os.environ.get("KUBECONFIG", "")
-    first = k.split(":")[0] if k else ""
-    return first or os.path.join(os.environ.get("HOME", "/"), ".kube", "config")
+def kubeconfig_paths():
+    """kind's files: --kubeconfig alone if given, else $KUBECONFIG's list,
+    else ~/.kube/config (kind's paths.go)."""
+    explicit = flag("--kubeconfig")
+    if explicit:
+        return [explicit]
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(":") if p]
+    return listed or [os.path.join(os.environ.get("HOME", "/"), ".kube", "config")]
+
+
+def path_for_merge():
+    """Where kind create writes: the first file that exists, else the last."""
+    paths = kubeconfig_paths()
+    return next((p for p in paths if os.path.exists(p)), paths[-1])
 
 
 class kubeconfig_lock:
-    """kind (client-go) locks the kubeconfig while it edits it, by creating
-    `<file>.lock` exclusively: clusters created in parallel must not lose
-    each other's entries, and mesh takes the same lock."""
+    """kind (as client-go) locks a kubeconfig while it edits it by creating
+    `<file>.lock` exclusively, in one attempt (kind's lock.go): a second
+    kind editing the same file at that moment fails, and a kind killed
+    while it holds the lock leaves it behind for every later one."""
+    def __init__(self, path, verb):
+        self.path, self.verb = path, verb
+
     def __enter__(self):
-        path = user_kubeconfig()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.lock = path + ".lock"
-        # As kind: five attempts, 100 ms apart, then fail.
-        for _ in range(5):
-            try:
-                os.close(os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                return
-            except FileExistsError:
-                time.sleep(0.1)
-        die(f"ERROR: failed to create cluster: failed to lock config file: open {self.lock}: file exists")
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        self.lock = self.path + ".lock"
+        try:
+            os.close(os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            die(f"ERROR: failed to {self.verb} cluster: failed to lock config file: "
+                f"open {self.lock}: file exists")
 
     def __exit__(self, *exc):
         os.remove(self.lock)
@@ -170,40 +178,34 @@ class kubeconfig_lock:
 
 def kubeconfig_add(name, prepared):
     """As kind create: add kind-<name>'s cluster, user and context to the
-    user's kubeconfig and make it the current context."""
-    with kubeconfig_lock():
-        kubeconfig_add_locked(name, prepared)
-
-
-def kubeconfig_add_locked(name, prepared):
-    path = user_kubeconfig()
-    kc = load(path, None) or {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
-    new = load(os.path.join(prepared, "kubeconfig.json"), {})
-    ctx = f"kind-{name}"
-    for section in ("clusters", "users", "contexts"):
-        kc[section] = [e for e in kc.get(section) or [] if e["name"] != ctx] + new.get(section, [])
-    kc["current-context"] = ctx
-    save(path, kc)
+    kubeconfig and make it the current context."""
+    path = path_for_merge()
+    with kubeconfig_lock(path, "create"):
+        # Killed here (knob `crash: kind write-kubeconfig`), it leaves the lock.
+        knobs("write-kubeconfig", name)
+        kc = load(path, None) or {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
+        new = load(os.path.join(prepared, "kubeconfig.json"), {})
+        ctx = f"kind-{name}"
+        for section in ("clusters", "users", "contexts"):
+            kc[section] = [e for e in kc.get(section) or [] if e["name"] != ctx] + new.get(section, [])
+        kc["current-context"] = ctx
+        save(path, kc)
 
 
 def kubeconfig_remove(name):
-    """As kind delete: remove kind-<name> from the user's kubeconfig (and
+    """As kind delete: remove kind-<name> from each kubeconfig file (and
     unset the current context if it was that)."""
-    with kubeconfig_lock():
-        kubeconfig_remove_locked(name)
-
-
-def kubeconfig_remove_locked(name):
-    path = user_kubeconfig()
-    kc = load(path, None)
-    if kc is None:
-        return
-    ctx = f"kind-{name}"
-    for section in ("clusters", "users", "contexts"):
-        kc[section] = [e for e in kc.get(section) or [] if e["name"] != ctx]
-    if kc.get("current-context") == ctx:
-        kc["current-context"] = ""
-    save(path, kc)
+    for path in kubeconfig_paths():
+        with kubeconfig_lock(path, "delete"):
+            kc = load(path, None)
+            if kc is None:
+                continue
+            ctx = f"kind-{name}"
+            for section in ("clusters", "users", "contexts"):
+                kc[section] = [e for e in kc.get(section) or [] if e["name"] != ctx]
+            if kc.get("current-context") == ctx:
+                kc["current-context"] = ""
+            save(path, kc)
 
 
 def kind():
