@@ -29,7 +29,11 @@
 //!
 //! Writing needs a [`BuildLock`]: the only way to get one is
 //! [`Cache::lock`], which takes an exclusive `flock`-style lock on
-//! `cache/lock`, so "save without holding the lock" does not type-check. Reads
+//! `cache/lock`, so "save without holding the lock" does not type-check. The
+//! holder overwrites the file with its pid in place (never emptying it), and
+//! a loser reads it again for up to half a second while it names no live
+//! process, so a contest never reports "pid unknown". `mesh clean` deletes
+//! everything while holding it, the lock file last. Reads
 //! need no lock (renames are atomic). Blobs holding secrets are written 0600;
 //! all blobs live under the 0700 cache directory.
 
@@ -37,7 +41,7 @@ use crate::hash::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +114,22 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> C
 #[derive(Debug)]
 pub struct BuildLock {
     _file: File,
+    path: PathBuf,
+}
+
+impl BuildLock {
+    /// Remove the lock file and the (by now empty) cache directory, still
+    /// holding the lock until both are gone (`mesh clean`).
+    pub fn remove(self) -> io::Result<()> {
+        fs::remove_file(&self.path)?;
+        if let Some(root) = self.path.parent() {
+            match fs::remove_dir(root) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -208,22 +228,22 @@ impl Cache {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim().to_string();
                 return Err(CacheError::Locked {
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid
-                    },
+                    pid: holder(&mut file).unwrap_or_else(|| "unknown".into()),
                     path,
                 });
             }
             Err(fs::TryLockError::Error(e)) => return Err(io_err("cannot lock", &path)(e)),
         }
-        file.set_len(0).map_err(io_err("cannot write", &path))?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        // Overwritten in place, never emptied first: a reader sees the old
+        // holder's pid or ours, and retries while it names no live process.
+        let me = format!("{}\n", std::process::id());
+        {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(me.as_bytes(), 0)
+                .map_err(io_err("cannot write", &path))?;
+        }
+        file.set_len(me.len() as u64)
             .map_err(io_err("cannot write", &path))?;
         // We are the only writer now: leftovers of killed runs can go.
         let tmp = self.root.join("tmp");
@@ -232,7 +252,25 @@ impl Cache {
                 let _ = fs::remove_file(e.path());
             }
         }
-        Ok(BuildLock { _file: file })
+        Ok(BuildLock { _file: file, path })
+    }
+
+    /// Remove everything in the cache but its lock, holding the lock; the
+    /// caller removes the lock file and the directory last
+    /// ([`BuildLock::remove`]).
+    pub fn remove_contents(&self, _lock: &BuildLock) -> io::Result<()> {
+        for e in fs::read_dir(&self.root)? {
+            let e = e?;
+            if e.file_name() == "lock" {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                remove_dir(&e.path())?;
+            } else {
+                fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -385,6 +423,28 @@ pub fn remove_dir(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// The pid a held lock file names. The holder writes it just after it took
+/// the lock, so a file that names no live process yet (empty, or a killed
+/// holder's pid) is read again for a moment before giving up.
+fn holder(file: &mut File) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    for _ in 0..50 {
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if let Ok(pid) = text.trim().parse::<i32>()
+            && pid > 0
+            // SAFETY: signal 0 only checks that the process exists.
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+        {
+            return Some(pid.to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
 /// Write `dest` atomically: `bytes` into the new file `tmp` (same file
 /// system), its mode set to `mode` whatever the umask, fsynced if `sync`,
 /// then renamed over `dest`. On failure `tmp` is removed and `dest` is
@@ -413,6 +473,40 @@ pub fn write_via(tmp: &Path, dest: &Path, bytes: &[u8], mode: u32, sync: bool) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lock_just_taken_names_its_holder_once_written() {
+        // The holder has the lock but has not written its pid yet (the
+        // file is empty): the loser waits for it instead of "unknown".
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path()).unwrap();
+        let path = d.path().join("lock");
+        let held = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        held.try_lock().unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            let mut f = &held;
+            f.write_all(format!("{}\n", std::process::id()).as_bytes())
+                .unwrap();
+            held
+        });
+        match cache.lock() {
+            Err(CacheError::Locked { pid, .. }) => {
+                assert_eq!(pid, std::process::id().to_string())
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(writer.join().unwrap());
+        // Released: taken, and it names this process at once.
+        let _l = cache.lock().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("{}\n", std::process::id()));
+    }
+
     use super::*;
 
     fn record(cache: &Cache, lock: &BuildLock) -> Record {

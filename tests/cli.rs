@@ -563,6 +563,34 @@ fn clean_removes_cache_and_out_and_gc_keeps_live_blobs() {
 }
 
 #[test]
+fn clean_deletes_nothing_while_a_build_holds_the_lock() {
+    let p = Project::default_plan();
+    p.build();
+    // A build holds the lock: clean refuses, naming it, and keeps all.
+    let lock = std::fs::File::open(p.path("cache/lock")).unwrap();
+    lock.try_lock().unwrap();
+    let c = p.run(&["clean"]);
+    assert_eq!(c.code, 1, "{}", c.stderr);
+    assert!(c.stderr.contains("holds the cache lock"), "{}", c.stderr);
+    assert!(p.path("cache/records").is_dir() && p.path("out").is_dir());
+    // A first build that has only just taken its lock (no records yet):
+    // out/ is not deleted under it either.
+    std::fs::remove_dir_all(p.path("cache/records")).unwrap();
+    let c = p.run(&["clean"]);
+    assert_eq!(c.code, 1, "{}", c.stderr);
+    assert!(p.path("out").is_dir(), "out/ deleted without the lock");
+    drop(lock);
+    let c = p.run(&["clean"]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(!p.path("cache").exists() && !p.path("out").exists());
+    // Nothing at all: still fine, and nothing is left behind.
+    let c = p.run(&["clean"]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(c.stderr.contains("no cache"), "{}", c.stderr);
+    assert!(!p.path("cache").exists());
+}
+
+#[test]
 fn default_plan_works_from_any_directory_with_embedded_tasks() {
     let p = Project::with_plan(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml")).unwrap(),

@@ -250,30 +250,36 @@ fn run(cli: Cli) -> Result<(), Exit> {
 }
 
 fn clean(dir: &Path, cache_dir: &Path, gc: bool) -> Result<(), Exit> {
-    let Some(cache) = Cache::open_existing(cache_dir) else {
-        if !gc {
-            remove_out(dir)?;
-        }
-        eprintln!("mesh clean: no cache at {}", cache_dir.display());
-        return Ok(());
-    };
-    let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    let err = |e: &dyn std::fmt::Display| fail(1, format!("error: {e}"));
     if gc {
-        let (n, bytes) = cache
-            .gc(&lock)
-            .map_err(|e| fail(1, format!("error: {e}")))?;
+        let Some(cache) = Cache::open_existing(cache_dir) else {
+            eprintln!("mesh clean: no cache at {}", cache_dir.display());
+            return Ok(());
+        };
+        let lock = cache.lock().map_err(|e| err(&e))?;
+        let (n, bytes) = cache.gc(&lock).map_err(|e| err(&e))?;
         eprintln!("mesh clean --gc: removed {n} unreferenced blobs ({bytes} bytes)");
-    } else {
-        drop(lock);
-        cache::remove_dir(cache_dir).map_err(|e| {
-            fail(
-                1,
-                format!("error: cannot remove {}: {e}", cache_dir.display()),
-            )
-        })?;
-        remove_out(dir)?;
+        return Ok(());
+    }
+    // Everything is deleted under the build lock, `out/` first and the lock
+    // last, so no build can run in between (even when there was no cache
+    // yet: the lock is made for the purpose).
+    let had = Cache::open_existing(cache_dir).is_some();
+    let cache = Cache::open(cache_dir).map_err(|e| err(&e))?;
+    let lock = cache.lock().map_err(|e| err(&e))?;
+    remove_out(dir)?;
+    let cannot = |e: std::io::Error| err(&format!("cannot remove {}: {e}", cache_dir.display()));
+    cache.remove_contents(&lock).map_err(cannot)?;
+    lock.remove().map_err(cannot)?;
+    if had {
         eprintln!(
             "mesh clean: removed {} and {}",
+            cache_dir.display(),
+            dir.join("out").display()
+        );
+    } else {
+        eprintln!(
+            "mesh clean: no cache at {}; removed {}",
             cache_dir.display(),
             dir.join("out").display()
         );
