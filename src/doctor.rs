@@ -99,7 +99,7 @@ pub async fn versions(plan: &Plan, memo: Option<&std::path::Path>) -> Vec<Check>
     let mut learned = false;
     for (t, args, min, hint) in asks {
         let what = format!("{} version", t.name());
-        let id = t.locate().and_then(|p| {
+        let id = t.locate().ok().and_then(|p| {
             let m = std::fs::metadata(&p).ok()?;
             let mtime = m
                 .modified()
@@ -263,17 +263,23 @@ pub fn preflight(plan: &Plan) -> Vec<Check> {
     let mut out: Vec<Check> = tools
         .into_iter()
         .map(|t| match t.locate() {
-            Some(p) => Check {
+            Ok(p) => Check {
                 what: t.name().into(),
                 ok: true,
                 detail: p.display().to_string(),
                 hint: None,
             },
-            None => Check {
+            Err(crate::providers::ToolError::NotFound { hint, .. }) => Check {
                 what: t.name().into(),
                 ok: false,
                 detail: "not found on PATH".into(),
-                hint: Some(t.install_hint().into()),
+                hint: Some(hint.into()),
+            },
+            Err(e) => Check {
+                what: t.name().into(),
+                ok: false,
+                detail: e.to_string(),
+                hint: None,
             },
         })
         .collect();

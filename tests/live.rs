@@ -1196,6 +1196,32 @@ fn missing_tools_fail_the_build_in_milliseconds() {
 }
 
 #[test]
+fn an_empty_or_wrong_tool_override_stops_the_build_naming_the_variable() {
+    let w = World::new(&["east", "west"]);
+    let p = project(&default_plan());
+    w.set_env("MESH_KIND", "");
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("MESH_KIND is set but empty; unset it to use kind from PATH"),
+        "{}",
+        o.stderr
+    );
+    assert!(!p.path().join("cache").exists(), "nothing was done");
+    w.set_env("MESH_KIND", "/nonexistent/kind");
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("MESH_KIND=/nonexistent/kind is not an executable file"),
+        "{}",
+        o.stderr
+    );
+    assert!(w.kind_clusters().is_empty());
+}
+
+#[test]
 fn the_pre_flight_checks_versions_inotify_and_docker_memory_naming_the_fix() {
     let w = World::new(&["east", "west"]);
     w.configure(serde_json::json!({

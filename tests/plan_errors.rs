@@ -242,6 +242,26 @@ fn bad_istio_version() {
 }
 
 #[test]
+fn istio_version_with_a_leading_v() {
+    insta::assert_snapshot!(error_of(&edit("istio = \"1.28.0\"", "istio = \"v1.28.0\"")));
+}
+
+#[test]
+fn pre_release_and_build_suffixes_are_not_releases() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{}\n[versions]\ncilium = \"1.18.3+build.7\"\n",
+        edit("istio = \"1.28.0\"", "istio = \"1.28.0-beta.1\"")
+    )));
+}
+
+#[test]
+fn kind_node_is_an_image_tag_with_its_v() {
+    insta::assert_snapshot!(error_of(&format!(
+        "{BASE}\n[versions]\nkind_node = \"1.34.0\"\n"
+    )));
+}
+
+#[test]
 fn istio_too_old() {
     insta::assert_snapshot!(error_of(&edit("istio = \"1.28.0\"", "istio = \"1.19.3\"")));
 }

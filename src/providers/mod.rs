@@ -107,15 +107,40 @@ impl Tool {
         }
     }
 
-    /// Where the tool is: `$MESH_<TOOL>` or the first match on PATH.
-    pub fn locate(self) -> Option<PathBuf> {
+    /// Where the tool is: `$MESH_<TOOL>` (which must name an executable
+    /// file: an empty one is a mistake, not "use PATH") or the first match
+    /// on PATH.
+    pub fn locate(self) -> Result<PathBuf, ToolError> {
         if let Some(p) = std::env::var_os(self.env()) {
-            return Some(PathBuf::from(p));
+            let p = PathBuf::from(p);
+            if p.as_os_str().is_empty() {
+                return Err(ToolError::BadOverride {
+                    tool: self.name(),
+                    reason: format!(
+                        "{} is set but empty; unset it to use {} from PATH, or set it to its path",
+                        self.env(),
+                        self.name()
+                    ),
+                });
+            }
+            if !is_executable(&p) {
+                return Err(ToolError::BadOverride {
+                    tool: self.name(),
+                    reason: format!("{}={} is not an executable file", self.env(), p.display()),
+                });
+            }
+            return Ok(p);
         }
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|d| d.join(self.name()))
-            .find(|p| is_executable(p))
+        std::env::var_os("PATH")
+            .and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(self.name()))
+                    .find(|p| is_executable(p))
+            })
+            .ok_or(ToolError::NotFound {
+                tool: self.name(),
+                hint: self.install_hint(),
+            })
     }
 }
 
@@ -133,6 +158,9 @@ pub enum ToolError {
         tool: &'static str,
         hint: &'static str,
     },
+    /// `MESH_<TOOL>` names no executable.
+    #[error("{reason}")]
+    BadOverride { tool: &'static str, reason: String },
     #[error("cannot run `{cmd}`: {reason}")]
     Spawn {
         tool: &'static str,
@@ -242,6 +270,7 @@ impl ToolError {
                 program
             }
             ToolError::NotFound { tool, .. }
+            | ToolError::BadOverride { tool, .. }
             | ToolError::Spawn { tool, .. }
             | ToolError::Timeout { tool, .. }
             | ToolError::Failed { tool, .. }
@@ -365,10 +394,7 @@ pub async fn run_env(
 ) -> Result<String, ToolError> {
     let timeout = cap(timeout);
     let shown = format!("{} {}", tool.name(), args.join(" "));
-    let bin = tool.locate().ok_or(ToolError::NotFound {
-        tool: tool.name(),
-        hint: tool.install_hint(),
-    })?;
+    let bin = tool.locate()?;
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.args(args);
     for (k, v) in env {

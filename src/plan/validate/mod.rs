@@ -49,8 +49,33 @@ fn is_label_value(s: &str) -> bool {
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
 
-fn parse_version(s: &str) -> Option<semver::Version> {
-    semver::Version::parse(s.strip_prefix('v').unwrap_or(s)).ok()
+/// A release version as documented: `MAJOR.MINOR.PATCH`, digits only, with a
+/// leading `v` exactly when `v_prefix` (image tags such as kindest/node's).
+/// `Err`: the label and hint of what is wrong.
+fn release_version(s: &str, v_prefix: bool) -> Result<semver::Version, (&'static str, String)> {
+    let bare = s.strip_prefix('v');
+    let core = match (v_prefix, bare) {
+        (true, Some(_)) | (false, None) => bare.unwrap_or(s),
+        (true, None) => return Err(("no leading 'v'", format!("write \"v{s}\" (an image tag)"))),
+        (false, Some(b)) => return Err(("a leading 'v'", format!("write \"{b}\""))),
+    };
+    let Ok(v) = semver::Version::parse(core) else {
+        return Err(("not a MAJOR.MINOR.PATCH version", String::new()));
+    };
+    if !v.pre.is_empty() || !v.build.is_empty() {
+        let release = format!(
+            "{}{}.{}.{}",
+            if v_prefix { "v" } else { "" },
+            v.major,
+            v.minor,
+            v.patch
+        );
+        return Err((
+            "a pre-release or build suffix",
+            format!("mesh installs releases only, such as \"{release}\""),
+        ));
+    }
+    Ok(v)
 }
 
 /// Overlap of two CIDR blocks (one contains the other's network address).
@@ -126,14 +151,34 @@ impl Validator {
         match v {
             None => default.to_string(),
             Some(s) => {
-                if parse_version(s.get_ref()).is_none() {
-                    self.err(
-                        Diag::new(format!("bad {what} version {:?}", s.get_ref()))
-                            .at(s.span(), "not a MAJOR.MINOR.PATCH version")
-                            .hint(format!("for example {default:?}")),
-                    );
-                }
+                self.check_version(s, default.starts_with('v'), what, default);
                 s.get_ref().clone()
+            }
+        }
+    }
+
+    /// Report `s` if it is not a release version as documented.
+    fn check_version(
+        &mut self,
+        s: &Spanned<String>,
+        v_prefix: bool,
+        what: &str,
+        example: &str,
+    ) -> Option<semver::Version> {
+        match release_version(s.get_ref(), v_prefix) {
+            Ok(v) => Some(v),
+            Err((label, hint)) => {
+                let hint = if hint.is_empty() {
+                    format!("for example {example:?}")
+                } else {
+                    hint
+                };
+                self.err(
+                    Diag::new(format!("bad {what} version {:?}", s.get_ref()))
+                        .at(s.span(), label)
+                        .hint(hint),
+                );
+                None
             }
         }
     }
@@ -180,13 +225,9 @@ impl Validator {
             );
         }
         let istio = rm.istio.get_ref().clone();
-        let istio_v = parse_version(&istio);
+        let istio_v = self.check_version(&rm.istio, false, "Istio", "1.28.0");
         match &istio_v {
-        None => self.err(
-            Diag::new(format!("bad Istio version {istio:?}"))
-                .at(rm.istio.span(), "not a MAJOR.MINOR.PATCH version")
-                .hint("for example \"1.28.0\""),
-        ),
+        None => {}
         Some(v) if (v.major, v.minor) < MIN_ISTIO => self.err(
             Diag::new(format!("Istio {istio} is too old for mesh"))
                 .at(rm.istio.span(), "unsupported")
