@@ -41,7 +41,7 @@ use crate::hash::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,6 +325,30 @@ impl Cache {
         self.read_blob(d).is_some()
     }
 
+    /// [`Cache::blob_ok`], and a mode found looser than mesh writes it (by
+    /// hand, or by an older mesh) is put back: 0600 for a secret, at most
+    /// 0644 otherwise. One `fstat` on the file already open.
+    pub fn blob_ok_as(&self, d: &Digest, secret: bool) -> bool {
+        let Ok(mut f) = File::open(self.blob_path(d)) else {
+            return false;
+        };
+        let mut bytes = Vec::new();
+        if f.read_to_end(&mut bytes).is_err() || Digest::of_bytes(&bytes) != *d {
+            return false;
+        }
+        if let Ok(m) = f.metadata() {
+            let mode = m.permissions().mode() & 0o7777;
+            if (secret && mode != 0o600) || mode & !0o644 != 0 {
+                let _ = f.set_permissions(fs::Permissions::from_mode(if secret {
+                    0o600
+                } else {
+                    0o644
+                }));
+            }
+        }
+        true
+    }
+
     /// Load a task's record.
     pub fn load(&self, id: &str) -> Load {
         let path = self.record_path(id);
@@ -443,6 +467,23 @@ fn holder(file: &mut File) -> Option<String> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     None
+}
+
+/// Write a file atomically through a temp file beside it, `mode` whatever
+/// the umask (reports and traces: 0644).
+pub fn write_file(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.mesh-tmp.{}",
+        dest.file_name().map_or("f".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    // A temp file left by a killed run of this pid would block create_new.
+    let _ = fs::remove_file(&tmp);
+    write_via(&tmp, dest, bytes, mode, false)
 }
 
 /// Write `dest` atomically: `bytes` into the new file `tmp` (same file

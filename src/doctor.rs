@@ -137,10 +137,11 @@ pub async fn versions(plan: &Plan, memo: Option<&std::path::Path>) -> Vec<Check>
                 .mode(0o700)
                 .create(dir);
         }
-        let tmp = m.with_extension("json.tmp");
-        if std::fs::write(&tmp, serde_json::to_vec(&known).expect("a map serializes")).is_ok() {
-            let _ = std::fs::rename(&tmp, m);
-        }
+        let _ = crate::cache::write_file(
+            m,
+            &serde_json::to_vec(&known).expect("a map serializes"),
+            0o644,
+        );
     }
     out
 }

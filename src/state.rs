@@ -117,7 +117,9 @@ static STORE: OnceLock<Store> = OnceLock::new();
 
 /// Set this process's store (the command line does, once).
 pub fn init(dir: &Path) {
-    let _ = STORE.set(Store::at(dir));
+    let s = Store::at(dir);
+    s.tighten();
+    let _ = STORE.set(s);
 }
 
 /// This process's store, if the command line set one.
@@ -173,6 +175,29 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Put back modes found looser than the store writes them (by hand,
+    /// or by an older mesh): its directories 0700, its files 0600. Best
+    /// effort, a few `stat`s; writing tightens again anyway.
+    fn tighten(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let fix = |p: &Path, want: u32| {
+            if let Ok(m) = std::fs::symlink_metadata(p)
+                && !m.file_type().is_symlink()
+                && m.permissions().mode() & 0o7777 != want
+            {
+                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(want));
+            }
+        };
+        for d in [self.dir.clone(), self.dir.join("identity")] {
+            fix(&d, 0o700);
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    fix(&e.path(), 0o600);
+                }
+            }
+        }
     }
 
     /// The inventory; empty when there is none yet. A file that does not

@@ -710,7 +710,7 @@ fn build(
     eprint!("{}", ui::summary(&report));
     if let Some(path) = trace {
         let text = serde_json::to_string(&ui::trace(&report)).expect("trace serializes");
-        std::fs::write(&path, text).map_err(|e| {
+        cache::write_file(&path, text.as_bytes(), 0o644).map_err(|e| {
             fail(
                 1,
                 format!("error: cannot write trace {}: {e}", path.display()),

@@ -123,7 +123,7 @@ pub(crate) fn check(
         if known.contains(&f.blob) || fresh.contains(&f.blob) {
             return true;
         }
-        let ok = sh.cache.blob_ok(&f.blob);
+        let ok = sh.cache.blob_ok_as(&f.blob, f.secret);
         if ok {
             fresh.insert(f.blob);
         }

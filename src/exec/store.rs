@@ -91,20 +91,31 @@ pub(crate) fn store(
 }
 
 /// Make `out/` hold exactly the exported files (restoring edited or deleted
-/// ones from the store).
+/// ones from the store), with explicit modes whatever the umask: a secret
+/// 0600 in a 0700 directory, anything else 0644, and no directory from
+/// `out/` down writable by others. Modes found looser are put back, and a
+/// directory is never loosened (a 0700 one that also holds public files
+/// stays 0700), so the order tasks export in does not matter.
 pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
     let Some(out) = &sh.out_dir else {
         return Ok(());
     };
     for f in files {
         let Some(rel) = &f.export else { continue };
         let dest = out.join(rel);
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Write { path, source }
+        };
+        dirs_for(out, &dest, f.secret).map_err(werr(&dest))?;
+        let want = if f.secret { 0o600 } else { 0o644 };
         if std::fs::read(&dest).is_ok_and(|b| Digest::of_bytes(&b) == f.blob) {
-            if f.secret {
-                set_mode(&dest, 0o600).map_err(|source| StoreError::Write {
-                    path: dest.clone(),
-                    source,
-                })?;
+            let mode = std::fs::metadata(&dest)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .map_err(werr(&dest))?;
+            if mode != want {
+                set_mode(&dest, want).map_err(werr(&dest))?;
             }
             continue;
         }
@@ -112,8 +123,52 @@ pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), StoreE
             .cache
             .read_blob(&f.blob)
             .ok_or_else(|| StoreError::Vanished(f.name.clone()))?;
-        write_file_atomic(&dest, &bytes, if f.secret { 0o600 } else { 0o644 })
-            .map_err(|source| StoreError::Write { path: dest, source })?;
+        crate::cache::write_file(&dest, &bytes, want).map_err(werr(&dest))?;
+    }
+    Ok(())
+}
+
+/// The directories from `out` down to `dest`'s: made 0755 (the last 0700
+/// when `secret`), and those found writable by others, or the last one
+/// found open while it gets a secret, tightened.
+fn dirs_for(out: &Path, dest: &Path, secret: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let Some(leaf) = dest.parent() else {
+        return Ok(());
+    };
+    let below = leaf.strip_prefix(out).unwrap_or(Path::new(""));
+    let mut dir = out.to_path_buf();
+    let mut chain = vec![dir.clone()];
+    for c in below.components() {
+        dir.push(c);
+        chain.push(dir.clone());
+    }
+    for d in &chain {
+        let last = d.as_path() == leaf;
+        let tight = secret && last;
+        match std::fs::metadata(d) {
+            Ok(m) => {
+                let mode = m.permissions().mode() & 0o7777;
+                let want = if tight { 0o700 } else { mode & !0o022 };
+                if mode != want {
+                    set_mode(d, want)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .mode(if tight { 0o700 } else { 0o755 })
+                    .create(d)
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::AlreadyExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
+                set_mode(d, if tight { 0o700 } else { 0o755 })?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -121,20 +176,4 @@ pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), StoreE
 pub(crate) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-/// Write a file of `out/` through a temp file in its directory.
-fn write_file_atomic(dest: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = dir.join(format!(
-        ".{}.mesh-tmp.{}",
-        dest.file_name().map_or("f".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    // A temp file left by a killed run of this pid would block create_new.
-    let _ = std::fs::remove_file(&tmp);
-    crate::cache::write_via(&tmp, dest, bytes, mode, false)
 }
