@@ -39,7 +39,7 @@ pub fn retried(reason: impl Into<String>) {
     let e = Retry {
         at: Instant::now(),
         task,
-        reason: reason.into(),
+        reason: crate::redact::text(&reason.into()).into_owned(),
     };
     LOG.lock().unwrap_or_else(|p| p.into_inner()).push(e);
 }

@@ -5,7 +5,8 @@
 //! below, and within a layer only from modules listed before it (peers
 //! separated by commas, an order by "<"). `tests/layers.rs` enforces it.
 //!
-//! 1. the engine, which knows nothing of Istio: `hash` (digests), `events`
+//! 1. the engine, which knows nothing of Istio: `hash` (digests), `redact`
+//!    (secret bytes taken out of anything shown), `events`
 //!    (what happened inside a running task: retries), `state` (the durable
 //!    identity and inventory, apart from the cache) < `graph`
 //!    (nodes, actions and the sealed DAG) < `cache` (the store and its
@@ -37,6 +38,7 @@ pub mod kinds;
 pub mod plan;
 pub mod planner;
 pub mod providers;
+pub mod redact;
 pub mod state;
 pub mod ui;
 pub mod verify;

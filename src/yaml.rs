@@ -21,7 +21,16 @@ pub fn yaml_docs(text: &str) -> Result<Vec<YamlDoc>, String> {
             .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
         if meaningful {
             let value: serde_json::Value = serde_saphyr::from_str(cur)
-                .map_err(|e| format!("document ending at line {line_no}: {e}"))?;
+                // The first line only: the parser's snippet quotes the text,
+                // which may be a Secret's key.
+                .map_err(|e| {
+                    let e = e.to_string();
+                    let first = e.lines().next().unwrap_or("");
+                    let first = first
+                        .trim_start_matches("Error: ")
+                        .trim_start_matches("error: ");
+                    format!("document ending at line {line_no}: {first}")
+                })?;
             docs.push(YamlDoc {
                 text: cur.trim_end().to_string() + "\n",
                 value,

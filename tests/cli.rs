@@ -537,6 +537,47 @@ fn check_modes(p: &Project, alg: &str) {
     }
 }
 
+#[test]
+fn a_secret_never_reaches_stderr_json_or_trace_through_an_error() {
+    // A template override that breaks the cacerts Secret's YAML inside its
+    // private key: the parser's error would quote the key's lines.
+    let p = Project::default_plan();
+    let tpl = p.read("tasks/istio/cacerts.yaml.j2").replacen(
+        "{{ pem.ca_key | trim | indent(4) }}",
+        "{{ pem.ca_key | trim | indent(2) }}",
+        1,
+    );
+    std::fs::write(p.path("cacerts-override.yaml.j2"), tpl).unwrap();
+    p.edit("plan.toml", |t| {
+        t + "\n[templates]\n\"tasks/istio/cacerts.yaml.j2\" = \"cacerts-override.yaml.j2\"\n"
+    });
+    let o = p.run(&["build", "--offline", "--json", "--trace", "trace.json"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("cacerts.yaml.j2"), "{}", o.stderr);
+    let key = p.read("out/pki/east/ca-key.pem");
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!body.is_empty());
+    let trace = p.read("trace.json");
+    for (what, text) in [
+        ("stderr", &o.stderr),
+        ("json", &o.stdout),
+        ("trace", &trace),
+    ] {
+        assert!(!text.contains("PRIVATE KEY"), "{what}: {text}");
+        for line in &body {
+            for chunk in line.as_bytes().chunks(12) {
+                let chunk = std::str::from_utf8(chunk).unwrap();
+                if chunk.len() == 12 {
+                    assert!(
+                        !text.contains(chunk),
+                        "{what} holds key bytes {chunk}: {text}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {

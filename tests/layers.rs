@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 1, the engine, in its own order: hash < graph < cache < exec (the
     // graph knows nothing of the store; only exec joins them).
     ("hash", 10),
+    ("redact", 10),
     ("events", 10),
     ("state", 10),
     ("graph", 11),

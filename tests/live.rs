@@ -1196,6 +1196,41 @@ fn missing_tools_fail_the_build_in_milliseconds() {
 }
 
 #[test]
+fn secrets_a_tool_prints_on_failure_are_redacted_everywhere_mesh_shows_them() {
+    // What a tool says on stderr is quoted in its task's failure; a tool
+    // (or a plugin, or an API server behind it) may say a secret.
+    const JWT: &str = "eyJhbGciOiJSUzI1NiIsImtpZCI6Ik1lc2gxMjMifQ.eyJzdWIiOiJzeXN0ZW06c2EifQ.U2lnbmF0dXJlMTIzNDU2Nzg5MA";
+    const KEY: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg7Hq2vWx9Kd3LpQ";
+    let w = World::new(&["east", "west"]);
+    w.configure(serde_json::json!({"fail": {"helm upgrade istiod": format!(
+        "Error: request rejected: Authorization: Bearer {JWT}\n-----BEGIN PRIVATE KEY-----\n{KEY}\n-----END PRIVATE KEY-----\nclient-key-data: c2VjcmV0LWtleS1ieXRlcw=="
+    )}}));
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["build", "--json", "--trace", "trace.json"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("istiod:") && o.stderr.contains("[redacted"),
+        "{}",
+        o.stderr
+    );
+    let trace = std::fs::read_to_string(p.path().join("trace.json")).unwrap();
+    for (what, text) in [
+        ("stderr", &o.stderr),
+        ("json", &o.stdout),
+        ("trace", &trace),
+    ] {
+        for secret in [
+            &JWT[..20],
+            &KEY[..20],
+            "PRIVATE KEY",
+            "c2VjcmV0LWtleS1ieXRlcw",
+        ] {
+            assert!(!text.contains(secret), "{what} holds {secret}: {text}");
+        }
+    }
+}
+
+#[test]
 fn an_empty_or_wrong_tool_override_stops_the_build_naming_the_variable() {
     let w = World::new(&["east", "west"]);
     let p = project(&default_plan());

@@ -150,7 +150,7 @@ pub enum Format {
 struct Exit(u8);
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> Exit {
-    eprintln!("{msg}");
+    eprintln!("{}", crate::redact::text(&msg.to_string()));
     Exit(code)
 }
 
@@ -175,10 +175,13 @@ fn selection(graph: &Graph, offline: bool) -> Vec<bool> {
         .collect()
 }
 
+/// Print a JSON document, every string in it redacted.
 fn print_json(v: &serde_json::Value) {
+    let mut v = v.clone();
+    crate::redact::json(&mut v);
     println!(
         "{}",
-        serde_json::to_string_pretty(v).expect("JSON serializes")
+        serde_json::to_string_pretty(&v).expect("JSON serializes")
     );
 }
 
@@ -312,7 +315,7 @@ fn verify(plan_path: &Path, cache_dir: &Path, json: bool, wait: u64) -> Result<(
     if json {
         print_json(&serde_json::to_value(&report).expect("report serializes"));
     } else {
-        print!("{}", crate::verify::text(&report));
+        print!("{}", crate::redact::text(&crate::verify::text(&report)));
     }
     if report.passed { Ok(()) } else { Err(Exit(1)) }
 }
@@ -707,9 +710,11 @@ fn build(
         // Bound the store: drop blobs that no record references any more.
         let _ = cache.gc(&lock);
     }
-    eprint!("{}", ui::summary(&report));
+    eprint!("{}", crate::redact::text(&ui::summary(&report)));
     if let Some(path) = trace {
-        let text = serde_json::to_string(&ui::trace(&report)).expect("trace serializes");
+        let mut trace = ui::trace(&report);
+        crate::redact::json(&mut trace);
+        let text = serde_json::to_string(&trace).expect("trace serializes");
         cache::write_file(&path, text.as_bytes(), 0o644).map_err(|e| {
             fail(
                 1,

@@ -273,7 +273,10 @@ impl DrainState {
 
     /// A node is done without failing (cached, probed, or ran): record its
     /// report and count it off its dependents.
-    fn finished(&mut self, i: NodeIndex, report: TaskReport) {
+    fn finished(&mut self, i: NodeIndex, mut report: TaskReport) {
+        if let std::borrow::Cow::Owned(r) = crate::redact::text(&report.reason) {
+            report.reason = r;
+        }
         self.observer.finished(&report);
         self.reports[i.index()] = Some(report);
         release(
@@ -386,7 +389,10 @@ impl DrainState {
 
     /// A task failed: report it once, stop new work unless keep-going, and
     /// skip everything downstream, naming the root failure.
-    fn failed(&mut self, i: NodeIndex, report: TaskReport) {
+    fn failed(&mut self, i: NodeIndex, mut report: TaskReport) {
+        if let std::borrow::Cow::Owned(r) = crate::redact::text(&report.reason) {
+            report.reason = r;
+        }
         self.observer.finished(&report);
         self.reports[i.index()] = Some(report);
         let root = self.graph.node(i).id.clone();
