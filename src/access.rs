@@ -83,7 +83,11 @@ fn user_kubeconfig(path: Option<&str>) -> Result<String, TaskError> {
         Some(p) => PathBuf::from(p),
         None => crate::providers::kubeconfig::path_for_merge(),
     };
-    let text = std::fs::read_to_string(&path)
+    let text = crate::cache::read_input(&path)
+        .and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+        })
         .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))?;
     inline_files(&text, &path)
 }
@@ -138,7 +142,7 @@ pub fn inline_files(text: &str, path: &std::path::Path) -> Result<String, TaskEr
                 continue;
             };
             let full = dir.join(file);
-            let bytes = std::fs::read(&full).map_err(|e| {
+            let bytes = crate::cache::read_input(&full).map_err(|e| {
                 TaskError::new(format!(
                     "cannot read {file_key} {} named by kubeconfig {}: {e}",
                     full.display(),

@@ -469,6 +469,32 @@ fn holder(file: &mut File) -> Option<String> {
     None
 }
 
+/// The most mesh reads from a file a user names (a manifest, a template,
+/// a kubeconfig): far above any real one, far below what exhausts memory.
+pub const MAX_INPUT: u64 = 16 << 20;
+
+/// Read a file a user named: a regular file (not `/dev/zero`, a FIFO or a
+/// directory) of at most [`MAX_INPUT`] bytes, else an error saying which.
+pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
+    let f = File::open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_INPUT + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {} MiB", MAX_INPUT >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Write a file atomically through a temp file beside it, `mode` whatever
 /// the umask (reports and traces: 0644).
 pub fn write_file(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

@@ -262,6 +262,19 @@ fn kind_node_is_an_image_tag_with_its_v() {
 }
 
 #[test]
+fn a_manifest_that_is_a_device_or_a_directory() {
+    // /dev/zero never ends: read unbounded, it exhausted memory.
+    insta::assert_snapshot!(error_of(&edit(
+        "manifest = \"tasks/apps/helloworld.yaml\"",
+        "manifest = \"/dev/zero\"",
+    )));
+    insta::assert_snapshot!(error_of(&edit(
+        "manifest = \"tasks/apps/helloworld.yaml\"",
+        "manifest = \"/\"",
+    )));
+}
+
+#[test]
 fn istio_too_old() {
     insta::assert_snapshot!(error_of(&edit("istio = \"1.28.0\"", "istio = \"1.19.3\"")));
 }

@@ -146,7 +146,7 @@ fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
         let source = gateway_api_source(&plan.versions.gateway_api);
         // What is applied is part of the key: the source, and a local
         // file's bytes (a URL's bytes are pinned by the version in it).
-        let bytes = std::fs::read(&source).ok();
+        let bytes = crate::cache::read_input(std::path::Path::new(&source)).ok();
         slice = slice.put(
             "gateway_api_crds",
             "env.MESH_GATEWAY_API_CRDS",

@@ -102,7 +102,15 @@ impl Validator {
             return true;
         }
         let path = self.dir.join(name);
-        match std::fs::read_to_string(&path) {
+        let read = crate::cache::read_input(&path).and_then(|b| {
+            String::from_utf8(b).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                )
+            })
+        });
+        match read {
             Ok(text) => {
                 self.files.insert(
                     name.to_string(),
