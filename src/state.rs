@@ -243,6 +243,26 @@ impl Store {
         })
     }
 
+    /// Delete the mesh's identity (the root CA): the parameters first (the
+    /// commit point: without them there is no identity), then the rest.
+    /// True if there was one.
+    pub fn forget_identity(&self) -> Result<bool, StateError> {
+        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.dir.join("identity");
+        let params = d.join("root.json");
+        let had = match std::fs::remove_file(&params) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(serr(&params, e)),
+        };
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(serr(&d, e)),
+        }
+        Ok(had)
+    }
+
     /// The mesh's identity, if one was saved.
     pub fn identity(&self) -> Result<Option<Identity>, StateError> {
         let d = self.dir.join("identity");

@@ -79,6 +79,37 @@ fn the_root_ca_survives_clean_a_lost_cache_and_unrelated_pki_edits() {
 }
 
 #[test]
+fn destroy_forgets_the_identity_only_when_asked_by_name() {
+    let p = Project::default_plan();
+    p.build();
+    let root = p.read("state/identity/root-cert.pem");
+    // Plain destroy keeps it.
+    let o = p.run(&["destroy", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(p.path("state/identity/root-key.pem").exists());
+    // Named but not confirmed (no terminal, no --yes), or a dry run: kept.
+    let o = p.run(&["destroy", "--forget-identity"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("--yes"), "{}", o.stderr);
+    let o = p.run(&["destroy", "--forget-identity", "--dry-run"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("root CA"), "{}", o.stderr);
+    assert_eq!(p.read("state/identity/root-cert.pem"), root);
+    // Named and confirmed: gone, and the next build mints a new root.
+    let o = p.run(&["destroy", "--forget-identity", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("forgot the mesh's identity"),
+        "{}",
+        o.stderr
+    );
+    assert!(!p.path("state/identity").exists());
+    let o = p.build();
+    assert!(o.with("ran").contains(&"pki.root".to_string()));
+    assert_ne!(p.read("state/identity/root-cert.pem"), root);
+}
+
+#[test]
 fn editing_a_template_reruns_exactly_its_readers() {
     let p = Project::default_plan();
     p.build();

@@ -116,6 +116,11 @@ pub enum Command {
         /// Only show what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete the mesh's identity, its root CA (state/identity):
+        /// the next build mints a new one, which no workload trusts yet.
+        /// Asked separately on a terminal.
+        #[arg(long)]
+        forget_identity: bool,
     },
     /// Give mesh a kind cluster of this plan that mesh did not create: it
     /// records it as owned, and the next build recreates it from the plan.
@@ -239,9 +244,17 @@ fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Clean { gc } => clean(&dir, &cache_dir, gc),
-        Command::Destroy { yes, dry_run } => {
+        Command::Destroy {
+            yes,
+            dry_run,
+            forget_identity,
+        } => {
             let l = load(&cli.plan, Build::Live)?;
-            destroy(l, &cache_dir, yes, dry_run)
+            destroy(l, &cache_dir, yes, dry_run)?;
+            if forget_identity {
+                forget_identity_cmd(&cache_dir, yes, dry_run)?;
+            }
+            Ok(())
         }
         Command::Adopt { cluster } => {
             let l = load(&cli.plan, Build::Live)?;
@@ -515,6 +528,57 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
         "mesh destroy: {} live tasks undone and forgotten; {} kind cluster(s) deleted",
         done.len(),
         owned.len()
+    );
+    Ok(())
+}
+
+/// `mesh destroy --forget-identity`, once everything else is gone: delete
+/// the root CA, asking first on a terminal (`--yes` answers).
+fn forget_identity_cmd(cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(), Exit> {
+    let store = crate::state::get().expect("the state store is set");
+    let err = |e: crate::state::StateError| fail(1, format!("error: {e}"));
+    let dir = store.dir().join("identity");
+    if store.identity().map_err(err)?.is_none() {
+        eprintln!("mesh destroy: no identity to forget in {}", dir.display());
+        return Ok(());
+    }
+    eprintln!(
+        "mesh destroy will also delete the mesh's identity: its root CA in {} \
+         (a new build mints a new root; nothing can bring this one back)",
+        dir.display()
+    );
+    if dry_run {
+        eprintln!("mesh destroy --dry-run: the identity was kept");
+        return Ok(());
+    }
+    if !yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(fail(
+                1,
+                "error: pass --yes with --forget-identity to delete the root CA (not on a terminal, so it cannot ask; the identity was kept)",
+            ));
+        }
+        eprint!("Delete the root CA? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("mesh destroy: the identity was kept");
+            return Ok(());
+        }
+    }
+    // pki.root's record goes first: the next build mints a new root
+    // instead of trusting outputs made from the one being forgotten.
+    if let Some(cache) = Cache::open_existing(cache_dir) {
+        let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+        let id = crate::kinds::pki::root_id();
+        cache
+            .remove(&lock, id.as_str())
+            .map_err(|e| fail(1, format!("error: {e}")))?;
+    }
+    store.forget_identity().map_err(err)?;
+    eprintln!(
+        "mesh destroy: forgot the mesh's identity (deleted {})",
+        dir.display()
     );
     Ok(())
 }
