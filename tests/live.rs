@@ -333,6 +333,28 @@ fn ambient_multi_primary_bring_up() {
             "true"
         );
     }
+    // A new intermediate: ztunnel holds the workloads' certificates in
+    // ambient mode, so it is restarted (after istiod) with the apps.
+    std::fs::write(
+        p.path().join("plan.toml"),
+        default_plan()
+            .replace("mode = \"sidecar\"", "mode = \"ambient\"")
+            .replace("intermediate_days = 730", "intermediate_days = 365"),
+    )
+    .unwrap();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for c in ["east", "west"] {
+        let z = w
+            .api(c)
+            .get("apps", "daemonsets", "istio-system", "ztunnel")
+            .unwrap();
+        assert!(
+            z["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string(),
+            "{c}: {z}"
+        );
+    }
 }
 
 #[test]
@@ -1943,7 +1965,7 @@ fn destroy_works_from_the_inventory_after_mesh_clean() {
 }
 
 #[test]
-fn a_new_intermediate_restarts_istiod_and_waits_for_it() {
+fn a_new_intermediate_restarts_istiod_then_the_workloads_and_waits_for_them() {
     // istiod loads cacerts when it starts: a new intermediate (here from an
     // intermediate_days edit) reaches it only through a restart.
     let w = World::new(&["east", "west"]);
@@ -1986,6 +2008,37 @@ fn a_new_intermediate_restarts_istiod_and_waits_for_it() {
             d["status"]["updatedReplicas"], d["spec"]["replicas"],
             "{c}: {d}"
         );
+        // Then what holds certificates of the old intermediate: the apps
+        // and the east-west gateway, after istiod was back, and waited for.
+        let at = |d: &Value| {
+            let s = d["spec"]["template"]["metadata"]["annotations"]
+                ["kubectl.kubernetes.io/restartedAt"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{c}: not restarted: {d}"))
+                .to_string();
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        let deployments = w.api(c).list("apps", "deployments");
+        let mut workloads = 0;
+        for d in &deployments {
+            let (ns, name) = (
+                d["metadata"]["namespace"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+            );
+            if name == "istiod" || !(ns == "sample" || ns == "istio-system") {
+                continue;
+            }
+            workloads += 1;
+            assert!(
+                at(d) > at(&istiod(c)),
+                "{c}: {ns}/{name} restarted before istiod"
+            );
+            assert_eq!(
+                d["status"]["updatedReplicas"], d["spec"]["replicas"],
+                "{c}: {ns}/{name}: {d}"
+            );
+        }
+        assert!(workloads >= 2, "{c}: apps and gateway: {deployments:?}");
     }
 }
 

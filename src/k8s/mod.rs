@@ -34,7 +34,7 @@ mod wait;
 
 pub use objects::{
     ClusterView, apply_secret, exec_sh, istiod_clusters, lb_ip, reader_token, release_record,
-    release_state, restart_deployment,
+    release_state, restart_deployment, restart_workloads,
 };
 pub use wait::{
     wait_crds_established, wait_daemonset, wait_deployment, wait_gateway_address, wait_lb_ip,

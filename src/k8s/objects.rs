@@ -137,11 +137,20 @@ pub async fn restart_deployment(
     if found.is_none() {
         return Ok(false);
     }
+    stamp(client, "Deployment", ns, name).await?;
+    wait_deployment(client, ns, name, timeout).await?;
+    Ok(true)
+}
+
+/// Stamp a workload's pod template with the time, as `kubectl rollout
+/// restart` does: its controller replaces every pod.
+async fn stamp(client: &Client, kind: &str, ns: &str, name: &str) -> Result<(), KubeError> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let patch = serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1", "kind": kind,
         "metadata": {"name": name, "namespace": ns},
         "spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": now}}}},
@@ -150,11 +159,74 @@ pub async fn restart_deployment(
         PatchParams::apply("mesh-restart").force(),
         Patch::Apply(&patch),
     );
-    bounded(|| api.patch(name, &pp, &apply))
-        .await
-        .map_err(|e| call_error(format!("cannot restart {what}"), e))?;
-    wait_deployment(client, ns, name, timeout).await?;
-    Ok(true)
+    let what = format!("cannot restart {kind} {ns}/{name}");
+    if kind == "DaemonSet" {
+        let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+        bounded(|| api.patch(name, &pp, &apply))
+            .await
+            .map_err(|e| call_error(what, e))?;
+    } else {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        bounded(|| api.patch(name, &pp, &apply))
+            .await
+            .map_err(|e| call_error(what, e))?;
+    }
+    Ok(())
+}
+
+/// Restart the Deployments and DaemonSets of namespace `ns` that `keep`
+/// selects (by kind and name), all at once, then wait for every rollout;
+/// the `Kind/name`s restarted. A namespace that does not exist (yet) has
+/// none.
+pub async fn restart_workloads(
+    client: &Client,
+    ns: &str,
+    keep: impl Fn(&str, &str) -> bool,
+    timeout: Duration,
+) -> Result<Vec<String>, KubeError> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    let lp = ListParams::default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let names = |items: Vec<Option<String>>, kind: &str| -> Vec<(String, String)> {
+        items
+            .into_iter()
+            .flatten()
+            .filter(|n| keep(kind, n))
+            .map(|n| (kind.to_string(), n))
+            .collect()
+    };
+    let mut found = names(
+        bounded(|| deployments.list(&lp))
+            .await
+            .map_err(|e| call_error(format!("cannot list Deployments in {ns}"), e))?
+            .items
+            .into_iter()
+            .map(|d| d.metadata.name)
+            .collect(),
+        "Deployment",
+    );
+    found.extend(names(
+        bounded(|| daemonsets.list(&lp))
+            .await
+            .map_err(|e| call_error(format!("cannot list DaemonSets in {ns}"), e))?
+            .items
+            .into_iter()
+            .map(|d| d.metadata.name)
+            .collect(),
+        "DaemonSet",
+    ));
+    for (kind, name) in &found {
+        stamp(client, kind, ns, name).await?;
+    }
+    for (kind, name) in &found {
+        if kind == "DaemonSet" {
+            wait_daemonset(client, ns, name, timeout).await?;
+        } else {
+            wait_deployment(client, ns, name, timeout).await?;
+        }
+    }
+    Ok(found.into_iter().map(|(k, n)| format!("{k}/{n}")).collect())
 }
 
 /// A cluster as an istiod sees it: its `/debug/clusterz` entries, what

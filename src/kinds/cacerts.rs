@@ -8,9 +8,14 @@
 //! that order, before istiod: without `cacerts` istiod silently self-signs
 //! and cross-cluster mTLS fails. istiod reads `cacerts` when it starts, so
 //! when the Secret is applied again (a new intermediate, or drift), an
-//! istiod already running is restarted and awaited. Workloads keep their
-//! certificates: the root is the mesh's stable identity (see `pki`), so
-//! old and new intermediates chain to the same trust anchor.
+//! istiod already running is restarted and awaited; then what holds
+//! certificates signed by the previous intermediate is restarted and
+//! awaited too (the gateways and ztunnel in `istio-system`, every
+//! Deployment and DaemonSet in the namespaces of the apps placed on the
+//! cluster), so the mesh is on the new CA when the build ends. Which
+//! namespaces is read from the plan but kept out of the task's key: it
+//! says what a rerun restarts, not what it applies, and an app edit must
+//! not restart istiod.
 
 use super::render::Enrich;
 use super::step::{Src, Step, Wait};
@@ -29,6 +34,17 @@ pub fn id(cluster: &str) -> TaskId {
 /// `render.cacerts:<c>`
 pub fn render_id(cluster: &str) -> TaskId {
     TaskId::new(format!("render.cacerts:{cluster}"))
+}
+
+/// The namespaces of the apps placed on cluster `c`, sorted.
+fn app_namespaces(plan: &crate::plan::Plan, c: &str) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = plan
+        .apps
+        .values()
+        .filter(|a| a.placement.contains_key(c))
+        .map(|a| a.namespace.clone())
+        .collect();
+    set.into_iter().collect()
 }
 
 pub fn plan(p: &mut Planner) {
@@ -59,10 +75,15 @@ pub fn plan(p: &mut Planner) {
                     Src::dep(render_id(n), NAMESPACE),
                     Src::dep(render_id(n), CACERTS),
                 ])
-                .waits(vec![Wait::RestartOnRerun {
-                    namespace: "istio-system".into(),
-                    name: "istiod".into(),
-                }])
+                .waits(vec![
+                    Wait::RestartOnRerun {
+                        namespace: "istio-system".into(),
+                        name: "istiod".into(),
+                    },
+                    Wait::RestartWorkloadsOnRerun {
+                        namespaces: app_namespaces(p.plan, n),
+                    },
+                ])
                 .action(),
         });
     }

@@ -299,6 +299,13 @@ pub enum Wait {
         namespace: String,
         name: String,
     },
+    /// On a rerun, after the above: restart what holds certificates from
+    /// the previous CA and wait for every rollout: in `istio-system` the
+    /// gateways (every Deployment but istiod) and ztunnel; in each of
+    /// `namespaces` (the apps') every Deployment and DaemonSet.
+    RestartWorkloadsOnRerun {
+        namespaces: Vec<String>,
+    },
 }
 
 impl Step {
@@ -400,6 +407,17 @@ impl Step {
                 Wait::RestartOnRerun { namespace, name } if rerun => {
                     let client = access.client().await?;
                     k8s::restart_deployment(&client, namespace, name, wait_timeout()).await?;
+                }
+                Wait::RestartWorkloadsOnRerun { namespaces } if rerun => {
+                    let client = access.client().await?;
+                    let istio = |kind: &str, name: &str| match kind {
+                        "Deployment" => name != "istiod",
+                        _ => name == "ztunnel",
+                    };
+                    k8s::restart_workloads(&client, "istio-system", istio, wait_timeout()).await?;
+                    for ns in namespaces.iter().filter(|n| n.as_str() != "istio-system") {
+                        k8s::restart_workloads(&client, ns, |_, _| true, wait_timeout()).await?;
+                    }
                 }
                 _ => {}
             }
