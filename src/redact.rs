@@ -129,7 +129,8 @@ fn key_values(s: &str) -> String {
             bytes
                 .get(i..i + k.len())
                 .is_some_and(|w| w.eq_ignore_ascii_case(k.as_bytes()))
-                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+                // A word of its own, not part of a name (`remote-secret:`).
+                && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'-' | b'_' | b'.')))
                 && !bytes
                     .get(i + k.len())
                     .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
@@ -263,6 +264,8 @@ mod tests {
             "the secret cacerts in istio-system is missing",
             "the token controller has not filled istio-reader-service-account-istio-remote-secret-token yet",
             "cannot read /tmp/mesh-kind-kubeconfig-AbCdEf9/kubeconfig: gone",
+            "[24/41] ran remote-secret:east->west and remote-secret:west->east",
+            "task remote-secret:east->west failed: reader-token: not yet",
             "ISTIO_META_REQUESTED_NETWORK_VIEW is set twice in istio-eastwestgateway",
         ] {
             assert!(
