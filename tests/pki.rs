@@ -306,3 +306,158 @@ fn pathlen_zero_is_enforced_by_openssl() {
     );
     assert!(!ok);
 }
+
+/// A CA made the way an organisation's would be (rcgen here: any tool).
+fn org_ca(
+    is_ca: bool,
+    usages: &[rcgen::KeyUsagePurpose],
+    not_after: (i32, u8, u8),
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Example Org Root CA");
+    p.is_ca = if is_ca {
+        rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+    } else {
+        rcgen::IsCa::ExplicitNoCa
+    };
+    p.key_usages = usages.to_vec();
+    p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+fn with_own_root(cert: &str, key: &str) -> Project {
+    let p = Project::with_plan(&plan("ecdsa-p256").replace(
+        "intermediate_days = 400",
+        "intermediate_days = 400\nroot_cert = \"org/root-cert.pem\"\nroot_key = \"org/root-key.pem\"",
+    ));
+    std::fs::create_dir_all(p.path("org")).unwrap();
+    std::fs::write(p.path("org/root-cert.pem"), cert).unwrap();
+    std::fs::write(p.path("org/root-key.pem"), key).unwrap();
+    p
+}
+
+const SIGN: &[rcgen::KeyUsagePurpose] = &[
+    rcgen::KeyUsagePurpose::KeyCertSign,
+    rcgen::KeyUsagePurpose::CrlSign,
+];
+
+#[test]
+fn an_organisations_root_signs_the_intermediates_and_becomes_the_identity() {
+    let (cert, key) = org_ca(true, SIGN, (2090, 1, 1));
+    let p = with_own_root(&cert, &key);
+    let o = p.build();
+    assert_eq!(p.read("out/pki/root-cert.pem"), cert);
+    assert_eq!(p.read("state/identity/root-cert.pem"), cert);
+    for c in ["east", "west"] {
+        let (ok, out) = openssl(
+            &p.path(""),
+            &[
+                "verify",
+                "-CAfile",
+                "org/root-cert.pem",
+                &format!("out/pki/{c}/ca-cert.pem"),
+            ],
+        );
+        assert!(ok, "{c}: {out}");
+        assert!(
+            p.read(&format!("out/pki/{c}/cert-chain.pem"))
+                .ends_with(&cert)
+        );
+    }
+    // The key is never exported, printed or kept in the plan's files.
+    assert!(!o.stdout.contains("PRIVATE") && !o.stderr.contains("PRIVATE"));
+    assert!(!p.path("out/pki/root-key.pem").exists());
+    // Editing the key file (here: another key) is caught before anything runs.
+    let (_, other) = org_ca(true, SIGN, (2090, 1, 1));
+    std::fs::write(p.path("org/root-key.pem"), other).unwrap();
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("org/root-key.pem is not the key of org/root-cert.pem")
+            && o.stderr.contains("plan.toml:"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn a_root_that_cannot_serve_is_refused_before_anything_runs_with_its_location() {
+    let (good, good_key) = org_ca(true, SIGN, (2090, 1, 1));
+    let cases: Vec<(String, String, &str)> = vec![
+        {
+            let (c, k) = org_ca(false, SIGN, (2090, 1, 1));
+            (c, k, "org/root-cert.pem:1: the certificate is not a CA")
+        },
+        {
+            let (c, k) = org_ca(
+                true,
+                &[rcgen::KeyUsagePurpose::DigitalSignature],
+                (2090, 1, 1),
+            );
+            (
+                c,
+                k,
+                "may not sign certificates (its keyUsage lacks keyCertSign)",
+            )
+        },
+        {
+            let (c, k) = org_ca(true, SIGN, (2020, 1, 1));
+            (
+                c,
+                k,
+                "the certificate is valid from 2019-01-01 to 2020-01-01, not now",
+            )
+        },
+        {
+            // Expires before a 400-day intermediate made today would.
+            let soon = ::time::OffsetDateTime::now_utc() + ::time::Duration::days(100);
+            let (c, k) = org_ca(true, SIGN, (soon.year(), soon.month() as u8, soon.day()));
+            (
+                c,
+                k,
+                "before intermediates made today for intermediate_days = 400 would",
+            )
+        },
+        (
+            good.clone(),
+            org_ca(true, SIGN, (2090, 1, 1)).1,
+            "org/root-key.pem is not the key of org/root-cert.pem",
+        ),
+        (good_key.clone(), good_key.clone(), "not a CERTIFICATE"),
+        (
+            "not a certificate\n".into(),
+            good_key.clone(),
+            "org/root-cert.pem holds no PEM certificate",
+        ),
+        (
+            good.clone(),
+            "garbage\n".into(),
+            "org/root-key.pem:1: no private key that parses",
+        ),
+    ];
+    for (cert, key, want) in cases {
+        let p = with_own_root(&cert, &key);
+        let o = p.run(&["build", "--offline"]);
+        assert_eq!(o.code, 2, "{want}: {}", o.stderr);
+        assert!(o.stderr.contains(want), "{want}: {}", o.stderr);
+        assert!(o.stderr.contains("plan.toml:"), "{want}: {}", o.stderr);
+        assert!(!o.stderr.contains("PRIVATE KEY"), "{}", o.stderr);
+        assert!(!p.path("cache").exists());
+    }
+    // Only one of the two.
+    let p = Project::with_plan(&plan("ecdsa-p256").replace(
+        "intermediate_days = 400",
+        "intermediate_days = 400\nroot_cert = \"org/root-cert.pem\"",
+    ));
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("root_cert and root_key go together"),
+        "{}",
+        o.stderr
+    );
+}

@@ -46,15 +46,31 @@ pub fn plan(p: &mut Planner) {
     let plan = p.plan;
     let algorithm = || Slice::new().put("algorithm", "pki.algorithm", plan.pki.algorithm);
     let pk = plan.pki.clone();
-    p.pure(
-        root_id(),
-        "pki.root",
-        VERSION,
-        &algorithm().put("root_days", "pki.root_days", plan.pki.root_days),
-        &[],
-        vec![],
-        blocking(move |ctx| root_identity(ctx, &pk)),
-    );
+    match &plan.pki.root {
+        // The user's root: its certificate file and its key's digest.
+        Some(own) => {
+            let cert = plan.files[own.cert.as_str()].text.to_string();
+            let mine = own.clone();
+            p.pure(
+                root_id(),
+                "pki.root",
+                VERSION,
+                &Slice::new().put("root_key", "pki.root_key", &own.key_digest),
+                &[own.cert.as_str()],
+                vec![],
+                blocking(move |_| own_root(&cert, &mine)),
+            );
+        }
+        None => p.pure(
+            root_id(),
+            "pki.root",
+            VERSION,
+            &algorithm().put("root_days", "pki.root_days", plan.pki.root_days),
+            &[],
+            vec![],
+            blocking(move |ctx| root_identity(ctx, &pk)),
+        ),
+    }
     for c in plan.clusters.values() {
         let (pk, name) = (plan.pki.clone(), c.name.clone());
         p.pure(
@@ -187,6 +203,52 @@ fn root_identity(ctx: &crate::graph::Ctx, pki: &Pki) -> Result<Vec<OutFile>, Tas
         })
         .map_err(serr)?;
     Ok(files)
+}
+
+/// `pki.root` with the user's root (`[pki] root_cert`, `root_key`): the
+/// key is read now and must be the one checked when the plan was read.
+/// It becomes the mesh's identity; replacing a different one is refused
+/// while mesh owns live clusters, as for a minted root.
+fn own_root(cert: &str, own: &crate::plan::OwnRoot) -> Result<Vec<OutFile>, TaskError> {
+    let key = crate::cache::read_input(&own.key_path)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            TaskError::new(format!("cannot read root_key {}", own.key_path.display()))
+        })?;
+    if crate::hash::Digest::of_bytes(key.as_bytes()).hex() != own.key_digest {
+        return Err(TaskError::new(format!(
+            "root_key {} changed while mesh ran; run mesh again",
+            own.key_path.display()
+        )));
+    }
+    if let Some(store) = crate::state::get() {
+        let serr = |e: crate::state::StateError| TaskError::new(e.to_string());
+        let params = serde_json::json!({
+            "root_cert": crate::hash::Digest::of_bytes(cert.as_bytes()).hex()
+        });
+        if let Some(id) = store.identity().map_err(serr)?
+            && id.cert_pem != cert
+        {
+            let live = store.inventory().map_err(serr)?.kind_clusters();
+            if !live.is_empty() {
+                return Err(TaskError::new(format!(
+                    "[pki] root_cert is not the mesh's root CA: a new root would break trust with \
+                     the workloads of {} (mesh does not rotate roots yet). Put [pki] back, or \
+                     `mesh destroy` first",
+                    live.join(", ")
+                )));
+            }
+        }
+        store
+            .save_identity(&crate::state::Identity {
+                params,
+                cert_pem: cert.to_string(),
+                key_pem: key.clone(),
+            })
+            .map_err(serr)?;
+    }
+    Ok(root_files(cert.to_string(), key))
 }
 
 fn root_files(cert_pem: String, key_pem: String) -> Vec<OutFile> {

@@ -104,6 +104,21 @@ pub struct Pki {
     pub algorithm: Algorithm,
     pub root_days: u32,
     pub intermediate_days: u32,
+    /// `root_cert` and `root_key`: a root CA the user brings.
+    pub root: Option<OwnRoot>,
+}
+
+/// A root CA from files (`[pki] root_cert`, `root_key`), checked when the
+/// plan was read. The certificate is one of the plan's files; the key is
+/// only named (and hashed): its bytes are read by `pki.root` when it runs.
+#[derive(Serialize, Clone, Debug)]
+pub struct OwnRoot {
+    /// As the plan names it (a key of the plan's files).
+    pub cert: String,
+    /// Where the key is.
+    pub key_path: std::path::PathBuf,
+    /// The key file's digest (hex), for `pki.root`'s key.
+    pub key_digest: String,
 }
 
 #[derive(Serialize, Clone, Debug)]

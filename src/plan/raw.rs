@@ -44,6 +44,8 @@ pub(super) struct RawPki {
     pub(super) algorithm: Option<Spanned<Algorithm>>,
     pub(super) root_days: Option<Spanned<u32>>,
     pub(super) intermediate_days: Option<Spanned<u32>>,
+    pub(super) root_cert: Option<Spanned<String>>,
+    pub(super) root_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -12,6 +12,7 @@ use super::raw::*;
 use super::*;
 
 mod apps;
+mod ca;
 mod clusters;
 
 /// What the cluster checks need from `[mesh]`.
@@ -363,10 +364,73 @@ impl Validator {
             }
             self.err(d);
         }
+        let root = self.own_root(raw, intermediate_days);
         Pki {
             algorithm,
             root_days,
             intermediate_days,
+            root,
+        }
+    }
+
+    /// `[pki] root_cert` and `root_key`: both or neither, then checked
+    /// (see [`ca`]).
+    fn own_root(&mut self, raw: &RawPki, intermediate_days: u32) -> Option<crate::plan::OwnRoot> {
+        let (cert, key) = match (&raw.root_cert, &raw.root_key) {
+            (None, None) => return None,
+            (Some(c), Some(k)) => (c, k),
+            (Some(one), None) | (None, Some(one)) => {
+                self.err(
+                    Diag::new("root_cert and root_key go together")
+                        .at(one.span(), "only one of the two")
+                        .hint("name both the root CA's certificate and its private key, or neither (mesh then makes a root)"),
+                );
+                return None;
+            }
+        };
+        if !self.load_file(cert.get_ref(), Some(cert.span()), "root_cert") {
+            return None;
+        }
+        let cert_text = self.files[cert.get_ref()].text.to_string();
+        let key_path = self.dir.join(key.get_ref());
+        let key_text = match crate::cache::read_input(&key_path).and_then(|b| {
+            String::from_utf8(b)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                self.err(
+                    Diag::new(format!("cannot read root_key {}: {e}", key.get_ref()))
+                        .at(key.span(), "unreadable")
+                        .hint(format!(
+                            "paths are relative to the plan's directory ({})",
+                            self.dir.display()
+                        )),
+                );
+                return None;
+            }
+        };
+        match ca::check_root(
+            cert.get_ref(),
+            &cert_text,
+            key.get_ref(),
+            &key_text,
+            intermediate_days,
+        ) {
+            Ok(r) => Some(crate::plan::OwnRoot {
+                cert: cert.get_ref().clone(),
+                key_path,
+                key_digest: r.key_digest.hex(),
+            }),
+            Err((message, hint)) => {
+                let span = if message.starts_with(key.get_ref().as_str()) {
+                    key.span()
+                } else {
+                    cert.span()
+                };
+                self.err(Diag::new(message).at(span, "this root").hint(hint));
+                None
+            }
         }
     }
 

@@ -1,0 +1,137 @@
+//! Bring your own root CA: `[pki] root_cert` and `root_key` name PEM files
+//! (an organisation's CA, or one kept from an earlier mesh), checked before
+//! anything runs.
+//!
+//! The checks, in order, each an error at the plan key that names the file
+//! (and the line of the PEM block at fault): the certificate file holds a
+//! PEM `CERTIFICATE` that parses as X.509; it is a CA (basicConstraints
+//! CA:true); it may sign certificates (keyUsage, when present, has
+//! keyCertSign); it is valid now; the intermediates mesh signs with it
+//! (`intermediate_days` from today) do not outlive it; the key file holds a
+//! private key that parses, and its public key is the certificate's. The
+//! key file is read here only to check it and hash it: its bytes never
+//! enter the plan (the digest does, so editing the key reruns `pki.root`),
+//! and `pki.root` reads it again when it runs.
+
+use crate::hash::Digest;
+
+/// What the checks learn about a good root.
+pub(super) struct Root {
+    pub key_digest: Digest,
+}
+
+/// The line (1-based) of the first `-----BEGIN <label>` in `text`, or 1.
+fn pem_line(text: &str, label: &str) -> usize {
+    let marker = format!("-----BEGIN {label}");
+    text.lines()
+        .position(|l| l.contains(&marker))
+        .map_or(1, |i| i + 1)
+}
+
+/// Check a root certificate and key (their texts; `cert_name` and
+/// `key_name` as the plan names them); `Err` is the message and hint.
+pub(super) fn check_root(
+    cert_name: &str,
+    cert_text: &str,
+    key_name: &str,
+    key_text: &str,
+    intermediate_days: u32,
+) -> Result<Root, (String, String)> {
+    let at = |label: &str| format!("{cert_name}:{}", pem_line(cert_text, label));
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_text.as_bytes()).map_err(|_| {
+        (
+            format!("{cert_name} holds no PEM certificate"),
+            "root_cert must be a PEM file starting with -----BEGIN CERTIFICATE-----".into(),
+        )
+    })?;
+    if pem.label != "CERTIFICATE" {
+        let what = if pem.label.contains("PRIVATE") {
+            "a private key".to_string()
+        } else {
+            format!("a PEM {:?} block", pem.label)
+        };
+        return Err((
+            format!("{}: {what}, not a CERTIFICATE", at(&pem.label)),
+            "root_cert names the certificate; the key goes in root_key".into(),
+        ));
+    }
+    let cert = pem.parse_x509().map_err(|e| {
+        (
+            format!("{}: the certificate does not parse: {e}", at("CERTIFICATE")),
+            "export it again from your CA (PEM, X.509 v3)".into(),
+        )
+    })?;
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca);
+    if !is_ca {
+        return Err((
+            format!(
+                "{}: the certificate is not a CA (basicConstraints CA:true is missing)",
+                at("CERTIFICATE")
+            ),
+            "mesh signs an intermediate per cluster with this root: it must be a CA certificate"
+                .into(),
+        ));
+    }
+    if let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return Err((
+            format!(
+                "{}: the certificate may not sign certificates (its keyUsage lacks keyCertSign)",
+                at("CERTIFICATE")
+            ),
+            "use a CA certificate whose key usage includes keyCertSign".into(),
+        ));
+    }
+    let now = ::time::OffsetDateTime::now_utc();
+    let not_after = cert.validity().not_after.to_datetime();
+    let not_before = cert.validity().not_before.to_datetime();
+    if not_after <= now || not_before > now {
+        return Err((
+            format!(
+                "{}: the certificate is valid from {} to {}, not now",
+                at("CERTIFICATE"),
+                not_before.date(),
+                not_after.date()
+            ),
+            "use a root that is valid today".into(),
+        ));
+    }
+    let reach = now + ::time::Duration::days(i64::from(intermediate_days));
+    if reach > not_after {
+        return Err((
+            format!(
+                "{}: the root expires on {}, before intermediates made today for intermediate_days = {intermediate_days} would",
+                at("CERTIFICATE"),
+                not_after.date()
+            ),
+            format!(
+                "lower [pki] intermediate_days to at most {}",
+                (not_after - now).whole_days().max(0)
+            ),
+        ));
+    }
+    let key = rcgen::KeyPair::from_pem(key_text).map_err(|_| {
+        (
+            // Never quote the key file: name it and the line of its block.
+            format!(
+                "{key_name}:{}: no private key that parses (PKCS#8, SEC1 or PKCS#1 PEM)",
+                pem_line(key_text, "")
+            ),
+            "root_key must be the PEM private key of root_cert".into(),
+        )
+    })?;
+    if rcgen::PublicKeyData::der_bytes(&key) != cert.public_key().subject_public_key.data.as_ref() {
+        return Err((
+            format!("{key_name} is not the key of {cert_name} (their public keys differ)"),
+            "name the private key that belongs to root_cert".into(),
+        ));
+    }
+    Ok(Root {
+        key_digest: Digest::of_bytes(key_text.as_bytes()),
+    })
+}
