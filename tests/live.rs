@@ -1870,6 +1870,59 @@ fn a_lock_a_killed_mesh_left_is_cleared_and_anyone_elses_is_named_with_the_fix()
 }
 
 #[test]
+fn an_app_removed_from_the_plan_is_removed_from_its_clusters_dependents_first() {
+    let w = World::new(&["east", "west"]);
+    let extra = "\n[apps.extra]\nmanifest = \"tasks/apps/curl.yaml\"\nnamespace = \"extra\"\nplacement = { east = \"*\" }\n";
+    let with = default_plan().replace("\n[verify]", &format!("{extra}\n[verify]"));
+    assert!(with.contains("[apps.extra]"));
+    let p = up(&w, &with);
+    let east = w.api("east");
+    assert!(east.get("apps", "deployments", "extra", "curl").is_some());
+    std::fs::write(p.path().join("plan.toml"), default_plan()).unwrap();
+    // The plan shows it; a build off a terminal without --yes refuses.
+    let o = mesh(&w, p.path(), &["plan"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for id in ["app:extra:east", "namespace:extra:east"] {
+        assert!(
+            o.stdout
+                .contains(&format!("remove {id} from east: it left plan.toml")),
+            "{}",
+            o.stdout
+        );
+    }
+    let j = mesh(&w, p.path(), &["plan", "--json"]).json();
+    let removals: Vec<&str> = j["removals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        removals,
+        ["app:extra:east", "namespace:extra:east"],
+        "dependents first"
+    );
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("--yes"), "{}", o.stderr);
+    assert!(east.get("apps", "deployments", "extra", "curl").is_some());
+    let o = mesh(&w, p.path(), &["build", "--yes", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("removed app:extra:east from east"),
+        "{}",
+        o.stderr
+    );
+    assert!(east.get("apps", "deployments", "extra", "curl").is_none());
+    assert!(east.get("", "namespaces", "", "extra").is_none());
+    // What stays, stays, and is not rerun.
+    assert!(east.get("apps", "deployments", "sample", "curl").is_some());
+    assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
+    let o = mesh(&w, p.path(), &["plan"]);
+    assert!(!o.stdout.contains("remove"), "{}", o.stdout);
+}
+
+#[test]
 fn a_cluster_removed_from_the_plan_is_removed_by_build_with_yes() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());

@@ -28,9 +28,22 @@ pub(super) fn plan_cmd(
     } else {
         super::removals::orphans(&l.plan)?
     };
+    let leftovers = match (&cache, offline) {
+        (Some(c), false) => super::removals::leftovers(&l, c, &removals),
+        _ => Vec::new(),
+    };
     if json {
+        let mut gone: Vec<serde_json::Value> = leftovers
+            .iter()
+            .map(|t| json!({"kind": "task", "id": t.id, "cluster": t.cluster, "what": t.what()}))
+            .collect();
+        gone.extend(
+            removals
+                .iter()
+                .map(|n| json!({"kind": crate::state::KIND_CLUSTER, "name": n})),
+        );
         print_json(&json!({
-            "removals": removals.iter().map(|n| json!({"kind": crate::state::KIND_CLUSTER, "name": n})).collect::<Vec<_>>(),
+            "removals": gone,
             "tasks": preds.iter().map(|(i, p)| json!({
             "id": l.graph.node(*i).id,
             "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe", Prediction::Unreachable{..} => "fail" },
@@ -56,16 +69,25 @@ pub(super) fn plan_cmd(
     } else {
         String::new()
     };
-    let removing = if removals.is_empty() {
+    let removing = if removals.is_empty() && leftovers.is_empty() {
         String::new()
     } else {
-        format!(", {} to remove", removals.len())
+        format!(", {} to remove", removals.len() + leftovers.len())
     };
     println!(
         "mesh plan: {} tasks: {run} would run, {maybe} may run, {} up to date{failing}{removing}",
         preds.len(),
         preds.len() - run - maybe - unreachable
     );
+    for t in &leftovers {
+        println!(
+            "  remove {} from {}: it left {} ({})",
+            t.id,
+            t.cluster,
+            l.plan.file,
+            t.what()
+        );
+    }
     for n in &removals {
         println!(
             "  remove kind cluster {n}: it left {}, and mesh created it (with the remote secrets other clusters hold for it)",

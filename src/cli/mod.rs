@@ -434,12 +434,29 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
     let undo = Cache::open_existing(cache_dir)
         .map(|c| exec::to_undo(&l.graph, &c))
         .unwrap_or_default();
-    if undo.is_empty() && owned.is_empty() {
+    // Tasks that left the plan but not the clusters (those on kind clusters
+    // mesh deletes anyway go with them).
+    let (left, with_cluster): (Vec<removals::Leftover>, Vec<removals::Leftover>) =
+        Cache::open_existing(cache_dir)
+            .map(|c| removals::leftovers(l, &c, &[]))
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|t| !owned.contains(&t.cluster));
+    if undo.is_empty() && owned.is_empty() && left.is_empty() {
         eprintln!("mesh destroy: nothing recorded, nothing to destroy");
         return Ok(());
     }
     // What will go, before anything goes.
     let mut preview = String::from("mesh destroy will:\n");
+    for t in &left {
+        preview.push_str(&format!(
+            "  remove {} from {} ({}; it left {})\n",
+            t.id,
+            t.cluster,
+            t.what(),
+            l.plan.file
+        ));
+    }
     for id in &undo {
         preview.push_str(&format!("  undo {id}\n"));
     }
@@ -468,6 +485,7 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
     let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let rt = runtime()?;
+    removals::remove_leftovers(l, &cache, &lock, &rt, &left, "mesh destroy")?;
     let cache = Arc::new(cache);
     // Each record goes as soon as its task is undone, so a destroy killed
     // midway never leaves a record claiming what no longer exists. A kind
@@ -523,6 +541,12 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
                 )
             })?;
         eprintln!("mesh destroy: deleted kind cluster {name} (not in the plan or the cache)");
+    }
+    // Their clusters are gone: so are they.
+    for t in &with_cluster {
+        cache
+            .remove(&lock, &t.id)
+            .map_err(|e| fail(1, format!("error: {e}")))?;
     }
     eprintln!(
         "mesh destroy: {} live tasks undone and forgotten; {} kind cluster(s) deleted",

@@ -1,5 +1,9 @@
 //! What left the plan: kind clusters mesh owns (the state's inventory)
-//! that plan.toml no longer names. `mesh plan` lists them as removals;
+//! that plan.toml no longer names, and live tasks recorded in the cache
+//! that the plan no longer has (an app, a namespace, a user task, a remote
+//! secret a topology change dropped) on clusters that stay ([`leftovers`]:
+//! undone from their receipts, dependents first, each record forgotten
+//! once its objects and releases are gone). `mesh plan` lists them as removals;
 //! `mesh build` removes them before anything else runs, after asking on a
 //! terminal (or with `--yes`; elsewhere it refuses and says so):
 //!
@@ -39,6 +43,130 @@ pub(super) fn orphans(plan: &Plan) -> Result<Vec<String>, Exit> {
         .collect())
 }
 
+/// A live task that left the plan and left something in a cluster that
+/// stays: objects or Helm releases its receipt names.
+pub(super) struct Leftover {
+    pub id: String,
+    /// Where it acted.
+    pub cluster: String,
+    pub receipt: kinds::step::Receipt,
+}
+
+impl Leftover {
+    /// "3 objects, 1 Helm release".
+    pub(super) fn what(&self) -> String {
+        let (o, r) = (self.receipt.objects.len(), self.receipt.releases.len());
+        let mut parts = vec![];
+        if o > 0 {
+            parts.push(format!("{o} object{}", if o == 1 { "" } else { "s" }));
+        }
+        if r > 0 {
+            parts.push(format!("{r} Helm release{}", if r == 1 { "" } else { "s" }));
+        }
+        parts.join(", ")
+    }
+}
+
+/// Live tasks recorded in the cache that the plan no longer has (an app,
+/// a namespace, a user task, a remote secret a topology change dropped),
+/// on clusters that stay, with what their receipts say they left; those
+/// that depend on others first. A task on a cluster that left the plan
+/// goes with that cluster instead.
+pub(super) fn leftovers(l: &Loaded, cache: &Cache, gone: &[String]) -> Vec<Leftover> {
+    let mut out: Vec<(Leftover, Vec<String>)> = Vec::new();
+    for id in cache.record_ids() {
+        if l.graph.find(&id).is_some() || gone.iter().any(|g| of_cluster(&id, g)) {
+            continue;
+        }
+        let Load::Ok(rec) = cache.load(&id) else {
+            continue;
+        };
+        let Some(receipt) = exec::recorded_file(cache, &id, kinds::step::RECEIPT)
+            .and_then(|b| serde_json::from_slice::<kinds::step::Receipt>(&b).ok())
+            .filter(kinds::step::Receipt::holds_anything)
+        else {
+            continue;
+        };
+        let recorded = exec::recorded_file(cache, &id, kinds::step::CLUSTER)
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let Some(cluster) = recorded.or_else(|| cluster_of(&id)) else {
+            continue;
+        };
+        let deps = rec.deps.keys().cloned().collect();
+        out.push((
+            Leftover {
+                id,
+                cluster,
+                receipt,
+            },
+            deps,
+        ));
+    }
+    // Dependents first: a leftover goes before every leftover it depends on.
+    let mut ordered = Vec::with_capacity(out.len());
+    while !out.is_empty() {
+        let i = (0..out.len())
+            .find(|&i| {
+                let id = &out[i].0.id;
+                !out.iter().any(|(_, deps)| deps.contains(id))
+            })
+            .unwrap_or(0);
+        ordered.push(out.remove(i).0);
+    }
+    ordered
+}
+
+/// The cluster a built-in live task acted on, from its id: the last part
+/// (`app:<a>:<c>`, `namespace:<ns>:<c>`), or where a remote secret lives
+/// (`remote-secret:<from>-><to>`).
+fn cluster_of(id: &str) -> Option<String> {
+    if let Some(pair) = id.strip_prefix("remote-secret:") {
+        return pair.split("->").nth(1).map(str::to_string);
+    }
+    let mut parts = id.split(':');
+    let kind = parts.next()?;
+    let last = parts.next_back()?;
+    matches!(kind, "app" | "namespace").then(|| last.to_string())
+}
+
+/// Undo leftovers (dependents first), forgetting each record once its
+/// objects and releases are gone.
+pub(super) fn remove_leftovers(
+    l: &Loaded,
+    cache: &Cache,
+    lock: &crate::cache::BuildLock,
+    rt: &tokio::runtime::Runtime,
+    items: &[Leftover],
+    who: &str,
+) -> Result<(), Exit> {
+    for item in items {
+        if !l.plan.clusters.contains_key(&item.cluster) {
+            return Err(fail(
+                1,
+                format!(
+                    "error: cannot remove {}: its cluster {} is no longer in {}, so mesh cannot reach it (put the cluster back to remove it)",
+                    item.id, item.cluster, l.plan.file
+                ),
+            ));
+        }
+        let access = crate::verify::access(&l.plan, cache, &item.cluster)
+            .map_err(|e| fail(1, format!("error: removing {}: {e}", item.id)))?;
+        rt.block_on(item.receipt.undo(&access))
+            .map_err(|e| fail(1, format!("error: removing {}: {e}", item.id)))?;
+        cache
+            .remove(lock, &item.id)
+            .map_err(|e| fail(1, format!("error: {e}")))?;
+        eprintln!(
+            "{who}: removed {} from {} ({}; it left {})",
+            item.id,
+            item.cluster,
+            item.what(),
+            l.plan.file
+        );
+    }
+    Ok(())
+}
+
 fn confirm(names: &[String], file: &str, yes: bool) -> Result<(), Exit> {
     if yes {
         return Ok(());
@@ -48,12 +176,12 @@ fn confirm(names: &[String], file: &str, yes: bool) -> Result<(), Exit> {
         return Err(fail(
             1,
             format!(
-                "error: kind cluster(s) {what} left {file}, and mesh created them: this build would delete them and what mesh installed for them. Pass --yes to go ahead (mesh plan lists it; nothing was done)"
+                "error: {what} left {file}, and mesh made them: this build would remove them (a kind cluster with what mesh installed for it). Pass --yes to go ahead (mesh plan lists it; nothing was done)"
             ),
         ));
     }
     eprint!(
-        "mesh build: kind cluster(s) {what} left {file}. Delete them, and the remote secrets other clusters hold for them? [y/N] "
+        "mesh build: {what} left {file}. Remove them (a kind cluster with the remote secrets other clusters hold for it)? [y/N] "
     );
     let mut answer = String::new();
     let _ = std::io::stdin().read_line(&mut answer);
@@ -72,13 +200,22 @@ pub(super) fn remove_orphans(
     yes: bool,
 ) -> Result<(), Exit> {
     let gone = orphans(&l.plan)?;
-    if gone.is_empty() {
+    let left = Cache::open_existing(cache_dir)
+        .map(|c| leftovers(l, &c, &gone))
+        .unwrap_or_default();
+    if gone.is_empty() && left.is_empty() {
         return Ok(());
     }
-    confirm(&gone, &l.plan.file, yes)?;
+    let mut what: Vec<String> = left
+        .iter()
+        .map(|t| format!("{} in {}", t.id, t.cluster))
+        .collect();
+    what.extend(gone.iter().map(|n| format!("kind cluster {n}")));
+    confirm(&what, &l.plan.file, yes)?;
     let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let rt = runtime()?;
+    remove_leftovers(l, &cache, &lock, &rt, &left, "mesh build")?;
     for name in &gone {
         for to in l.plan.clusters.keys() {
             let id = kinds::remote_secret::id(name, to);

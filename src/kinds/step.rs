@@ -66,13 +66,19 @@ pub struct Receipt {
     /// revision of the same thing, which must not rerun the dependents.
     #[serde(skip)]
     pub revisions: BTreeMap<String, u64>,
+    /// The cluster it acted on: how a task that left the plan is found
+    /// and removed. Private ([`CLUSTER`]) like the revisions: it says where,
+    /// not what, and must not change the receipt's digest.
+    #[serde(skip)]
+    pub cluster: Option<String>,
 }
 
 pub const STATE: &str = "state.json";
+pub const CLUSTER: &str = "cluster";
 
 impl Receipt {
     pub fn files(&self) -> Vec<OutFile> {
-        vec![
+        let mut files = vec![
             OutFile::new(
                 RECEIPT,
                 serde_json::to_vec_pretty(self).expect("receipts serialize"),
@@ -82,7 +88,16 @@ impl Receipt {
                 serde_json::to_vec(&self.revisions).expect("revisions serialize"),
             )
             .private(),
-        ]
+        ];
+        if let Some(c) = &self.cluster {
+            files.push(OutFile::new(CLUSTER, c.clone()).private());
+        }
+        files
+    }
+
+    /// Did the task leave anything in the world to remove?
+    pub fn holds_anything(&self) -> bool {
+        !self.objects.is_empty() || !self.releases.is_empty()
     }
 
     /// The task's recorded receipt (in a probe or undo), or its previous one
@@ -312,7 +327,10 @@ impl Step {
     async fn go(self, ctx: Ctx) -> Result<Vec<OutFile>, TaskError> {
         let access = cluster::access(&self.target, &ctx)?;
         let rerun = Receipt::read(&ctx).is_ok();
-        let mut receipt = Receipt::default();
+        let mut receipt = Receipt {
+            cluster: Some(self.target.name.to_string()),
+            ..Default::default()
+        };
         // Gateway API CRDs come before the charts that need them.
         for w in &self.waits {
             if let Wait::GatewayApiCrds { source } = w {
