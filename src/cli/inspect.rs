@@ -29,7 +29,7 @@ pub(super) fn plan_cmd(
         super::removals::orphans(&l.plan)?
     };
     let leftovers = match (&cache, offline) {
-        (Some(c), false) => super::removals::leftovers(&l, c, &removals),
+        (Some(c), false) => super::removals::leftovers(l, c, &removals),
         _ => Vec::new(),
     };
     if json {
