@@ -10,7 +10,8 @@
 //!   restores the root from here instead of minting a new one, so a cache
 //!   loss or an unrelated `[pki]` edit keeps the trust anchor;
 //! - the inventory (`inventory.json`): every resource mesh created in the
-//!   world (today: kind clusters), each with its phase. Intent is recorded
+//!   world: kind clusters, and what tasks installed into existing clusters
+//!   (objects and Helm releases, with their cluster), each with its phase. Intent is recorded
 //!   before acting (`creating`) and confirmed after (`created`); a kill in
 //!   between leaves `creating`, which the next run settles by asking the
 //!   world (kind lists the cluster or not), never by hand editing. A kind
@@ -62,13 +63,23 @@ pub enum Phase {
 /// One resource mesh owns.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Owned {
-    /// What it is: `kind-cluster`.
+    /// What it is: `kind-cluster`, or `install` (what a task applied to an
+    /// existing cluster; `name` is the task's id).
     pub kind: String,
     pub name: String,
     pub phase: Phase,
+    /// An install's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// An install's objects and Helm releases (the task's receipt): while
+    /// `creating`, what it is about to apply (and what it applied before);
+    /// once `created`, what it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<serde_json::Value>,
 }
 
 pub const KIND_CLUSTER: &str = "kind-cluster";
+pub const INSTALL: &str = "install";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Inventory {
@@ -84,6 +95,15 @@ impl Inventory {
             .iter()
             .find(|r| r.kind == kind && r.name == name)
             .map(|r| r.phase)
+    }
+
+    /// What tasks installed into existing clusters, oldest first.
+    pub fn installs(&self) -> Vec<Owned> {
+        self.resources
+            .iter()
+            .filter(|r| r.kind == INSTALL)
+            .cloned()
+            .collect()
     }
 
     /// The kind clusters mesh owns, in name order.
@@ -231,7 +251,39 @@ impl Store {
                 kind: kind.into(),
                 name: name.into(),
                 phase,
+                cluster: None,
+                holds: None,
             });
+        })
+    }
+
+    /// Record what task `id` is installing (`Creating`) or installed
+    /// (`Created`) in existing cluster `cluster`. An entry keeps its place:
+    /// the inventory's order is the order installs began, which undo
+    /// reverses (dependents began after what they depend on).
+    pub fn set_install(
+        &self,
+        id: &str,
+        cluster: &str,
+        phase: Phase,
+        holds: serde_json::Value,
+    ) -> Result<(), StateError> {
+        self.update(|inv| {
+            let entry = Owned {
+                kind: INSTALL.into(),
+                name: id.into(),
+                phase,
+                cluster: Some(cluster.into()),
+                holds: Some(holds),
+            };
+            match inv
+                .resources
+                .iter_mut()
+                .find(|r| r.kind == INSTALL && r.name == id)
+            {
+                Some(r) => *r = entry,
+                None => inv.resources.push(entry),
+            }
         })
     }
 

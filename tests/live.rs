@@ -1679,7 +1679,7 @@ fn kubeconfig_with_files(w: &World, cluster: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn an_existing_cluster_whose_kubeconfig_names_files_is_installed_into() {
+fn an_existing_cluster_whose_kubeconfig_names_files_is_installed_into_and_destroyed_after_clean() {
     // A kubeconfig naming its CA, certificate and key by relative paths:
     // the temp copy helm gets must still work (the files are inlined), and
     // the CA is kept for the remote secrets (tested in access.rs).
@@ -1698,6 +1698,47 @@ fn an_existing_cluster_whose_kubeconfig_names_files_is_installed_into() {
         "{}",
         w.releases("prod")
     );
+    let inv: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("state/inventory.json")).unwrap(),
+    )
+    .unwrap();
+    let installs = inv["resources"].as_array().unwrap();
+    assert!(
+        installs.iter().any(|r| r["kind"] == "install"
+            && r["name"] == "istiod:prod"
+            && r["phase"] == "created"),
+        "{inv}"
+    );
+    // mesh clean forgets the cache, not what mesh installed: destroy still
+    // undoes it all, from the state.
+    assert!(
+        w.api("prod")
+            .get("apps", "deployments", "sample", "helloworld-v1")
+            .is_some()
+    );
+    let o = mesh(&w, p.path(), &["clean"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("undone istiod:prod (from the state"),
+        "{}",
+        o.stderr
+    );
+    let rel = w.releases("prod");
+    assert!(rel.get("istio-system/istiod").is_none(), "{rel}");
+    assert!(
+        w.api("prod")
+            .get("apps", "deployments", "sample", "helloworld-v1")
+            .is_none()
+    );
+    let inv: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("state/inventory.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(inv["resources"].as_array().unwrap().is_empty(), "{inv}");
+    let o = mesh(&w, p.path(), &["destroy", "--yes"]);
+    assert!(o.stderr.contains("nothing to destroy"), "{}", o.stderr);
 }
 
 #[test]

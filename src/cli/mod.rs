@@ -442,12 +442,23 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
             .unwrap_or_default()
             .into_iter()
             .partition(|t| !owned.contains(&t.cluster));
-    if undo.is_empty() && owned.is_empty() && left.is_empty() {
+    // Installs on existing clusters that only the state still knows
+    // (the cache was cleaned): undone from what the state recorded.
+    let unrecorded = removals::unrecorded_installs(l, Cache::open_existing(cache_dir).as_ref());
+    if undo.is_empty() && owned.is_empty() && left.is_empty() && unrecorded.is_empty() {
         eprintln!("mesh destroy: nothing recorded, nothing to destroy");
         return Ok(());
     }
     // What will go, before anything goes.
     let mut preview = String::from("mesh destroy will:\n");
+    for t in &unrecorded {
+        preview.push_str(&format!(
+            "  undo {} in {} ({}, as the state recorded it)\n",
+            t.id,
+            t.cluster,
+            t.what()
+        ));
+    }
     for t in &left {
         preview.push_str(&format!(
             "  remove {} from {} ({}; it left {})\n",
@@ -486,6 +497,17 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let rt = runtime()?;
     removals::remove_leftovers(l, &cache, &lock, &rt, &left, "mesh destroy")?;
+    for t in &unrecorded {
+        let access = crate::verify::access(&l.plan, &cache, &t.cluster)
+            .map_err(|e| fail(1, format!("error: undoing {}: {e}", t.id)))?;
+        rt.block_on(t.receipt.undo(&access))
+            .map_err(|e| fail(1, format!("error: destroy stopped: task {}: {e}", t.id)))?;
+        removals::forget_install(&t.id)?;
+        eprintln!(
+            "mesh destroy: undone {} (from the state; the cache had no record)",
+            t.id
+        );
+    }
     let cache = Arc::new(cache);
     // Each record goes as soon as its task is undone, so a destroy killed
     // midway never leaves a record claiming what no longer exists. A kind

@@ -102,6 +102,37 @@ pub(super) fn leftovers(l: &Loaded, cache: &Cache, gone: &[String]) -> Vec<Lefto
             deps,
         ));
     }
+    // Installs on existing clusters the state still holds but the cache
+    // no longer records (after `mesh clean`): newest first.
+    if let Some(store) = crate::state::get() {
+        for o in store
+            .inventory()
+            .map(|i| i.installs())
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+        {
+            if l.graph.find(&o.name).is_some() || out.iter().any(|(x, _)| x.id == o.name) {
+                continue;
+            }
+            let (Some(cluster), Some(receipt)) = (
+                o.cluster,
+                o.holds
+                    .and_then(|h| serde_json::from_value::<kinds::step::Receipt>(h).ok())
+                    .filter(kinds::step::Receipt::holds_anything),
+            ) else {
+                continue;
+            };
+            out.push((
+                Leftover {
+                    id: o.name,
+                    cluster,
+                    receipt,
+                },
+                vec![],
+            ));
+        }
+    }
     // Dependents first: a leftover goes before every leftover it depends on.
     let mut ordered = Vec::with_capacity(out.len());
     while !out.is_empty() {
@@ -156,6 +187,7 @@ pub(super) fn remove_leftovers(
         cache
             .remove(lock, &item.id)
             .map_err(|e| fail(1, format!("error: {e}")))?;
+        forget_install(&item.id)?;
         eprintln!(
             "{who}: removed {} from {} ({}; it left {})",
             item.id,
@@ -165,6 +197,47 @@ pub(super) fn remove_leftovers(
         );
     }
     Ok(())
+}
+
+/// The state's inventory forgets task `id`'s install (it is gone).
+pub(super) fn forget_install(id: &str) -> Result<(), Exit> {
+    if let Some(store) = crate::state::get() {
+        store
+            .forget(crate::state::INSTALL, id)
+            .map_err(|e| fail(1, format!("error: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Installs of tasks still in the plan that the state holds and the cache
+/// no longer records (after `mesh clean`): what destroy must still undo,
+/// newest first.
+pub(super) fn unrecorded_installs(l: &Loaded, cache: Option<&Cache>) -> Vec<Leftover> {
+    let Some(store) = crate::state::get() else {
+        return vec![];
+    };
+    store
+        .inventory()
+        .map(|i| i.installs())
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .filter(|o| {
+            l.graph.find(&o.name).is_some()
+                && cache.is_none_or(|c| !matches!(c.load(&o.name), Load::Ok(_)))
+        })
+        .filter_map(|o| {
+            let receipt = o
+                .holds
+                .and_then(|h| serde_json::from_value::<kinds::step::Receipt>(h).ok())
+                .filter(kinds::step::Receipt::holds_anything)?;
+            Some(Leftover {
+                id: o.name,
+                cluster: o.cluster?,
+                receipt,
+            })
+        })
+        .collect()
 }
 
 fn confirm(names: &[String], file: &str, yes: bool) -> Result<(), Exit> {

@@ -331,6 +331,24 @@ impl Step {
             cluster: Some(self.target.name.to_string()),
             ..Default::default()
         };
+        // On an existing cluster the state's inventory is what lets destroy
+        // find this install after the cache is gone: intent first.
+        let inventory = if self.undo_in_place {
+            crate::state::get()
+        } else {
+            None
+        };
+        if let Some(store) = inventory {
+            let intent = self.intent(&ctx);
+            store
+                .set_install(
+                    &ctx.id,
+                    &self.target.name,
+                    crate::state::Phase::Creating,
+                    serde_json::to_value(&intent).expect("receipts serialize"),
+                )
+                .map_err(|e| TaskError::new(e.to_string()))?;
+        }
         // Gateway API CRDs come before the charts that need them.
         for w in &self.waits {
             if let Wait::GatewayApiCrds { source } = w {
@@ -440,7 +458,64 @@ impl Step {
                 _ => {}
             }
         }
+        if let Some(store) = inventory {
+            store
+                .set_install(
+                    &ctx.id,
+                    &self.target.name,
+                    crate::state::Phase::Created,
+                    serde_json::to_value(&receipt).expect("receipts serialize"),
+                )
+                .map_err(|e| TaskError::new(e.to_string()))?;
+        }
         Ok(receipt.files())
+    }
+
+    /// What this step is about to leave in its cluster, and what it left
+    /// before: its charts' releases and its manifests' objects, as written,
+    /// with the previous receipt's. A manifest that cannot be read or
+    /// parsed adds nothing here (applying it fails the task anyway).
+    fn intent(&self, ctx: &Ctx) -> Receipt {
+        let mut r = Receipt::read(ctx).unwrap_or_default();
+        for c in &self.charts {
+            if !r
+                .releases
+                .iter()
+                .any(|(x, _)| release_key(x) == release_key(&c.release))
+            {
+                r.releases.push((c.release.clone(), Digest::of_bytes(b"")));
+            }
+        }
+        for m in &self.manifests {
+            let Ok(text) = m.read(ctx) else { continue };
+            let Ok(docs) = crate::yaml::yaml_docs(&text) else {
+                continue;
+            };
+            for d in docs {
+                let v = &d.value;
+                let (Some(api_version), Some(kind), Some(name)) = (
+                    v["apiVersion"].as_str(),
+                    v["kind"].as_str(),
+                    v["metadata"]["name"].as_str(),
+                ) else {
+                    continue;
+                };
+                let o = ObjRef {
+                    api_version: api_version.into(),
+                    kind: kind.into(),
+                    namespace: v["metadata"]["namespace"].as_str().map(str::to_string),
+                    name: name.into(),
+                    hash: String::new(),
+                };
+                if !r.objects.iter().any(|x| {
+                    (&x.api_version, &x.kind, &x.namespace, &x.name)
+                        == (&o.api_version, &o.kind, &o.namespace, &o.name)
+                }) {
+                    r.objects.push(o);
+                }
+            }
+        }
+        r
     }
 }
 
@@ -517,7 +592,13 @@ impl Action for Step {
         Some(Box::pin(async move {
             let r = Receipt::read(&ctx).map_err(TaskError::new)?;
             let access = cluster::access(&this.target, &ctx)?;
-            r.undo(&access).await
+            r.undo(&access).await?;
+            if let Some(store) = crate::state::get() {
+                store
+                    .forget(crate::state::INSTALL, &ctx.id)
+                    .map_err(|e| TaskError::new(e.to_string()))?;
+            }
+            Ok(())
         }))
     }
 }
