@@ -1742,6 +1742,59 @@ fn an_existing_cluster_whose_kubeconfig_names_files_is_installed_into_and_destro
 }
 
 #[test]
+fn a_namespace_that_was_there_before_mesh_is_never_deleted() {
+    // On an existing cluster, the apps' namespace may be the user's, with
+    // their own things in it: mesh labels it, and leaves it on destroy
+    // (a namespace delete takes everything in it), after mesh clean too.
+    let w = World::new(&["prod"]);
+    w.bring_up("prod");
+    let api = w.api("prod");
+    api.put(
+        "",
+        "namespaces",
+        "",
+        "sample",
+        serde_json::json!({"metadata": {"labels": {"team": "mine"}}}),
+    );
+    api.put(
+        "",
+        "configmaps",
+        "sample",
+        "precious",
+        serde_json::json!({"data": {"k": "v"}}),
+    );
+    let kc = kubeconfig_with_files(&w, "prod");
+    let plan = format!(
+        "[mesh]\nid = \"mesh1\"\nistio = \"1.28.0\"\n\n[clusters.prod]\nprovider = \"kubeconfig\"\ncontext = \"kind-prod\"\nkubeconfig = \"{}\"\nnetwork = \"network1\"\n\n[apps.helloworld]\nmanifest = \"tasks/apps/helloworld.yaml\"\nnamespace = \"sample\"\nplacement = {{ prod = [\"v1\", \"v2\"] }}\n",
+        kc.display()
+    );
+    let p = project(&plan);
+    for clean_first in [false, true] {
+        let o = mesh(&w, p.path(), &["build"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(
+            api.get("apps", "deployments", "sample", "helloworld-v1")
+                .is_some()
+        );
+        if clean_first {
+            assert_eq!(mesh(&w, p.path(), &["clean"]).code, 0);
+        }
+        let o = mesh(&w, p.path(), &["destroy", "--yes"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(
+            api.get("apps", "deployments", "sample", "helloworld-v1")
+                .is_none(),
+            "clean first: {clean_first}: mesh's own objects go"
+        );
+        assert!(
+            api.get("", "namespaces", "", "sample").is_some(),
+            "clean first: {clean_first}"
+        );
+        assert!(api.get("", "configmaps", "sample", "precious").is_some());
+    }
+}
+
+#[test]
 fn a_kind_cluster_mesh_did_not_create_is_never_deleted_or_used() {
     // The hazard: a user's own kind cluster named like a planned one was
     // deleted and recreated by the build.

@@ -341,6 +341,32 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, KubeErr
         .collect()
 }
 
+/// The objects of `yaml` that `skip` does not exclude and that already
+/// exist (one GET each): before mesh first applies an object, whether it
+/// is someone else's. A kind the server does not serve yet has none.
+pub async fn existing(
+    client: &Client,
+    yaml: &str,
+    skip: impl Fn(&ObjRef) -> bool,
+) -> Result<Vec<ObjRef>, KubeError> {
+    let mut res = Resolver::new(client.clone());
+    let mut out = Vec::new();
+    for (r, _) in parse_objects(yaml)? {
+        if skip(&r) {
+            continue;
+        }
+        let Ok(api) = res.resolve(&r).await else {
+            continue;
+        };
+        match bounded(|| api.get_opt(&r.name)).await {
+            Ok(Some(_)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => return Err(call_error(format!("cannot read {r}"), e)),
+        }
+    }
+    Ok(out)
+}
+
 /// Server-side apply every document of `yaml`, stamping each with its hash.
 pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError> {
     let mut res = Resolver::new(client.clone());

@@ -61,6 +61,11 @@ pub struct Receipt {
     pub releases: Vec<(helm::Release, Digest)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Objects that existed before mesh first applied them (a user's
+    /// namespace, say): mesh applied its fields to them but they are not
+    /// mesh's, so no undo or prune ever deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<ObjRef>,
     /// The revision each release got from mesh's install: what the probe
     /// compares. Kept in a private file ([`STATE`]): a reinstall makes a new
     /// revision of the same thing, which must not rerun the dependents.
@@ -150,9 +155,15 @@ impl Receipt {
     }
 
     pub async fn undo(&self, access: &Access) -> Result<(), TaskError> {
-        if !self.objects.is_empty() {
+        let mine: Vec<ObjRef> = self
+            .objects
+            .iter()
+            .filter(|o| !self.adopted.iter().any(|a| same(a, o)))
+            .cloned()
+            .collect();
+        if !mine.is_empty() {
             let client = access.client().await?;
-            k8s::delete(&client, &self.objects).await?;
+            k8s::delete(&client, &mine).await?;
         }
         if !self.releases.is_empty() {
             let f = access.file()?;
@@ -162,6 +173,12 @@ impl Receipt {
         }
         Ok(())
     }
+}
+
+/// The same object (whatever its content).
+pub(crate) fn same(a: &ObjRef, b: &ObjRef) -> bool {
+    (&a.api_version, &a.kind, &a.namespace, &a.name)
+        == (&b.api_version, &b.kind, &b.namespace, &b.name)
 }
 
 pub(crate) fn content_hash(parts: &[&str]) -> String {
@@ -338,8 +355,20 @@ impl Step {
         } else {
             None
         };
+        // What the state holds of an earlier run of this task (read before
+        // this run records its own intent).
+        let prior: Receipt = crate::state::get()
+            .and_then(|st| st.inventory().ok())
+            .and_then(|inv| {
+                inv.installs()
+                    .into_iter()
+                    .find(|o| o.name == ctx.id.as_ref())
+            })
+            .and_then(|o| o.holds)
+            .and_then(|h| serde_json::from_value::<Receipt>(h).ok())
+            .unwrap_or_default();
         if let Some(store) = inventory {
-            let intent = self.intent(&ctx);
+            let intent = self.intent(&ctx, &prior);
             store
                 .set_install(
                     &ctx.id,
@@ -380,8 +409,33 @@ impl Step {
                 .map(|m| m.read(&ctx))
                 .collect::<Result<_, _>>()?;
             let client = access.client().await?;
+            let before = Receipt::read(&ctx).ok();
+            // What mesh applied before: the last receipt, and what the
+            // state says an earlier run set out to apply (a killed run
+            // applied it without a receipt).
+            let known = |o: &ObjRef| {
+                prior.objects.iter().any(|x| same(x, o))
+                    || before
+                        .as_ref()
+                        .is_some_and(|b| b.objects.iter().any(|x| same(x, o)))
+            };
             for t in &texts {
+                // An object mesh never applied that exists already is not
+                // mesh's: it is adopted, never deleted.
+                receipt
+                    .adopted
+                    .extend(k8s::existing(&client, t, known).await?);
                 receipt.objects.extend(k8s::apply(&client, t).await?);
+            }
+            let earlier = before.iter().chain(std::iter::once(&prior));
+            for b in earlier {
+                for a in &b.adopted {
+                    if receipt.objects.iter().any(|o| same(o, a))
+                        && !receipt.adopted.iter().any(|x| same(x, a))
+                    {
+                        receipt.adopted.push(a.clone());
+                    }
+                }
             }
             // Prune: what the last run applied and this one no longer does.
             if let Ok(old) = Receipt::read(&ctx) {
@@ -399,6 +453,7 @@ impl Step {
                     .into_iter()
                     .filter(|o| !now.contains(&key(o)))
                     .filter(|o| !(self.keep_namespaces && o.kind == "Namespace"))
+                    .filter(|o| !old.adopted.iter().any(|a| same(a, o)))
                     .collect();
                 k8s::delete(&client, &gone).await?;
             }
@@ -473,10 +528,16 @@ impl Step {
 
     /// What this step is about to leave in its cluster, and what it left
     /// before: its charts' releases and its manifests' objects, as written,
-    /// with the previous receipt's. A manifest that cannot be read or
+    /// with the previous receipt's (from the cache, else the state's
+    /// `prior`), keeping what was adopted. A manifest that cannot be read or
     /// parsed adds nothing here (applying it fails the task anyway).
-    fn intent(&self, ctx: &Ctx) -> Receipt {
-        let mut r = Receipt::read(ctx).unwrap_or_default();
+    fn intent(&self, ctx: &Ctx, prior: &Receipt) -> Receipt {
+        let mut r = Receipt::read(ctx).unwrap_or_else(|_| prior.clone());
+        for a in &prior.adopted {
+            if !r.adopted.iter().any(|x| same(x, a)) {
+                r.adopted.push(a.clone());
+            }
+        }
         for c in &self.charts {
             if !r
                 .releases
