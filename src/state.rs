@@ -4,6 +4,8 @@
 //!
 //! It holds two things:
 //!
+//! - a root rotation in progress (`identity/rotation.json`: its phase and
+//!   the new root, see [`Rotation`]);
 //! - the mesh's identity: the root CA (`identity/root-cert.pem`,
 //!   `identity/root-key.pem`) and the parameters it was made with
 //!   (`identity/root.json`, written last: the commit point). `pki.root`
@@ -346,6 +348,61 @@ impl Store {
         let params = serde_json::to_vec_pretty(&id.params).expect("params serialize");
         write_private(&d.join("root.json"), &params)
     }
+
+    /// The root rotation in progress, if any.
+    pub fn rotation(&self) -> Result<Option<Rotation>, StateError> {
+        let p = self.dir.join("identity").join(ROTATION);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| serr(&p, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(serr(&p, e)),
+        }
+    }
+
+    /// Record a rotation's phase (intent: written before the phase's build).
+    pub fn save_rotation(&self, r: &Rotation) -> Result<(), StateError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.dir.join("identity");
+        mkdir_private(&d)?;
+        write_private(
+            &d.join(ROTATION),
+            &serde_json::to_vec_pretty(r).expect("a rotation serializes"),
+        )
+    }
+
+    /// End a rotation: the new root becomes the identity, then the rotation
+    /// record goes (a kill in between leaves phase 3 recorded with the new
+    /// identity: finishing again is harmless).
+    pub fn finish_rotation(&self, r: &Rotation) -> Result<(), StateError> {
+        self.save_identity(&Identity {
+            params: r.params.clone(),
+            cert_pem: r.cert_pem.clone(),
+            key_pem: r.key_pem.clone(),
+        })?;
+        let p = self.dir.join("identity").join(ROTATION);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(serr(&p, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+const ROTATION: &str = "rotation.json";
+
+/// A root rotation in progress, as Istio's plug-in CA rotation does it, in
+/// three phases, each a whole build (new `cacerts`, istiod and the
+/// workloads restarted): 1. every cluster trusts both roots, still signing
+/// with the old; 2. intermediates signed by the new root, both trusted;
+/// 3. only the new root trusted. Holds the new root (0600, never printed).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rotation {
+    pub phase: u8,
+    /// The new root's parameters (the plan's `[pki]`).
+    pub params: serde_json::Value,
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 #[cfg(test)]

@@ -110,6 +110,75 @@ fn destroy_forgets_the_identity_only_when_asked_by_name() {
 }
 
 #[test]
+fn a_requested_root_rotation_goes_through_its_three_phases_to_the_new_root() {
+    let p = Project::default_plan();
+    p.build();
+    let old = p.read("state/identity/root-cert.pem");
+    let o = p.run(&["build", "--offline", "--rotate-root"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for phase in ["phase 1 of 3", "phase 2 of 3", "phase 3 of 3"] {
+        assert!(o.stderr.contains(phase), "{phase}: {}", o.stderr);
+    }
+    let new = p.read("state/identity/root-cert.pem");
+    assert_ne!(new, old);
+    assert!(!p.path("state/identity/rotation.json").exists());
+    assert_eq!(p.read("out/pki/root-cert.pem"), new);
+    assert_eq!(
+        p.read("out/pki/east/root-cert.pem"),
+        new,
+        "only the new root trusted"
+    );
+    assert!(p.read("out/pki/east/cert-chain.pem").ends_with(&new));
+    // The next build keeps it: nothing but the root's own record reruns.
+    let o = p.build();
+    assert_eq!(p.read("state/identity/root-cert.pem"), new);
+    assert!(
+        !o.with("ran")
+            .iter()
+            .any(|t| t.starts_with("pki.intermediate")),
+        "{:?}",
+        o.with("ran")
+    );
+}
+
+#[test]
+fn a_rotation_left_unfinished_is_resumed_and_a_build_keeps_its_phase() {
+    let p = Project::default_plan();
+    p.build();
+    let old = p.read("state/identity/root-cert.pem");
+    // Phase 1 recorded, as a rotation killed during its first build leaves it.
+    let o = p.run(&["build", "--offline", "--rotate-root"]);
+    assert_eq!(o.code, 0);
+    let new = p.read("state/identity/root-cert.pem");
+    let rotation = serde_json::json!({"phase": 1, "params": {"algorithm": "ecdsa-p256", "root_days": 3650},
+        "cert_pem": old, "key_pem": p.read("state/identity/root-key.pem")});
+    // (Rotating back to the old root, from the new one.)
+    std::fs::write(p.path("state/identity/rotation.json"), rotation.to_string()).unwrap();
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("phase 1 of 3"), "{}", o.stderr);
+    let bundle = p.read("out/pki/east/root-cert.pem");
+    assert!(
+        bundle.contains(new.trim()) && bundle.contains(old.trim()),
+        "both trusted: {bundle}"
+    );
+    assert_eq!(
+        p.read("out/pki/root-cert.pem"),
+        new,
+        "still signing with the current root"
+    );
+    let o = p.run(&["build", "--offline", "--rotate-root"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("resuming at phase 1 of 3"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(p.read("state/identity/root-cert.pem"), old);
+    assert_eq!(p.read("out/pki/east/root-cert.pem"), old);
+}
+
+#[test]
 fn editing_a_template_reruns_exactly_its_readers() {
     let p = Project::default_plan();
     p.build();

@@ -2190,7 +2190,7 @@ fn a_new_intermediate_restarts_istiod_then_the_workloads_and_waits_for_them() {
 }
 
 #[test]
-fn a_new_root_is_refused_while_mesh_owns_live_clusters() {
+fn a_new_root_is_refused_while_mesh_owns_live_clusters_and_rotated_when_asked() {
     let w = World::new(&["east", "west"]);
     let p = up(&w, &default_plan());
     let root = std::fs::read_to_string(p.path().join("state/identity/root-cert.pem")).unwrap();
@@ -2210,7 +2210,7 @@ fn a_new_root_is_refused_while_mesh_owns_live_clusters() {
     let o = mesh(&w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
-        o.stderr.contains("task pki.root failed") && o.stderr.contains("mesh destroy"),
+        o.stderr.contains("task pki.root failed") && o.stderr.contains("mesh build --rotate-root"),
         "{}",
         o.stderr
     );
@@ -2222,6 +2222,48 @@ fn a_new_root_is_refused_while_mesh_owns_live_clusters() {
         w.api("east").get("", "secrets", "istio-system", "cacerts"),
         cacerts
     );
+    // Asked for by name: rotated in three phases, each restarting istiod
+    // and the workloads, ending on the new root with verify passing.
+    let o = mesh(&w, p.path(), &["build", "--rotate-root"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for phase in ["phase 1 of 3", "phase 2 of 3", "phase 3 of 3"] {
+        assert!(o.stderr.contains(phase), "{phase}: {}", o.stderr);
+    }
+    assert!(
+        o.stdout.contains("passed") || o.stdout.contains("PASS"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    let new = std::fs::read_to_string(p.path().join("state/identity/root-cert.pem")).unwrap();
+    assert_ne!(new, root);
+    for c in ["east", "west"] {
+        let s = w
+            .api(c)
+            .get("", "secrets", "istio-system", "cacerts")
+            .unwrap();
+        let trusted = match s["stringData"]["root-cert.pem"].as_str() {
+            Some(t) => t.to_string(),
+            None => {
+                use base64::Engine;
+                String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s["data"]["root-cert.pem"].as_str().unwrap())
+                        .unwrap(),
+                )
+                .unwrap()
+            }
+        };
+        assert_eq!(trusted.trim(), new.trim(), "{c}: only the new root trusted");
+        let istiod = w
+            .api(c)
+            .get("apps", "deployments", "istio-system", "istiod")
+            .unwrap();
+        assert!(
+            istiod["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(),
+            "{c}: {istiod}"
+        );
+    }
 }
 
 #[test]

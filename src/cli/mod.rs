@@ -65,6 +65,12 @@ pub enum Command {
         /// asking; needed when not on a terminal.
         #[arg(long)]
         yes: bool,
+        /// Rotate the mesh's root CA to a new one (made with the plan's
+        /// [pki]) without breaking trust: three builds (trust both roots,
+        /// sign with the new, trust only the new), each restarting istiod
+        /// and the workloads, then mesh verify. Resumes one left unfinished.
+        #[arg(long)]
+        rotate_root: bool,
     },
     /// Say what a build would run and why, doing nothing.
     Plan {
@@ -215,6 +221,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             trace,
             out,
             yes,
+            rotate_root,
         } => {
             let target = if offline { Build::Offline } else { Build::Live };
             let l = load(&cli.plan, target)?;
@@ -223,6 +230,18 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 removals::remove_orphans(l, &cache_dir, &dir, yes)?;
             }
             let out_dir = out.unwrap_or_else(|| dir.join("out"));
+            if rotate_root {
+                return rotate(&cli.plan, &cache_dir, out_dir, offline, jobs, keep_going);
+            }
+            if let Ok(Some(r)) = crate::state::get()
+                .expect("the state store is set")
+                .rotation()
+            {
+                eprintln!(
+                    "mesh build: a root rotation is in progress (phase {} of 3); `mesh build --rotate-root` finishes it",
+                    r.phase
+                );
+            }
             build(
                 l, &cache_dir, out_dir, offline, jobs, keep_going, json, trace,
             )
@@ -576,6 +595,103 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
         owned.len()
     );
     Ok(())
+}
+
+/// `mesh build --rotate-root`: start a rotation (a new root made with the
+/// plan's `[pki]`, recorded in the state before anything changes) or
+/// resume one, then build each remaining phase in turn, the phase recorded
+/// before its build and advanced after it succeeds (a failed or killed
+/// phase is built again by the next `--rotate-root`), then end it (the new
+/// root becomes the identity) and run verify.
+fn rotate(
+    plan_path: &Path,
+    cache_dir: &Path,
+    out_dir: PathBuf,
+    offline: bool,
+    jobs: Option<u16>,
+    keep_going: bool,
+) -> Result<(), Exit> {
+    let store = crate::state::get().expect("the state store is set");
+    let err = |e: crate::state::StateError| fail(1, format!("error: {e}"));
+    let l = load(plan_path, Build::Offline)?;
+    if l.plan.pki.root.is_some() {
+        return Err(fail(
+            1,
+            "error: --rotate-root rotates roots mesh makes; with [pki] root_cert and root_key, the root is yours",
+        ));
+    }
+    let mut r = match store.rotation().map_err(err)? {
+        Some(r) => {
+            eprintln!(
+                "mesh build --rotate-root: resuming at phase {} of 3",
+                r.phase
+            );
+            r
+        }
+        None => {
+            if store.identity().map_err(err)?.is_none() {
+                return Err(fail(
+                    1,
+                    "error: there is no root CA to rotate yet: the first mesh build makes one",
+                ));
+            }
+            let files =
+                crate::kinds::pki::root(&l.plan.pki).map_err(|e| fail(1, format!("error: {e}")))?;
+            let text = |n: &str| {
+                files
+                    .iter()
+                    .find(|f| f.name == n)
+                    .map(|f| String::from_utf8_lossy(&f.bytes).into_owned())
+                    .unwrap_or_default()
+            };
+            let r = crate::state::Rotation {
+                phase: 1,
+                params: serde_json::json!({"algorithm": l.plan.pki.algorithm, "root_days": l.plan.pki.root_days}),
+                cert_pem: text("root-cert.pem"),
+                key_pem: text("root-key.pem"),
+            };
+            store.save_rotation(&r).map_err(err)?;
+            r
+        }
+    };
+    const WHAT: [&str; 3] = [
+        "every cluster trusts the old and the new root",
+        "intermediates signed by the new root",
+        "only the new root trusted",
+    ];
+    loop {
+        eprintln!(
+            "mesh build --rotate-root: phase {} of 3: {}",
+            r.phase,
+            WHAT[usize::from(r.phase.clamp(1, 3)) - 1]
+        );
+        // Planned again: the phase is an input of pki.root.
+        let l = load(
+            plan_path,
+            if offline { Build::Offline } else { Build::Live },
+        )?;
+        build(
+            l,
+            cache_dir,
+            out_dir.clone(),
+            offline,
+            jobs,
+            keep_going,
+            false,
+            None,
+        )?;
+        if r.phase >= 3 {
+            break;
+        }
+        r.phase += 1;
+        store.save_rotation(&r).map_err(err)?;
+    }
+    store.finish_rotation(&r).map_err(err)?;
+    eprintln!("mesh build --rotate-root: the new root is the mesh's identity");
+    if offline {
+        return Ok(());
+    }
+    verify(plan_path, cache_dir, false, 120)
 }
 
 /// `mesh destroy --forget-identity`, once everything else is gone: delete

@@ -18,8 +18,13 @@
 //! `pki.root` restores it from there when its parameters match (after a
 //! cache loss or `mesh clean`), mints and saves one when there is none, and
 //! refuses to replace it while mesh owns live clusters (their workloads
-//! trust the old root; a rotation is not automated yet). Intermediates read
-//! the algorithm, `intermediate_days` and their cluster.
+//! trust the old root) unless asked to rotate: `mesh build --rotate-root`
+//! records a `state::Rotation` and builds its three phases, in which this
+//! task outputs the signing root and a trust bundle of both roots
+//! ([`TRUST_BUNDLE`], which the intermediates put in `root-cert.pem`), so
+//! every phase reruns the intermediates and `cacerts` (restarting istiod
+//! and the workloads). Intermediates read the algorithm,
+//! `intermediate_days` and their cluster.
 
 use super::{Planner, Slice, TaskId};
 use crate::graph::{OutFile, TaskError, blocking};
@@ -61,15 +66,34 @@ pub fn plan(p: &mut Planner) {
                 blocking(move |_| own_root(&cert, &mine)),
             );
         }
-        None => p.pure(
-            root_id(),
-            "pki.root",
-            VERSION,
-            &algorithm().put("root_days", "pki.root_days", plan.pki.root_days),
-            &[],
-            vec![],
-            blocking(move |ctx| root_identity(ctx, &pk)),
-        ),
+        None => {
+            // A rotation in progress (the state's): its phase and new root
+            // are inputs, so each phase reruns the root and what follows.
+            let rotation = crate::state::get().and_then(|s| s.rotation().ok().flatten());
+            let mut slice = algorithm().put("root_days", "pki.root_days", plan.pki.root_days);
+            if let Some(r) = &rotation {
+                slice = slice.put(
+                    "rotation",
+                    "state.identity.rotation",
+                    serde_json::json!({
+                        "phase": r.phase,
+                        "root": crate::hash::Digest::of_bytes(r.cert_pem.as_bytes()).hex(),
+                    }),
+                );
+            }
+            p.pure(
+                root_id(),
+                "pki.root",
+                VERSION,
+                &slice,
+                &[],
+                vec![],
+                blocking(move |ctx| match &rotation {
+                    Some(r) => rotating_root(r),
+                    None => root_identity(ctx, &pk),
+                }),
+            )
+        }
     }
     for c in plan.clusters.values() {
         let (pk, name) = (plan.pki.clone(), c.name.clone());
@@ -89,7 +113,14 @@ pub fn plan(p: &mut Planner) {
             blocking(move |ctx| {
                 let cert = ctx.read_string(&root_id(), "root-cert.pem")?;
                 let key = ctx.read_string(&root_id(), "root-key.pem")?;
-                intermediate(&pk, &name, &cert, &key)
+                let mut files = intermediate(&pk, &name, &cert, &key)?;
+                // During a rotation the clusters trust both roots.
+                if let Ok(bundle) = ctx.read_string(&root_id(), TRUST_BUNDLE) {
+                    for f in files.iter_mut().filter(|f| f.name == "root-cert.pem") {
+                        f.bytes = bundle.clone().into_bytes();
+                    }
+                }
+                Ok(files)
             }),
         );
     }
@@ -181,7 +212,9 @@ fn root_identity(ctx: &crate::graph::Ctx, pki: &Pki) -> Result<Vec<OutFile>, Tas
         let live = store.inventory().map_err(serr)?.kind_clusters();
         if !live.is_empty() {
             return Err(TaskError::new(format!(
-                "the mesh's root CA was made with {}, and [pki] now asks for {params}:                  a new root would break trust with the workloads of {} (mesh does not rotate                  roots yet). Put [pki] back, or `mesh destroy` first",
+                "the mesh's root CA was made with {}, and [pki] now asks for {params}: \
+                 a new root at once would break trust with the workloads of {}. Rotate to it \
+                 safely with `mesh build --rotate-root`, or put [pki] back",
                 id.params,
                 live.join(", ")
             )));
@@ -234,7 +267,7 @@ fn own_root(cert: &str, own: &crate::plan::OwnRoot) -> Result<Vec<OutFile>, Task
             if !live.is_empty() {
                 return Err(TaskError::new(format!(
                     "[pki] root_cert is not the mesh's root CA: a new root would break trust with \
-                     the workloads of {} (mesh does not rotate roots yet). Put [pki] back, or \
+                     the workloads of {} (`mesh build --rotate-root` rotates only roots mesh makes). Put [pki] back, or \
                      `mesh destroy` first",
                     live.join(", ")
                 )));
@@ -249,6 +282,41 @@ fn own_root(cert: &str, own: &crate::plan::OwnRoot) -> Result<Vec<OutFile>, Task
             .map_err(serr)?;
     }
     Ok(root_files(cert.to_string(), key))
+}
+
+/// The roots a cluster trusts during a rotation (PEM, the signing root
+/// first); absent otherwise.
+pub const TRUST_BUNDLE: &str = "trust-bundle.pem";
+
+/// `pki.root` during a rotation (see `state::Rotation`): phase 1 signs with
+/// the old root and trusts both; phase 2 signs with the new and trusts
+/// both; phase 3 signs with and trusts the new one only.
+fn rotating_root(r: &crate::state::Rotation) -> Result<Vec<OutFile>, TaskError> {
+    let store = crate::state::get().ok_or_else(|| TaskError::new("no state store"))?;
+    let old = store
+        .identity()
+        .map_err(|e| TaskError::new(e.to_string()))?
+        .ok_or_else(|| TaskError::new("a rotation without an identity to rotate from"))?;
+    let bundle = |a: &str, b: &str| {
+        OutFile::new(
+            TRUST_BUNDLE,
+            format!("{}\n{}\n", a.trim_end(), b.trim_end()),
+        )
+        .export("pki/trust-bundle.pem")
+    };
+    Ok(match r.phase {
+        1 => {
+            let mut f = root_files(old.cert_pem.clone(), old.key_pem);
+            f.push(bundle(&old.cert_pem, &r.cert_pem));
+            f
+        }
+        2 => {
+            let mut f = root_files(r.cert_pem.clone(), r.key_pem.clone());
+            f.push(bundle(&r.cert_pem, &old.cert_pem));
+            f
+        }
+        _ => root_files(r.cert_pem.clone(), r.key_pem.clone()),
+    })
 }
 
 fn root_files(cert_pem: String, key_pem: String) -> Vec<OutFile> {
