@@ -461,3 +461,93 @@ fn a_root_that_cannot_serve_is_refused_before_anything_runs_with_its_location() 
         o.stderr
     );
 }
+
+/// A CA signed by `issuer` (cert PEM, key PEM), as an organisation issues
+/// a cluster's intermediate.
+fn org_signed(issuer: &(String, String), cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = SIGN.to_vec();
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2080, 1, 1);
+    let ik = rcgen::KeyPair::from_pem(&issuer.1).unwrap();
+    let is = rcgen::Issuer::from_ca_cert_pem(&issuer.0, ik).unwrap();
+    (p.signed_by(&key, &is).unwrap().pem(), key.serialize_pem())
+}
+
+#[test]
+fn intermediates_an_organisation_signed_are_checked_up_to_the_root_and_used() {
+    let root = org_ca(true, SIGN, (2090, 1, 1));
+    let issuing = org_signed(&root, "Org Issuing CA");
+    let east = org_signed(&issuing, "east intermediate");
+    let west = org_signed(&root, "west intermediate");
+    let pki = "intermediate_days = 400\nroot_cert = \"org/root-cert.pem\"\n\n[pki.intermediates.east]\ncert = \"org/east.pem\"\nkey = \"org/east-key.pem\"\nchain = \"org/east-chain.pem\"\n\n[pki.intermediates.west]\ncert = \"org/west.pem\"\nkey = \"org/west-key.pem\"\n";
+    let project = |east: &(String, String), pki: &str| {
+        let p = Project::with_plan(&plan("ecdsa-p256").replace("intermediate_days = 400", pki));
+        std::fs::create_dir_all(p.path("org")).unwrap();
+        for (f, t) in [
+            ("org/root-cert.pem", &root.0),
+            ("org/east.pem", &east.0),
+            ("org/east-key.pem", &east.1),
+            ("org/east-chain.pem", &format!("{}{}", east.0, issuing.0)),
+            ("org/west.pem", &west.0),
+            ("org/west-key.pem", &west.1),
+        ] {
+            std::fs::write(p.path(f), t).unwrap();
+        }
+        p
+    };
+    let p = project(&east, pki);
+    p.build();
+    assert_eq!(p.read("out/pki/east/ca-cert.pem"), east.0);
+    assert_eq!(p.read("out/pki/east/root-cert.pem"), root.0);
+    assert!(
+        !p.path("state/identity/root-key.pem").exists(),
+        "no root key was given"
+    );
+    for c in ["east", "west"] {
+        let (ok, out) = openssl(
+            &p.path(""),
+            &[
+                "verify",
+                "-CAfile",
+                "org/root-cert.pem",
+                "-untrusted",
+                &format!("out/pki/{c}/cert-chain.pem"),
+                &format!("out/pki/{c}/ca-cert.pem"),
+            ],
+        );
+        assert!(ok, "{c}: {out}");
+    }
+    let chain = p.read("out/pki/east/cert-chain.pem");
+    assert!(
+        chain.starts_with(&east.0) && chain.ends_with(&root.0),
+        "{chain}"
+    );
+    // Signed by another root: refused, naming the link.
+    let stranger = org_ca(true, SIGN, (2090, 1, 1));
+    let bad = org_signed(&stranger, "east intermediate");
+    let p = project(&bad, &pki.replace("chain = \"org/east-chain.pem\"\n", ""));
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("org/east.pem:1: the certificate is not signed by org/root-cert.pem:1")
+            && o.stderr.contains("plan.toml:"),
+        "{}",
+        o.stderr
+    );
+    // No root key, and west has no intermediate of its own.
+    let only_east = pki.split("\n[pki.intermediates.west]").next().unwrap();
+    let p = project(&east, only_east);
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("no root_key to sign intermediates for west"),
+        "{}",
+        o.stderr
+    );
+}

@@ -97,6 +97,35 @@ pub fn plan(p: &mut Planner) {
     }
     for c in plan.clusters.values() {
         let (pk, name) = (plan.pki.clone(), c.name.clone());
+        if let Some(own) = plan.pki.intermediates.get(&c.name) {
+            let cert = plan.files[own.cert.as_str()].text.to_string();
+            let chain = own
+                .chain
+                .as_ref()
+                .map(|ch| plan.files[ch.as_str()].text.to_string());
+            let mut files = vec![own.cert.as_str()];
+            files.extend(own.chain.as_deref());
+            let mine = own.clone();
+            p.pure(
+                intermediate_id(&c.name),
+                "pki.intermediate",
+                VERSION,
+                &Slice::new()
+                    .put(
+                        "key",
+                        format!("pki.intermediates.{}.key", c.name),
+                        &own.key_digest,
+                    )
+                    .put("cluster", format!("clusters.{}.name", c.name), &c.name),
+                &files,
+                vec![root_id()],
+                blocking(move |ctx| {
+                    let root = ctx.read_string(&root_id(), "root-cert.pem")?;
+                    own_intermediate(&name, &mine, &cert, chain.as_deref(), &root)
+                }),
+            );
+            continue;
+        }
         p.pure(
             intermediate_id(&c.name),
             "pki.intermediate",
@@ -243,18 +272,13 @@ fn root_identity(ctx: &crate::graph::Ctx, pki: &Pki) -> Result<Vec<OutFile>, Tas
 /// It becomes the mesh's identity; replacing a different one is refused
 /// while mesh owns live clusters, as for a minted root.
 fn own_root(cert: &str, own: &crate::plan::OwnRoot) -> Result<Vec<OutFile>, TaskError> {
-    let key = crate::cache::read_input(&own.key_path)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            TaskError::new(format!("cannot read root_key {}", own.key_path.display()))
-        })?;
-    if crate::hash::Digest::of_bytes(key.as_bytes()).hex() != own.key_digest {
-        return Err(TaskError::new(format!(
-            "root_key {} changed while mesh ran; run mesh again",
-            own.key_path.display()
-        )));
-    }
+    let (Some(path), Some(digest)) = (&own.key_path, &own.key_digest) else {
+        // Every cluster brings its intermediate: the root is only trusted.
+        return Ok(vec![
+            OutFile::new("root-cert.pem", cert.to_string()).export("pki/root-cert.pem"),
+        ]);
+    };
+    let key = read_key(path, digest)?;
     if let Some(store) = crate::state::get() {
         let serr = |e: crate::state::StateError| TaskError::new(e.to_string());
         let params = serde_json::json!({
@@ -282,6 +306,58 @@ fn own_root(cert: &str, own: &crate::plan::OwnRoot) -> Result<Vec<OutFile>, Task
             .map_err(serr)?;
     }
     Ok(root_files(cert.to_string(), key))
+}
+
+/// A key file the plan names, read now: it must still be the one checked
+/// when the plan was read (`digest`). Never quoted.
+fn read_key(path: &std::path::Path, digest: &str) -> Result<String, TaskError> {
+    let key = crate::cache::read_input(path)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| TaskError::new(format!("cannot read key {}", path.display())))?;
+    if crate::hash::Digest::of_bytes(key.as_bytes()).hex() != digest {
+        return Err(TaskError::new(format!(
+            "key {} changed while mesh ran; run mesh again",
+            path.display()
+        )));
+    }
+    Ok(key)
+}
+
+/// `pki.intermediate:<c>` for an intermediate the user brings: its files,
+/// and `cert-chain.pem` as istiod expects it (the intermediate, the chain
+/// above it, the root).
+fn own_intermediate(
+    cluster: &str,
+    own: &crate::plan::OwnIntermediate,
+    cert: &str,
+    chain: Option<&str>,
+    root: &str,
+) -> Result<Vec<OutFile>, TaskError> {
+    let key = read_key(&own.key_path, &own.key_digest)?;
+    let mut full = String::new();
+    let chain = chain.unwrap_or("");
+    if !chain.contains(cert.trim()) {
+        full.push_str(cert.trim_end());
+        full.push('\n');
+    }
+    if !chain.trim().is_empty() {
+        full.push_str(chain.trim_end());
+        full.push('\n');
+    }
+    if !full.trim_end().ends_with(root.trim()) {
+        full.push_str(root.trim_end());
+        full.push('\n');
+    }
+    let dir = format!("pki/{cluster}");
+    Ok(vec![
+        OutFile::new("ca-cert.pem", cert.to_string()).export(format!("{dir}/ca-cert.pem")),
+        OutFile::new("ca-key.pem", key)
+            .secret()
+            .export(format!("{dir}/ca-key.pem")),
+        OutFile::new("root-cert.pem", root.to_string()).export(format!("{dir}/root-cert.pem")),
+        OutFile::new("cert-chain.pem", full).export(format!("{dir}/cert-chain.pem")),
+    ])
 }
 
 /// The roots a cluster trusts during a rotation (PEM, the signing root

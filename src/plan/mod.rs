@@ -106,6 +106,20 @@ pub struct Pki {
     pub intermediate_days: u32,
     /// `root_cert` and `root_key`: a root CA the user brings.
     pub root: Option<OwnRoot>,
+    /// `[pki.intermediates.<cluster>]`: intermediates the user brings.
+    pub intermediates: std::collections::BTreeMap<String, OwnIntermediate>,
+}
+
+/// A cluster's intermediate CA from files, signed by the plan's root (or
+/// through the chain file), checked when the plan was read. Its
+/// certificate and chain are plan files; the key is only named and hashed.
+#[derive(Serialize, Clone, Debug)]
+pub struct OwnIntermediate {
+    pub cert: String,
+    /// The chain from it up to (not including) the root; absent: it alone.
+    pub chain: Option<String>,
+    pub key_path: std::path::PathBuf,
+    pub key_digest: String,
 }
 
 /// A root CA from files (`[pki] root_cert`, `root_key`), checked when the
@@ -115,10 +129,10 @@ pub struct Pki {
 pub struct OwnRoot {
     /// As the plan names it (a key of the plan's files).
     pub cert: String,
-    /// Where the key is.
-    pub key_path: std::path::PathBuf,
+    /// Where the key is; none when every cluster brings its intermediate.
+    pub key_path: Option<std::path::PathBuf>,
     /// The key file's digest (hex), for `pki.root`'s key.
-    pub key_digest: String,
+    pub key_digest: Option<String>,
 }
 
 #[derive(Serialize, Clone, Debug)]

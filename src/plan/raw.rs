@@ -46,6 +46,16 @@ pub(super) struct RawPki {
     pub(super) intermediate_days: Option<Spanned<u32>>,
     pub(super) root_cert: Option<Spanned<String>>,
     pub(super) root_key: Option<Spanned<String>>,
+    /// Per-cluster intermediates an organisation's CA signed.
+    pub(super) intermediates: Option<BTreeMap<String, Spanned<RawIntermediate>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntermediate {
+    pub(super) cert: Spanned<String>,
+    pub(super) key: Spanned<String>,
+    pub(super) chain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

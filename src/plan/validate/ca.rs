@@ -12,12 +12,18 @@
 //! key file is read here only to check it and hash it: its bytes never
 //! enter the plan (the digest does, so editing the key reruns `pki.root`),
 //! and `pki.root` reads it again when it runs.
+//!
+//! Or per cluster, `[pki.intermediates.<c>]` names an intermediate an
+//! organisation's CA signed (`cert`, `key`, optional `chain`): a CA allowed
+//! to sign, valid now, its key matching, and signed by `root_cert`
+//! directly or through the chain (each signature verified). `root_key` is
+//! then needed only if some cluster has no intermediate of its own.
 
 use crate::hash::Digest;
 
 /// What the checks learn about a good root.
 pub(super) struct Root {
-    pub key_digest: Digest,
+    pub key_digest: Option<Digest>,
 }
 
 /// The line (1-based) of the first `-----BEGIN <label>` in `text`, or 1.
@@ -33,8 +39,7 @@ fn pem_line(text: &str, label: &str) -> usize {
 pub(super) fn check_root(
     cert_name: &str,
     cert_text: &str,
-    key_name: &str,
-    key_text: &str,
+    key: Option<(&str, &str)>,
     intermediate_days: u32,
 ) -> Result<Root, (String, String)> {
     let at = |label: &str| format!("{cert_name}:{}", pem_line(cert_text, label));
@@ -101,6 +106,10 @@ pub(super) fn check_root(
             "use a root that is valid today".into(),
         ));
     }
+    let Some((key_name, key_text)) = key else {
+        // No key: mesh signs nothing with this root.
+        return Ok(Root { key_digest: None });
+    };
     let reach = now + ::time::Duration::days(i64::from(intermediate_days));
     if reach > not_after {
         return Err((
@@ -132,6 +141,154 @@ pub(super) fn check_root(
         ));
     }
     Ok(Root {
-        key_digest: Digest::of_bytes(key_text.as_bytes()),
+        key_digest: Some(Digest::of_bytes(key_text.as_bytes())),
     })
+}
+
+/// What is wrong, and the hint.
+type Problem = (String, String);
+
+/// The certificates of a PEM file, in order, with the line each starts on.
+fn certs(name: &str, text: &str) -> Result<Vec<(usize, Vec<u8>)>, Problem> {
+    let mut out = Vec::new();
+    let starts: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("-----BEGIN CERTIFICATE"))
+        .map(|(i, _)| i + 1)
+        .collect();
+    for (n, pem) in x509_parser::pem::Pem::iter_from_buffer(text.as_bytes()).enumerate() {
+        let at = starts.get(n).copied().unwrap_or(1);
+        let pem = pem.map_err(|_| {
+            (
+                format!("{name}:{at}: not a PEM block that parses"),
+                "export the certificates again (PEM)".into(),
+            )
+        })?;
+        if pem.label != "CERTIFICATE" {
+            continue;
+        }
+        out.push((at, pem.contents));
+    }
+    if out.is_empty() {
+        return Err((
+            format!("{name} holds no PEM certificate"),
+            "name a PEM file starting with -----BEGIN CERTIFICATE-----".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Check a cluster's intermediate: a CA allowed to sign, valid now, its key
+/// matching, and signed by the root, directly or through `chain` (each
+/// certificate signed by the next, the last by the root). `Err`: message
+/// and hint.
+pub(super) fn check_intermediate(
+    cert: (&str, &str),
+    key: (&str, &str),
+    chain: Option<(&str, &str)>,
+    root: (&str, &str),
+) -> Result<Digest, (String, String)> {
+    use x509_parser::prelude::*;
+    let (cert_name, cert_text) = cert;
+    let (at, der) = certs(cert_name, cert_text)?.remove(0);
+    let where_ = format!("{cert_name}:{at}");
+    let (_, c) = X509Certificate::from_der(&der).map_err(|e| {
+        (
+            format!("{where_}: the certificate does not parse: {e}"),
+            "export it again from your CA (PEM, X.509 v3)".into(),
+        )
+    })?;
+    if !c
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca)
+    {
+        return Err((
+            format!("{where_}: the intermediate is not a CA (basicConstraints CA:true is missing)"),
+            "istiod signs workload certificates with it: it must be a CA certificate".into(),
+        ));
+    }
+    if let Ok(Some(ku)) = c.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return Err((
+            format!(
+                "{where_}: the intermediate may not sign certificates (its keyUsage lacks keyCertSign)"
+            ),
+            "use a CA certificate whose key usage includes keyCertSign".into(),
+        ));
+    }
+    let now = ::time::OffsetDateTime::now_utc();
+    let (nb, na) = (
+        c.validity().not_before.to_datetime(),
+        c.validity().not_after.to_datetime(),
+    );
+    if na <= now || nb > now {
+        return Err((
+            format!(
+                "{where_}: the intermediate is valid from {} to {}, not now",
+                nb.date(),
+                na.date()
+            ),
+            "use an intermediate that is valid today".into(),
+        ));
+    }
+    let (key_name, key_text) = key;
+    let k = rcgen::KeyPair::from_pem(key_text).map_err(|_| {
+        (
+            format!(
+                "{key_name}:{}: no private key that parses (PKCS#8, SEC1 or PKCS#1 PEM)",
+                pem_line(key_text, "")
+            ),
+            "key must be the PEM private key of cert".into(),
+        )
+    })?;
+    if rcgen::PublicKeyData::der_bytes(&k) != c.public_key().subject_public_key.data.as_ref() {
+        return Err((
+            format!("{key_name} is not the key of {cert_name} (their public keys differ)"),
+            "name the private key that belongs to the intermediate".into(),
+        ));
+    }
+    // Up the chain: each certificate signed by the next, the last by the root.
+    let mut links: Vec<(String, Vec<u8>)> = vec![(where_.clone(), der.clone())];
+    if let Some((chain_name, chain_text)) = chain {
+        for (i, (line, d)) in certs(chain_name, chain_text)?.into_iter().enumerate() {
+            // The chain may start with the intermediate itself.
+            if i == 0 && d == der {
+                continue;
+            }
+            links.push((format!("{chain_name}:{line}"), d));
+        }
+    }
+    let (root_name, root_text) = root;
+    let (root_at, root_der) = certs(root_name, root_text)?.remove(0);
+    if links.last().is_some_and(|(_, d)| *d == root_der) {
+        links.pop();
+    }
+    links.push((format!("{root_name}:{root_at}"), root_der));
+    for pair in links.windows(2) {
+        let (child_at, child) = (&pair[0].0, &pair[0].1);
+        let (parent_at, parent) = (&pair[1].0, &pair[1].1);
+        let (_, cc) = X509Certificate::from_der(child).map_err(|e| {
+            (
+                format!("{child_at}: the certificate does not parse: {e}"),
+                String::new(),
+            )
+        })?;
+        let (_, pc) = X509Certificate::from_der(parent).map_err(|e| {
+            (
+                format!("{parent_at}: the certificate does not parse: {e}"),
+                String::new(),
+            )
+        })?;
+        if cc.verify_signature(Some(pc.public_key())).is_err() {
+            return Err((
+                format!("{child_at}: the certificate is not signed by {parent_at}"),
+                "the chain runs from the intermediate up to the root, each certificate signed by the next".into(),
+            ));
+        }
+    }
+    Ok(Digest::of_bytes(key_text.as_bytes()))
 }

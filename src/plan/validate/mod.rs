@@ -202,6 +202,8 @@ impl Validator {
         let clusters_span = raw.clusters.span();
         let raw_clusters = raw.clusters.into_inner();
         let (clusters, nets) = self.clusters(&raw_clusters, clusters_span, &ctx);
+        let mut pki = pki;
+        self.own_intermediates(&raw.pki, &mut pki, &clusters);
         self.remote_gateways(&clusters, &raw_clusters);
         self.cidrs(&nets, &clusters, mesh.kind_subnet);
         self.lb_capacity(&clusters, &mesh, &ctx);
@@ -370,66 +372,202 @@ impl Validator {
             root_days,
             intermediate_days,
             root,
+            intermediates: BTreeMap::new(),
         }
     }
 
-    /// `[pki] root_cert` and `root_key`: both or neither, then checked
-    /// (see [`ca`]).
+    /// `[pki] root_cert` and `root_key` (the key may be left out when every
+    /// cluster brings its intermediate: see [`Validator::own_intermediates`]),
+    /// then checked (see [`ca`]).
     fn own_root(&mut self, raw: &RawPki, intermediate_days: u32) -> Option<crate::plan::OwnRoot> {
         let (cert, key) = match (&raw.root_cert, &raw.root_key) {
             (None, None) => return None,
-            (Some(c), Some(k)) => (c, k),
-            (Some(one), None) | (None, Some(one)) => {
+            (Some(c), k) => (c, k.as_ref()),
+            (None, Some(one)) => {
                 self.err(
-                    Diag::new("root_cert and root_key go together")
-                        .at(one.span(), "only one of the two")
-                        .hint("name both the root CA's certificate and its private key, or neither (mesh then makes a root)"),
+                    Diag::new("root_key without root_cert")
+                        .at(one.span(), "a key alone")
+                        .hint("name the root CA's certificate (root_cert) with its key"),
                 );
                 return None;
             }
         };
+        if key.is_none() && raw.intermediates.as_ref().is_none_or(|m| m.is_empty()) {
+            self.err(
+                Diag::new("root_cert and root_key go together")
+                    .at(cert.span(), "only one of the two")
+                    .hint("name both the root CA's certificate and its private key, or neither (mesh then makes a root); the key may be left out only when [pki.intermediates] gives every cluster its own"),
+            );
+            return None;
+        }
         if !self.load_file(cert.get_ref(), Some(cert.span()), "root_cert") {
             return None;
         }
         let cert_text = self.files[cert.get_ref()].text.to_string();
-        let key_path = self.dir.join(key.get_ref());
-        let key_text = match crate::cache::read_input(&key_path).and_then(|b| {
-            String::from_utf8(b)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
-        }) {
-            Ok(t) => t,
-            Err(e) => {
-                self.err(
-                    Diag::new(format!("cannot read root_key {}: {e}", key.get_ref()))
-                        .at(key.span(), "unreadable")
-                        .hint(format!(
-                            "paths are relative to the plan's directory ({})",
-                            self.dir.display()
-                        )),
-                );
-                return None;
+        let key_read = match key {
+            None => None,
+            Some(k) => {
+                let path = self.dir.join(k.get_ref());
+                match crate::cache::read_input(&path).and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8")
+                    })
+                }) {
+                    Ok(t) => Some((k, path, t)),
+                    Err(e) => {
+                        self.err(
+                            Diag::new(format!("cannot read root_key {}: {e}", k.get_ref()))
+                                .at(k.span(), "unreadable")
+                                .hint(format!(
+                                    "paths are relative to the plan's directory ({})",
+                                    self.dir.display()
+                                )),
+                        );
+                        return None;
+                    }
+                }
             }
         };
-        match ca::check_root(
+        let checked = ca::check_root(
             cert.get_ref(),
             &cert_text,
-            key.get_ref(),
-            &key_text,
+            key_read
+                .as_ref()
+                .map(|(k, _, t)| (k.get_ref().as_str(), t.as_str())),
             intermediate_days,
-        ) {
+        );
+        match checked {
             Ok(r) => Some(crate::plan::OwnRoot {
                 cert: cert.get_ref().clone(),
-                key_path,
-                key_digest: r.key_digest.hex(),
+                key_path: key_read.map(|(_, p, _)| p),
+                key_digest: r.key_digest.map(|d| d.hex()),
             }),
             Err((message, hint)) => {
-                let span = if message.starts_with(key.get_ref().as_str()) {
-                    key.span()
-                } else {
-                    cert.span()
+                let span = match key {
+                    Some(k) if message.starts_with(k.get_ref().as_str()) => k.span(),
+                    _ => cert.span(),
                 };
                 self.err(Diag::new(message).at(span, "this root").hint(hint));
                 None
+            }
+        }
+    }
+
+    /// `[pki.intermediates.<c>]`, once the clusters are known: each names a
+    /// cluster of the plan and is checked against the root; a cluster
+    /// without one needs `root_key`.
+    fn own_intermediates(
+        &mut self,
+        raw: &RawPki,
+        pki: &mut Pki,
+        clusters: &BTreeMap<String, Cluster>,
+    ) {
+        let Some(list) = &raw.intermediates else {
+            return;
+        };
+        let Some(root) = pki.root.clone() else {
+            if let Some((_, first)) = list.iter().next() {
+                self.err(
+                    Diag::new("[pki.intermediates] needs the root that signed them")
+                        .at(first.span(), "signed by which root?")
+                        .hint("name it: [pki] root_cert = \"<file>\" (its key is not needed)"),
+                );
+            }
+            return;
+        };
+        let root_text = self.files[root.cert.as_str()].text.to_string();
+        for (name, entry) in list {
+            if !clusters.contains_key(name) {
+                self.err(
+                    Diag::new(format!("an intermediate for unknown cluster {name:?}"))
+                        .at(entry.span(), "no such cluster")
+                        .hint(format!(
+                            "clusters: {}",
+                            clusters.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )),
+                );
+                continue;
+            }
+            let e = entry.get_ref();
+            if !self.load_file(e.cert.get_ref(), Some(e.cert.span()), "intermediate cert") {
+                continue;
+            }
+            if let Some(ch) = &e.chain
+                && !self.load_file(ch.get_ref(), Some(ch.span()), "intermediate chain")
+            {
+                continue;
+            }
+            let key_path = self.dir.join(e.key.get_ref());
+            let key_text = match crate::cache::read_input(&key_path).and_then(|b| {
+                String::from_utf8(b)
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+            }) {
+                Ok(t) => t,
+                Err(err) => {
+                    self.err(
+                        Diag::new(format!("cannot read key {}: {err}", e.key.get_ref()))
+                            .at(e.key.span(), "unreadable"),
+                    );
+                    continue;
+                }
+            };
+            let cert_text = self.files[e.cert.get_ref()].text.to_string();
+            let chain_text = e.chain.as_ref().map(|c| {
+                (
+                    c.get_ref().clone(),
+                    self.files[c.get_ref()].text.to_string(),
+                )
+            });
+            match ca::check_intermediate(
+                (e.cert.get_ref(), &cert_text),
+                (e.key.get_ref(), &key_text),
+                chain_text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())),
+                (&root.cert, &root_text),
+            ) {
+                Ok(d) => {
+                    pki.intermediates.insert(
+                        name.clone(),
+                        crate::plan::OwnIntermediate {
+                            cert: e.cert.get_ref().clone(),
+                            chain: e.chain.as_ref().map(|c| c.get_ref().clone()),
+                            key_path,
+                            key_digest: d.hex(),
+                        },
+                    );
+                }
+                Err((message, hint)) => {
+                    let span = if message.starts_with(e.key.get_ref().as_str()) {
+                        e.key.span()
+                    } else if e
+                        .chain
+                        .as_ref()
+                        .is_some_and(|c| message.starts_with(c.get_ref().as_str()))
+                    {
+                        e.chain.as_ref().map(|c| c.span()).unwrap_or(entry.span())
+                    } else {
+                        e.cert.span()
+                    };
+                    self.err(Diag::new(message).at(span, "this intermediate").hint(hint));
+                }
+            }
+        }
+        if root.key_path.is_none() {
+            let missing: Vec<&String> =
+                clusters.keys().filter(|c| !list.contains_key(*c)).collect();
+            if !missing.is_empty() {
+                let span = raw.root_cert.as_ref().map(|c| c.span()).unwrap_or(0..0);
+                self.err(
+                    Diag::new(format!(
+                        "no root_key to sign intermediates for {}",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .at(span, "a root without its key")
+                    .hint("give those clusters [pki.intermediates.<c>], or name root_key"),
+                );
             }
         }
     }
