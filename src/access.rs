@@ -83,11 +83,7 @@ fn user_kubeconfig(path: Option<&str>) -> Result<String, TaskError> {
         Some(p) => PathBuf::from(p),
         None => crate::providers::kubeconfig::path_for_merge(),
     };
-    let text = crate::cache::read_input(&path)
-        .and_then(|b| {
-            String::from_utf8(b)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
-        })
+    let text = crate::cache::read_input_text(&path)
         .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))?;
     inline_files(&text, &path)
 }

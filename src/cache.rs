@@ -495,6 +495,13 @@ pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// [`read_input`] of a text file: UTF-8 or an error saying so (never
+/// quoting the bytes).
+pub fn read_input_text(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
 /// Write a file atomically through a temp file beside it, `mode` whatever
 /// the umask (reports and traces: 0644).
 pub fn write_file(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

@@ -498,19 +498,12 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
         eprintln!("mesh destroy --dry-run: nothing was changed");
         return Ok(());
     }
-    if !yes {
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            return Err(fail(
-                1,
-                "error: mesh destroy deletes the above: pass --yes to go ahead (not on a terminal, so it cannot ask; nothing was done)",
-            ));
-        }
-        eprint!("Delete all of it? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(fail(1, "mesh destroy: nothing was done"));
-        }
+    if !confirmed(
+        yes,
+        "Delete all of it?",
+        "error: mesh destroy deletes the above: pass --yes to go ahead (not on a terminal, so it cannot ask; nothing was done)",
+    )? {
+        return Err(fail(1, "mesh destroy: nothing was done"));
     }
     let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
@@ -595,6 +588,21 @@ fn destroy(l: &Loaded, cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
         owned.len()
     );
     Ok(())
+}
+
+/// Go ahead? Yes with `--yes`; else ask `question` on a terminal (y/N);
+/// off a terminal, fail with `refusal` (nothing can be asked).
+fn confirmed(yes: bool, question: &str, refusal: &str) -> Result<bool, Exit> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(fail(1, refusal));
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// `mesh build --rotate-root`: start a rotation (a new root made with the
@@ -713,20 +721,13 @@ fn forget_identity_cmd(cache_dir: &Path, yes: bool, dry_run: bool) -> Result<(),
         eprintln!("mesh destroy --dry-run: the identity was kept");
         return Ok(());
     }
-    if !yes {
-        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            return Err(fail(
-                1,
-                "error: pass --yes with --forget-identity to delete the root CA (not on a terminal, so it cannot ask; the identity was kept)",
-            ));
-        }
-        eprint!("Delete the root CA? [y/N] ");
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("mesh destroy: the identity was kept");
-            return Ok(());
-        }
+    if !confirmed(
+        yes,
+        "Delete the root CA?",
+        "error: pass --yes with --forget-identity to delete the root CA (not on a terminal, so it cannot ask; the identity was kept)",
+    )? {
+        eprintln!("mesh destroy: the identity was kept");
+        return Ok(());
     }
     // pki.root's record goes first: the next build mints a new root
     // instead of trusting outputs made from the one being forgotten.

@@ -23,7 +23,6 @@ use crate::cache::{Cache, Load};
 use crate::graph::TaskError;
 use crate::plan::{Plan, Provider};
 use crate::{exec, kinds};
-use std::io::IsTerminal;
 use std::path::Path;
 
 /// The kind clusters mesh owns that the plan no longer names.
@@ -241,24 +240,14 @@ pub(super) fn unrecorded_installs(l: &Loaded, cache: Option<&Cache>) -> Vec<Left
 }
 
 fn confirm(names: &[String], file: &str, yes: bool) -> Result<(), Exit> {
-    if yes {
-        return Ok(());
-    }
     let what = names.join(", ");
-    if !std::io::stdin().is_terminal() {
-        return Err(fail(
-            1,
-            format!(
-                "error: {what} left {file}, and mesh made them: this build would remove them (a kind cluster with what mesh installed for it). Pass --yes to go ahead (mesh plan lists it; nothing was done)"
-            ),
-        ));
-    }
-    eprint!(
-        "mesh build: {what} left {file}. Remove them (a kind cluster with the remote secrets other clusters hold for it)? [y/N] "
+    let question = format!(
+        "mesh build: {what} left {file}. Remove them (a kind cluster with the remote secrets other clusters hold for it)?"
     );
-    let mut answer = String::new();
-    let _ = std::io::stdin().read_line(&mut answer);
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
+    let refusal = format!(
+        "error: {what} left {file}, and mesh made them: this build would remove them (a kind cluster with what mesh installed for it). Pass --yes to go ahead (mesh plan lists it; nothing was done)"
+    );
+    if super::confirmed(yes, &question, &refusal)? {
         Ok(())
     } else {
         Err(fail(1, "mesh build: nothing was done"))

@@ -311,10 +311,8 @@ fn own_root(cert: &str, own: &crate::plan::OwnRoot) -> Result<Vec<OutFile>, Task
 /// A key file the plan names, read now: it must still be the one checked
 /// when the plan was read (`digest`). Never quoted.
 fn read_key(path: &std::path::Path, digest: &str) -> Result<String, TaskError> {
-    let key = crate::cache::read_input(path)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| TaskError::new(format!("cannot read key {}", path.display())))?;
+    let key = crate::cache::read_input_text(path)
+        .map_err(|e| TaskError::new(format!("cannot read key {}: {e}", path.display())))?;
     if crate::hash::Digest::of_bytes(key.as_bytes()).hex() != digest {
         return Err(TaskError::new(format!(
             "key {} changed while mesh ran; run mesh again",

@@ -598,14 +598,9 @@ async fn install_gateway_api_crds(client: &kube::Client, source: &str) -> Result
     let text = if source.starts_with("https://") || source.starts_with("http://") {
         crate::providers::http::fetch(source).await?
     } else {
-        crate::cache::read_input(std::path::Path::new(source))
-            .and_then(|b| {
-                String::from_utf8(b)
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
-            })
-            .map_err(|e| {
-                TaskError::new(format!("cannot read MESH_GATEWAY_API_CRDS {source}: {e}"))
-            })?
+        crate::cache::read_input_text(std::path::Path::new(source)).map_err(|e| {
+            TaskError::new(format!("cannot read MESH_GATEWAY_API_CRDS {source}: {e}"))
+        })?
     };
     let crds = k8s::apply(client, &text).await?;
     // Their kinds are served only once Established.

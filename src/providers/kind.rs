@@ -21,16 +21,23 @@ pub async fn clusters() -> Result<Vec<String>, ToolError> {
         .collect())
 }
 
-pub async fn create(name: &str, config: &Path) -> Result<(), ToolError> {
-    let config = config.to_string_lossy();
-    let private = tempfile::Builder::new()
+/// A kubeconfig file for kind alone, in a fresh 0700 directory (removed
+/// with the returned guard, lock and all).
+fn private_kubeconfig() -> Result<(tempfile::TempDir, std::path::PathBuf), ToolError> {
+    let dir = tempfile::Builder::new()
         .prefix("mesh-kind-kubeconfig-")
         .tempdir()
         .map_err(|e| ToolError::BadOutput {
             tool: "kind",
             message: format!("cannot make a directory for its kubeconfig: {e}"),
         })?;
-    let file = private.path().join("kubeconfig");
+    let file = dir.path().join("kubeconfig");
+    Ok((dir, file))
+}
+
+pub async fn create(name: &str, config: &Path) -> Result<(), ToolError> {
+    let config = config.to_string_lossy();
+    let (_private, file) = private_kubeconfig()?;
     let file_arg = file.to_string_lossy();
     run(
         Tool::Kind,
@@ -64,14 +71,7 @@ pub async fn create(name: &str, config: &Path) -> Result<(), ToolError> {
 /// Delete cluster `name`, then its `kind-<name>` entries from the user's
 /// kubeconfig.
 pub async fn delete(name: &str) -> Result<(), ToolError> {
-    let private = tempfile::Builder::new()
-        .prefix("mesh-kind-kubeconfig-")
-        .tempdir()
-        .map_err(|e| ToolError::BadOutput {
-            tool: "kind",
-            message: format!("cannot make a directory for its kubeconfig: {e}"),
-        })?;
-    let file = private.path().join("kubeconfig");
+    let (_private, file) = private_kubeconfig()?;
     let file_arg = file.to_string_lossy();
     run(
         Tool::Kind,

@@ -408,11 +408,7 @@ impl Validator {
             None => None,
             Some(k) => {
                 let path = self.dir.join(k.get_ref());
-                match crate::cache::read_input(&path).and_then(|b| {
-                    String::from_utf8(b).map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8")
-                    })
-                }) {
+                match crate::cache::read_input_text(&path) {
                     Ok(t) => Some((k, path, t)),
                     Err(e) => {
                         self.err(
@@ -498,10 +494,7 @@ impl Validator {
                 continue;
             }
             let key_path = self.dir.join(e.key.get_ref());
-            let key_text = match crate::cache::read_input(&key_path).and_then(|b| {
-                String::from_utf8(b)
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
-            }) {
+            let key_text = match crate::cache::read_input_text(&key_path) {
                 Ok(t) => t,
                 Err(err) => {
                     self.err(
