@@ -179,6 +179,45 @@ fn a_rotation_left_unfinished_is_resumed_and_a_build_keeps_its_phase() {
 }
 
 #[test]
+fn completions_and_the_man_page_cover_every_command_and_need_no_plan() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(args)
+            .current_dir(empty.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let text = run(&["completions", shell]);
+        for word in [
+            "build",
+            "destroy",
+            "verify",
+            "rotate-root",
+            "forget-identity",
+        ] {
+            assert!(text.contains(word), "{shell}: {word}");
+        }
+    }
+    let man = run(&["man"]);
+    assert!(man.contains(".TH mesh 1"), "{man}");
+    for word in ["build", "destroy", "adopt", "completions"] {
+        assert!(man.contains(word), "{word}");
+    }
+    assert!(
+        std::fs::read_dir(empty.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
+
+#[test]
 fn editing_a_template_reruns_exactly_its_readers() {
     let p = Project::default_plan();
     p.build();

@@ -40,6 +40,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Print a shell completion script (e.g. `mesh completions bash >
+    /// ~/.local/share/bash-completion/completions/mesh`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `mesh man | man -l -`).
+    Man,
     /// Run every task that is not up to date.
     Build {
         /// Only the pure tasks: PKI and every rendered manifest, into out/.
@@ -210,9 +218,25 @@ fn run(cli: Cli) -> Result<(), Exit> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Commands that read no plan and touch nothing.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "mesh", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            return clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| fail(1, format!("error: cannot write the manual page: {e}")));
+        }
+        _ => {}
+    }
     let cache_dir = dir.join("cache");
     crate::state::init(&dir.join(crate::state::DIR));
     match cli.command {
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::Build {
             offline,
             jobs,

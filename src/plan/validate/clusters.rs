@@ -341,7 +341,6 @@ impl Validator {
             }
         }
     }
-
 }
 
 /// Pairs `(i, j)`, `i < j`, of ranges in `nets` that overlap (every one,
