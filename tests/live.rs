@@ -2267,6 +2267,35 @@ fn a_new_root_is_refused_while_mesh_owns_live_clusters_and_rotated_when_asked() 
 }
 
 #[test]
+fn verify_fails_when_the_clusters_workloads_do_not_trust_each_others_roots() {
+    // The fake world's mTLS: a pod keeps the certificate and the trusted
+    // roots it started with. A root swapped at once in one cluster (what
+    // --rotate-root's phases avoid) cuts the traffic between the clusters.
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let o = mesh(&w, p.path(), &["verify", "--wait", "10"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let stranger = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut c = rcgen::CertificateParams::default();
+        c.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        c.self_signed(&key).unwrap().pem()
+    };
+    let api = w.api("west");
+    let mut sec = api.get("", "secrets", "istio-system", "cacerts").unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&stranger);
+    sec["data"]["root-cert.pem"] = Value::String(b64.clone());
+    sec["data"]["cert-chain.pem"] = Value::String(b64);
+    api.put("", "secrets", "istio-system", "cacerts", sec);
+    w.rollout("west", "sample", "helloworld-v2");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let o = mesh(&w, p.path(), &["verify", "--wait", "2"]);
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("v2"), "{}", o.stdout);
+}
+
+#[test]
 fn a_deployment_that_never_becomes_ready_times_out_naming_it() {
     let w = World::new(&["east", "west"]);
     for c in ["east", "west"] {

@@ -698,6 +698,19 @@ impl State {
             .unwrap_or(*self.knobs.ready_delay.lock().unwrap())
     }
 
+    /// Roll a Deployment out again (as `kubectl rollout restart` would):
+    /// its pods are replaced after the ready delay.
+    pub fn rollout(self: &Arc<Self>, ns: &str, name: &str) {
+        let key: Key = ("apps".into(), "deployments".into(), ns.into(), name.into());
+        let Some(mut o) = self.objects.lock().unwrap().get(&key).cloned() else {
+            return;
+        };
+        let g = o["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        o["metadata"]["generation"] = json!(g);
+        let o = self.write(key.clone(), o, "MODIFIED");
+        self.react(key, o);
+    }
+
     fn react(self: &Arc<Self>, key: Key, obj: Value) {
         let kind = obj["kind"].as_str().unwrap_or("").to_string();
         let group = key.0.clone();
@@ -742,9 +755,15 @@ impl State {
                         key.2.clone(),
                         format!("{}-fake", key.3),
                     );
+                    // Its workload certificate as istiod issues it when the
+                    // pod starts: signed under the cluster's cacerts, and
+                    // trusting the roots cacerts lists then (kept until
+                    // the pod is replaced).
+                    let (trusts, root) = me.cacerts_identity();
                     let pod = json!({"apiVersion": "v1", "kind": "Pod",
                         "metadata": {"name": pod_key.3, "namespace": key.2,
-                                     "labels": o["spec"]["template"]["metadata"]["labels"].clone()},
+                                     "labels": o["spec"]["template"]["metadata"]["labels"].clone(),
+                                     "annotations": {"fake.mesh/trusts": trusts, "fake.mesh/root": root}},
                         "status": {"phase": "Running"}});
                     me.write(pod_key, pod, "ADDED");
                     o["status"] = json!({"observedGeneration": gen_, "replicas": replicas,
@@ -1428,7 +1447,7 @@ fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> 
         return status(404, "NotFound", &format!("pods \"{pod}\" not found"));
     }
     let command = all_values(&req, "command");
-    let output = st.simulate(&ns, &command);
+    let output = st.simulate(&ns, &pod, &command);
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
@@ -1456,7 +1475,50 @@ fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> 
         .unwrap()
 }
 
+/// Mutual TLS between two sidecar workloads: each trusts the root the
+/// other's certificate chains to. Without cacerts (istiod self-signs), a
+/// workload's root is its own cluster's, trusted nowhere else.
+fn mtls_ok(a: &Value, b: &Value) -> bool {
+    let get = |p: &Value, k: &str| {
+        p["metadata"]["annotations"][k]
+            .as_str()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    let trusts = |p: &Value, q: &Value| {
+        let root = get(q, "fake.mesh/root");
+        !root.is_empty() && get(p, "fake.mesh/trusts").contains(&root)
+    };
+    trusts(a, b) && trusts(b, a)
+}
+
 impl State {
+    /// The roots this cluster's `cacerts` trusts (`root-cert.pem`) and the
+    /// root its intermediate chains to (the last certificate of
+    /// `cert-chain.pem`); empty without cacerts.
+    fn cacerts_identity(&self) -> (String, String) {
+        let Some(sec) = self.get("", "secrets", "istio-system", "cacerts") else {
+            return (String::new(), String::new());
+        };
+        let field = |k: &str| -> String {
+            use base64::Engine;
+            sec["data"][k]
+                .as_str()
+                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .or_else(|| sec["stringData"][k].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let chain = field("cert-chain.pem");
+        let marker = "-----BEGIN CERTIFICATE-----";
+        let root = chain
+            .rfind(marker)
+            .map(|i| chain[i..].trim().to_string())
+            .unwrap_or_default();
+        (field("root-cert.pem"), root)
+    }
+
     /// The cluster whose istiod configures this one's proxies.
     fn control_plane(&self) -> String {
         if self
@@ -1558,9 +1620,11 @@ impl State {
 
     /// Simulate `sh -c 'for i in $(seq 1 N); do curl -s -m 5 URL; echo; done'`
     /// as the mesh would route it: endpoints of this cluster, plus those of
-    /// clusters the controlling istiod has a remote secret for and whose
-    /// east-west gateway has an address.
-    pub fn simulate(&self, _ns: &str, command: &[String]) -> String {
+    /// clusters the controlling istiod has a remote secret for, whose
+    /// east-west gateway has an address, and whose pods and the client pod
+    /// trust each other's roots ([`mtls_ok`]).
+    pub fn simulate(&self, ns: &str, pod: &str, command: &[String]) -> String {
+        let client = self.get("", "pods", ns, pod).unwrap_or(Value::Null);
         let script = command.join(" ");
         let n: usize = script
             .split("seq 1 ")
@@ -1591,6 +1655,11 @@ impl State {
             }
             for p in x.list("", "pods") {
                 if p["metadata"]["namespace"] == svc_ns && p["metadata"]["labels"]["app"] == svc {
+                    // Across clusters, sidecars must trust each other's
+                    // certificates (a pod keeps those it started with).
+                    if name != &self.name && !mtls_ok(&client, &p) {
+                        continue;
+                    }
                     let v = p["metadata"]["labels"]["version"]
                         .as_str()
                         .unwrap_or("none")

@@ -351,6 +351,13 @@ impl World {
     }
 
     /// How long every istiod takes to sync a remote cluster's secret.
+    /// Roll a Deployment of `cluster` out again (its pods replaced, with
+    /// the certificates of the cluster's cacerts as it is now).
+    pub fn rollout(&self, cluster: &str, ns: &str, name: &str) {
+        let _in = self.rt.enter();
+        self.api(cluster).rollout(ns, name);
+    }
+
     pub fn set_sync_delay(&self, d: Duration) {
         for a in self.apis.values() {
             *a.knobs.sync_delay.lock().unwrap() = d;
