@@ -367,16 +367,20 @@ impl Step {
             .and_then(|o| o.holds)
             .and_then(|h| serde_json::from_value::<Receipt>(h).ok())
             .unwrap_or_default();
-        if let Some(store) = inventory {
-            let intent = self.intent(&ctx, &prior);
-            store
+        // Record in the state's inventory what this install holds, in phase.
+        let record = |phase, holds: &Receipt| match inventory {
+            Some(store) => store
                 .set_install(
                     &ctx.id,
                     &self.target.name,
-                    crate::state::Phase::Creating,
-                    serde_json::to_value(&intent).expect("receipts serialize"),
+                    phase,
+                    serde_json::to_value(holds).expect("receipts serialize"),
                 )
-                .map_err(|e| TaskError::new(e.to_string()))?;
+                .map_err(|e| TaskError::new(e.to_string())),
+            None => Ok(()),
+        };
+        if inventory.is_some() {
+            record(crate::state::Phase::Creating, &self.intent(&ctx, &prior))?;
         }
         // Gateway API CRDs come before the charts that need them.
         for w in &self.waits {
@@ -513,16 +517,7 @@ impl Step {
                 _ => {}
             }
         }
-        if let Some(store) = inventory {
-            store
-                .set_install(
-                    &ctx.id,
-                    &self.target.name,
-                    crate::state::Phase::Created,
-                    serde_json::to_value(&receipt).expect("receipts serialize"),
-                )
-                .map_err(|e| TaskError::new(e.to_string()))?;
-        }
+        record(crate::state::Phase::Created, &receipt)?;
         Ok(receipt.files())
     }
 

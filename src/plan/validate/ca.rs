@@ -66,46 +66,8 @@ pub(super) fn check_root(
             "export it again from your CA (PEM, X.509 v3)".into(),
         )
     })?;
-    let is_ca = cert
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|b| b.value.ca);
-    if !is_ca {
-        return Err((
-            format!(
-                "{}: the certificate is not a CA (basicConstraints CA:true is missing)",
-                at("CERTIFICATE")
-            ),
-            "mesh signs an intermediate per cluster with this root: it must be a CA certificate"
-                .into(),
-        ));
-    }
-    if let Ok(Some(ku)) = cert.key_usage()
-        && !ku.value.key_cert_sign()
-    {
-        return Err((
-            format!(
-                "{}: the certificate may not sign certificates (its keyUsage lacks keyCertSign)",
-                at("CERTIFICATE")
-            ),
-            "use a CA certificate whose key usage includes keyCertSign".into(),
-        ));
-    }
     let now = ::time::OffsetDateTime::now_utc();
-    let not_after = cert.validity().not_after.to_datetime();
-    let not_before = cert.validity().not_before.to_datetime();
-    if not_after <= now || not_before > now {
-        return Err((
-            format!(
-                "{}: the certificate is valid from {} to {}, not now",
-                at("CERTIFICATE"),
-                not_before.date(),
-                not_after.date()
-            ),
-            "use a root that is valid today".into(),
-        ));
-    }
+    let not_after = usable_ca(&cert, &at("CERTIFICATE"), &ROOT, now)?;
     let Some((key_name, key_text)) = key else {
         // No key: mesh signs nothing with this root.
         return Ok(Root { key_digest: None });
@@ -124,22 +86,7 @@ pub(super) fn check_root(
             ),
         ));
     }
-    let key = rcgen::KeyPair::from_pem(key_text).map_err(|_| {
-        (
-            // Never quote the key file: name it and the line of its block.
-            format!(
-                "{key_name}:{}: no private key that parses (PKCS#8, SEC1 or PKCS#1 PEM)",
-                pem_line(key_text, "")
-            ),
-            "root_key must be the PEM private key of root_cert".into(),
-        )
-    })?;
-    if rcgen::PublicKeyData::der_bytes(&key) != cert.public_key().subject_public_key.data.as_ref() {
-        return Err((
-            format!("{key_name} is not the key of {cert_name} (their public keys differ)"),
-            "name the private key that belongs to root_cert".into(),
-        ));
-    }
+    key_matches(&cert, cert_name, (key_name, key_text), &ROOT)?;
     Ok(Root {
         key_digest: Some(Digest::of_bytes(key_text.as_bytes())),
     })
@@ -147,6 +94,102 @@ pub(super) fn check_root(
 
 /// What is wrong, and the hint.
 type Problem = (String, String);
+
+/// How the checks shared by a root and an intermediate word their
+/// messages.
+struct Role {
+    /// What the certificate is called in a message.
+    noun: &'static str,
+    ca_hint: &'static str,
+    valid_hint: &'static str,
+    key_hint: &'static str,
+    match_hint: &'static str,
+}
+
+const ROOT: Role = Role {
+    noun: "certificate",
+    ca_hint: "mesh signs an intermediate per cluster with this root: it must be a CA certificate",
+    valid_hint: "use a root that is valid today",
+    key_hint: "root_key must be the PEM private key of root_cert",
+    match_hint: "name the private key that belongs to root_cert",
+};
+
+const INTERMEDIATE: Role = Role {
+    noun: "intermediate",
+    ca_hint: "istiod signs workload certificates with it: it must be a CA certificate",
+    valid_hint: "use an intermediate that is valid today",
+    key_hint: "key must be the PEM private key of cert",
+    match_hint: "name the private key that belongs to the intermediate",
+};
+
+/// A CA (basicConstraints CA:true) allowed to sign (keyUsage, when
+/// present, has keyCertSign) and valid `now`; its not-after.
+fn usable_ca(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    at: &str,
+    role: &Role,
+    now: ::time::OffsetDateTime,
+) -> Result<::time::OffsetDateTime, Problem> {
+    let noun = role.noun;
+    if !cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.value.ca)
+    {
+        return Err((
+            format!("{at}: the {noun} is not a CA (basicConstraints CA:true is missing)"),
+            role.ca_hint.into(),
+        ));
+    }
+    if let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return Err((
+            format!("{at}: the {noun} may not sign certificates (its keyUsage lacks keyCertSign)"),
+            "use a CA certificate whose key usage includes keyCertSign".into(),
+        ));
+    }
+    let not_before = cert.validity().not_before.to_datetime();
+    let not_after = cert.validity().not_after.to_datetime();
+    if not_after <= now || not_before > now {
+        return Err((
+            format!(
+                "{at}: the {noun} is valid from {} to {}, not now",
+                not_before.date(),
+                not_after.date()
+            ),
+            role.valid_hint.into(),
+        ));
+    }
+    Ok(not_after)
+}
+
+/// The key file holds a private key that parses, and it is `cert`'s.
+/// Never quotes the key file: names it and the line of its block.
+fn key_matches(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    cert_name: &str,
+    (key_name, key_text): (&str, &str),
+    role: &Role,
+) -> Result<(), Problem> {
+    let key = rcgen::KeyPair::from_pem(key_text).map_err(|_| {
+        (
+            format!(
+                "{key_name}:{}: no private key that parses (PKCS#8, SEC1 or PKCS#1 PEM)",
+                pem_line(key_text, "")
+            ),
+            role.key_hint.to_string(),
+        )
+    })?;
+    if rcgen::PublicKeyData::der_bytes(&key) != cert.public_key().subject_public_key.data.as_ref() {
+        return Err((
+            format!("{key_name} is not the key of {cert_name} (their public keys differ)"),
+            role.match_hint.into(),
+        ));
+    }
+    Ok(())
+}
 
 /// The certificates of a PEM file, in order, with the line each starts on.
 fn certs(name: &str, text: &str) -> Result<Vec<(usize, Vec<u8>)>, Problem> {
@@ -199,58 +242,13 @@ pub(super) fn check_intermediate(
             "export it again from your CA (PEM, X.509 v3)".into(),
         )
     })?;
-    if !c
-        .basic_constraints()
-        .ok()
-        .flatten()
-        .is_some_and(|b| b.value.ca)
-    {
-        return Err((
-            format!("{where_}: the intermediate is not a CA (basicConstraints CA:true is missing)"),
-            "istiod signs workload certificates with it: it must be a CA certificate".into(),
-        ));
-    }
-    if let Ok(Some(ku)) = c.key_usage()
-        && !ku.value.key_cert_sign()
-    {
-        return Err((
-            format!(
-                "{where_}: the intermediate may not sign certificates (its keyUsage lacks keyCertSign)"
-            ),
-            "use a CA certificate whose key usage includes keyCertSign".into(),
-        ));
-    }
-    let now = ::time::OffsetDateTime::now_utc();
-    let (nb, na) = (
-        c.validity().not_before.to_datetime(),
-        c.validity().not_after.to_datetime(),
-    );
-    if na <= now || nb > now {
-        return Err((
-            format!(
-                "{where_}: the intermediate is valid from {} to {}, not now",
-                nb.date(),
-                na.date()
-            ),
-            "use an intermediate that is valid today".into(),
-        ));
-    }
-    let (key_name, key_text) = key;
-    let k = rcgen::KeyPair::from_pem(key_text).map_err(|_| {
-        (
-            format!(
-                "{key_name}:{}: no private key that parses (PKCS#8, SEC1 or PKCS#1 PEM)",
-                pem_line(key_text, "")
-            ),
-            "key must be the PEM private key of cert".into(),
-        )
-    })?;
-    if rcgen::PublicKeyData::der_bytes(&k) != c.public_key().subject_public_key.data.as_ref() {
-        return Err((
-            format!("{key_name} is not the key of {cert_name} (their public keys differ)"),
-            "name the private key that belongs to the intermediate".into(),
-        ));
-    }
+    usable_ca(
+        &c,
+        &where_,
+        &INTERMEDIATE,
+        ::time::OffsetDateTime::now_utc(),
+    )?;
+    key_matches(&c, cert_name, key, &INTERMEDIATE)?;
     // Up the chain: each certificate signed by the next, the last by the root.
     let mut links: Vec<(String, Vec<u8>)> = vec![(where_.clone(), der.clone())];
     if let Some((chain_name, chain_text)) = chain {
@@ -290,5 +288,5 @@ pub(super) fn check_intermediate(
             ));
         }
     }
-    Ok(Digest::of_bytes(key_text.as_bytes()))
+    Ok(Digest::of_bytes(key.1.as_bytes()))
 }
