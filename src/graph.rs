@@ -11,14 +11,30 @@
 //! (Turborepo's `Engine<Building>` → `Engine<Built>`): sealing checks for
 //! cycles and fixes a topological order; a sealed graph cannot change.
 //! Rendering to Graphviz dot and to Mermaid lives here too.
+//!
+//! ## Memory: a million tasks
+//!
+//! A 1,000-primary mesh has a million remote secrets, so a node must cost
+//! bytes, not kilobytes. The builder adds nodes straight into the petgraph
+//! (no second copy at the seal); ids are stored once, in their nodes, and
+//! the id index is a `hashbrown::HashTable` of node numbers that compares
+//! against them; an edge whose dependency is already planned is resolved
+//! on the spot, and only an edge to a task not yet planned keeps its name
+//! until the seal; a node's dependencies are deduplicated as they are
+//! added. A node's [`Inputs`] are shared entries (`Arc<Input>`): the
+//! thousand remote secrets reading one cluster's access fields point at
+//! the same four entries.
 
 use crate::hash::Digest;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use std::collections::{BTreeMap, HashMap};
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -180,6 +196,81 @@ where
     Arc::new(Blocking(Arc::new(f)))
 }
 
+/// One input of a task: a name (`impl`, `plan:clusters.east.name`,
+/// `file:tasks/...`) and the digest of what it names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Input {
+    pub name: Box<str>,
+    pub digest: Digest,
+}
+
+impl Input {
+    pub fn new(name: impl Into<Box<str>>, digest: Digest) -> Arc<Input> {
+        Arc::new(Input {
+            name: name.into(),
+            digest,
+        })
+    }
+}
+
+/// A task's input manifest: input name → digest, sorted by name, names
+/// unique. Entries are shared between tasks (see the module doc).
+/// Serializes exactly as the `BTreeMap<String, Digest>` it stands for, so
+/// keys do not depend on how inputs are held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs(Box<[Arc<Input>]>);
+
+impl Inputs {
+    /// From entries in any order; of two with one name, the later wins (as
+    /// inserting into a map would).
+    pub fn from_entries(mut v: Vec<Arc<Input>>) -> Inputs {
+        // Stable: equal names keep their order, and the last is kept.
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Arc<Input>> = Vec::with_capacity(v.len());
+        for e in v {
+            match out.last_mut() {
+                Some(last) if last.name == e.name => *last = e,
+                _ => out.push(e),
+            }
+        }
+        Inputs(out.into_boxed_slice())
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Digest)> {
+        self.0.iter().map(|e| (&*e.name, &e.digest))
+    }
+    pub fn get(&self, name: &str) -> Option<&Digest> {
+        self.0
+            .binary_search_by(|e| (*e.name).cmp(name))
+            .ok()
+            .map(|i| &self.0[i].digest)
+    }
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// As a map (what a record stores).
+    pub fn to_map(&self) -> BTreeMap<String, Digest> {
+        self.iter().map(|(k, d)| (k.to_string(), *d)).collect()
+    }
+}
+
+impl From<BTreeMap<String, Digest>> for Inputs {
+    fn from(m: BTreeMap<String, Digest>) -> Inputs {
+        Inputs(m.into_iter().map(|(k, d)| Input::new(k, d)).collect())
+    }
+}
+
+impl Serialize for Inputs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
 /// One node.
 pub struct Node {
     pub id: String,
@@ -188,7 +279,7 @@ pub struct Node {
     /// Pure tasks run offline; the others act on clusters.
     pub pure: bool,
     /// Input manifest: input name → digest.
-    pub inputs: BTreeMap<String, Digest>,
+    pub inputs: Inputs,
     pub action: Arc<dyn Action>,
 }
 
@@ -213,12 +304,36 @@ pub enum GraphError {
     Cycle(Vec<String>),
 }
 
+/// Node ids → node numbers, the ids themselves living in the nodes.
+#[derive(Default)]
+struct Index {
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Index {
+    fn find(&self, g: &DiGraph<Node, ()>, id: &str) -> Option<NodeIndex> {
+        let h = self.hasher.hash_one(id);
+        self.table
+            .find(h, |&i| g[NodeIndex::new(i as usize)].id == id)
+            .map(|&i| NodeIndex::new(i as usize))
+    }
+    /// Add node `i` (its id, whose hash is `h`, not yet indexed).
+    fn insert(&mut self, g: &DiGraph<Node, ()>, i: NodeIndex, h: u64) {
+        let hasher = &self.hasher;
+        self.table.insert_unique(h, i.index() as u32, |&j| {
+            hasher.hash_one(g[NodeIndex::new(j as usize)].id.as_str())
+        });
+    }
+}
+
 /// A graph under construction.
 #[derive(Default)]
 pub struct GraphBuilder {
-    nodes: Vec<Node>,
-    index: HashMap<String, usize>,
-    edges: Vec<(String, String)>,
+    g: DiGraph<Node, ()>,
+    index: Index,
+    /// Edges whose dependency was not planned yet: (its id, dependent).
+    pending: Vec<(String, NodeIndex)>,
 }
 
 impl GraphBuilder {
@@ -227,53 +342,96 @@ impl GraphBuilder {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.index.contains_key(id)
+        self.index.find(&self.g, id).is_some()
+    }
+
+    /// Make room for `nodes` more nodes and `edges` more edges (growing a
+    /// million-node graph by doubling copies it twenty times).
+    pub fn reserve(&mut self, nodes: usize, edges: usize) {
+        self.g.reserve_nodes(nodes);
+        self.g.reserve_edges(edges);
+        let (g, hasher) = (&self.g, &self.index.hasher);
+        self.index.table.reserve(nodes, |&j| {
+            hasher.hash_one(g[NodeIndex::new(j as usize)].id.as_str())
+        });
     }
 
     pub fn add(&mut self, node: Node) -> Result<(), GraphError> {
-        if self.index.contains_key(&node.id) {
+        self.add_with_deps(node, std::iter::empty::<&str>())
+    }
+
+    /// Add `node`, running after the tasks `deps` names (planned already
+    /// or later; duplicates are ignored).
+    pub fn add_with_deps<D: AsRef<str>>(
+        &mut self,
+        node: Node,
+        deps: impl IntoIterator<Item = D>,
+    ) -> Result<(), GraphError> {
+        let h = self.index.hasher.hash_one(node.id.as_str());
+        let g = &self.g;
+        if (self.index.table)
+            .find(h, |&j| g[NodeIndex::new(j as usize)].id == node.id)
+            .is_some()
+        {
             return Err(GraphError::Duplicate(node.id));
         }
-        self.index.insert(node.id.clone(), self.nodes.len());
-        self.nodes.push(node);
+        let i = self.g.add_node(node);
+        self.index.insert(&self.g, i, h);
+        let mut resolved: Vec<NodeIndex> = Vec::new();
+        for d in deps {
+            let d = d.as_ref();
+            match self.index.find(&self.g, d) {
+                Some(j) => resolved.push(j),
+                // Resolved (and deduplicated) at the seal.
+                None => self.pending.push((d.to_string(), i)),
+            }
+        }
+        resolved.sort_unstable();
+        resolved.dedup();
+        for j in resolved {
+            // add_edge, not update_edge: the latter scans the node's edges
+            // (quadratic for a node with a thousand dependents).
+            self.g.add_edge(j, i, ());
+        }
         Ok(())
     }
 
-    /// `dependent` runs after `dependency`.
-    pub fn edge(&mut self, dependency: impl Into<String>, dependent: impl Into<String>) {
-        self.edges.push((dependency.into(), dependent.into()));
+    /// `dependent` (planned already) runs after `dependency`.
+    pub fn edge(&mut self, dependency: impl Into<String>, dependent: impl AsRef<str>) {
+        let dependency = dependency.into();
+        let Some(i) = self.index.find(&self.g, dependent.as_ref()) else {
+            panic!("edge to {}, which is not planned", dependent.as_ref());
+        };
+        match self.index.find(&self.g, &dependency) {
+            Some(j) if self.g.find_edge(j, i).is_none() => {
+                self.g.add_edge(j, i, ());
+            }
+            Some(_) => {}
+            None => self.pending.push((dependency, i)),
+        }
     }
 
     /// Check and freeze.
-    pub fn seal(self) -> Result<Graph, GraphError> {
-        let mut g = DiGraph::with_capacity(self.nodes.len(), self.edges.len());
-        for n in self.nodes {
-            g.add_node(n);
-        }
-        let mut seen = std::collections::HashSet::with_capacity(self.edges.len());
-        for (from, to) in &self.edges {
-            let a = *self.index.get(from).ok_or_else(|| GraphError::Unknown {
-                from: to.clone(),
-                to: from.clone(),
-            })?;
-            let b = *self.index.get(to).ok_or_else(|| GraphError::Unknown {
-                from: from.clone(),
-                to: to.clone(),
-            })?;
-            // add_edge, not update_edge: the latter scans the node's edges
-            // (quadratic for a node with a thousand dependents).
-            if seen.insert((a, b)) {
-                g.add_edge(NodeIndex::new(a), NodeIndex::new(b), ());
+    pub fn seal(mut self) -> Result<Graph, GraphError> {
+        for (from, i) in std::mem::take(&mut self.pending) {
+            let Some(j) = self.index.find(&self.g, &from) else {
+                return Err(GraphError::Unknown {
+                    from: self.g[i].id.clone(),
+                    to: from,
+                });
+            };
+            if self.g.find_edge(j, i).is_none() {
+                self.g.add_edge(j, i, ());
             }
         }
+        let g = self.g;
         let order = petgraph::algo::toposort(&g, None)
             .map_err(|c| GraphError::Cycle(cycle_through(&g, c.node_id(), |n: &Node| &n.id)))?;
-        let index = self
-            .index
-            .into_iter()
-            .map(|(k, v)| (k, NodeIndex::new(v)))
-            .collect();
-        Ok(Graph { g, index, order })
+        Ok(Graph {
+            g,
+            index: self.index,
+            order,
+        })
     }
 }
 
@@ -329,7 +487,7 @@ pub fn cycle_through<N>(
 /// A sealed, acyclic task graph.
 pub struct Graph {
     g: DiGraph<Node, ()>,
-    index: HashMap<String, NodeIndex>,
+    index: Index,
     order: Vec<NodeIndex>,
 }
 
@@ -347,7 +505,7 @@ impl Graph {
         &self.g[i]
     }
     pub fn find(&self, id: &str) -> Option<NodeIndex> {
-        self.index.get(id).copied()
+        self.index.find(&self.g, id)
     }
     /// Nodes in a topological order (dependencies first). Stable for a given
     /// plan.
@@ -431,9 +589,64 @@ mod tests {
             id: id.into(),
             kind: "t",
             pure: true,
-            inputs: BTreeMap::new(),
+            inputs: Inputs::default(),
             action: Arc::new(Never),
         }
+    }
+
+    #[test]
+    fn inputs_serialize_as_the_map_they_stand_for_whatever_their_order() {
+        let d = |s: &str| Digest::of_bytes(s.as_bytes());
+        let mut m = BTreeMap::new();
+        for k in [
+            "plan:clusters.b.name",
+            "impl",
+            "file:x \"q\"",
+            "plan:clusters.a.name",
+        ] {
+            m.insert(k.to_string(), d(k));
+        }
+        // Shuffled, with an earlier duplicate that the later one replaces.
+        let entries = vec![
+            Input::new("plan:clusters.a.name", d("stale")),
+            Input::new("plan:clusters.b.name", d("plan:clusters.b.name")),
+            Input::new("impl", d("impl")),
+            Input::new("plan:clusters.a.name", d("plan:clusters.a.name")),
+            Input::new("file:x \"q\"", d("file:x \"q\"")),
+        ];
+        let inputs = Inputs::from_entries(entries);
+        assert_eq!(inputs.len(), 4);
+        assert_eq!(inputs.to_map(), m);
+        assert_eq!(
+            serde_json::to_string(&inputs).unwrap(),
+            serde_json::to_string(&m).unwrap()
+        );
+        assert_eq!(
+            crate::hash::digest_of("k", &inputs),
+            crate::hash::digest_of("k", &m)
+        );
+        assert_eq!(inputs.get("impl"), Some(&d("impl")));
+        assert!(!inputs.contains_key("nope"));
+        assert_eq!(Inputs::from(m.clone()), inputs);
+    }
+
+    #[test]
+    fn edges_to_tasks_planned_later_resolve_at_the_seal_once() {
+        let mut b = GraphBuilder::new();
+        b.add_with_deps(node("late-user"), ["early", "early", "later"])
+            .unwrap();
+        b.add(node("early")).unwrap();
+        b.add_with_deps(node("later"), ["early", "early"]).unwrap();
+        b.edge("later", "late-user");
+        assert!(matches!(
+            b.add(node("early")),
+            Err(GraphError::Duplicate(_))
+        ));
+        let g = b.seal().unwrap();
+        assert_eq!(g.edge_count(), 3, "each edge once");
+        let user = g.find("late-user").unwrap();
+        assert_eq!(g.dep_ids(user), ["early", "later"]);
+        assert_eq!(g.find("nope"), None);
     }
 
     #[test]

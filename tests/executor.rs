@@ -173,7 +173,7 @@ fn graph_in(
             id: format!("t{i}"),
             kind: "fake",
             pure: effect.get(i).copied().flatten().is_none(),
-            inputs: m,
+            inputs: m.into(),
             action: Arc::new(Fake {
                 idx: i,
                 probe: effect.get(i).copied().flatten(),
@@ -210,6 +210,7 @@ fn run(cache: &Arc<Cache>, g: Arc<Graph>, jobs: usize, keep_going: bool) -> Buil
             jobs,
             keep_going,
             out_dir: None,
+            epoch: None,
         },
         Arc::new(Quiet),
         std::future::pending(),
@@ -498,6 +499,7 @@ fn cancellation_records_nothing_half_done() {
             jobs: 2,
             keep_going: false,
             out_dir: None,
+            epoch: None,
         },
         Arc::new(Quiet),
         async { tokio::time::sleep(Duration::from_millis(200)).await },
@@ -563,7 +565,7 @@ fn a_panicking_task_fails_alone_and_never_hangs_the_build() {
         id: id.into(),
         kind: "fake",
         pure: true,
-        inputs: BTreeMap::new(),
+        inputs: Default::default(),
         action,
     };
     b.add(node(
@@ -581,7 +583,7 @@ fn a_panicking_task_fails_alone_and_never_hangs_the_build() {
         mesh::graph::blocking(|_| Ok(vec![OutFile::new("y", "y")])),
     ))
     .unwrap();
-    b.edge("boom".to_string(), "after".to_string());
+    b.edge("boom".to_string(), "after");
     let g = Arc::new(b.seal().unwrap());
     let lock = Arc::new(cache.lock().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -594,6 +596,7 @@ fn a_panicking_task_fails_alone_and_never_hangs_the_build() {
             jobs: 2,
             keep_going: true,
             out_dir: None,
+            epoch: None,
         },
         Arc::new(Quiet),
         std::future::pending(),

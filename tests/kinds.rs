@@ -17,7 +17,7 @@ fn plan_of(text: &str) -> Arc<mesh::plan::Plan> {
 fn inputs(g: &mesh::graph::Graph) -> BTreeMap<String, BTreeMap<String, mesh::hash::Digest>> {
     g.topo()
         .iter()
-        .map(|&i| (g.node(i).id.clone(), g.node(i).inputs.clone()))
+        .map(|&i| (g.node(i).id.clone(), g.node(i).inputs.to_map()))
         .collect()
 }
 

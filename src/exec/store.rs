@@ -77,7 +77,7 @@ pub(crate) fn store(
     let rec = Record {
         id: node.id.clone(),
         key,
-        inputs: node.inputs.clone(),
+        inputs: node.inputs.to_map(),
         deps,
         output,
         files: entries.clone(),

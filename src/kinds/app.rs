@@ -68,26 +68,31 @@ pub fn plan(p: &mut Planner) {
                 blocking(move |_| r.run()),
             );
             let cluster = &plan.clusters[c];
-            p.live(id(a, c), "app", VERSION, || {
-                let mut deps = vec![
-                    istiod::id(c),
-                    render_id(a, c),
-                    namespace::id(&app.namespace, c),
-                ];
-                if let Some(pr) = &cluster.primary {
-                    deps.push(remote_secret::id(c, pr));
-                }
-                LiveSpec {
-                    slice: Slice::new().put("cluster", format!("clusters.{c}.name"), c),
-                    files: vec![],
-                    deps: super::on_cluster(cluster, deps),
-                    action: Step::on(super::target(cluster))
-                        .manifests(vec![Src::dep(render_id(a, c), file)])
-                        .waits(vec![Wait::AppliedDeployments])
-                        .keep_namespaces()
-                        .action(),
-                }
-            });
+            p.live(
+                || id(a, c),
+                "app",
+                VERSION,
+                || {
+                    let mut deps = vec![
+                        istiod::id(c),
+                        render_id(a, c),
+                        namespace::id(&app.namespace, c),
+                    ];
+                    if let Some(pr) = &cluster.primary {
+                        deps.push(remote_secret::id(c, pr));
+                    }
+                    LiveSpec {
+                        slice: Slice::new().put("cluster", format!("clusters.{c}.name"), c),
+                        files: vec![],
+                        deps: super::on_cluster(cluster, deps),
+                        action: Step::on(super::target(cluster))
+                            .manifests(vec![Src::dep(render_id(a, c), file)])
+                            .waits(vec![Wait::AppliedDeployments])
+                            .keep_namespaces()
+                            .action(),
+                    }
+                },
+            );
         }
     }
 }

@@ -66,25 +66,30 @@ pub fn plan(p: &mut Planner) {
             enrich: vec![Enrich::Pem { cluster: n.clone() }],
             deps: vec![pki::intermediate_id(n)],
         });
-        p.live(id(n), "cacerts", VERSION, || LiveSpec {
-            slice: super::access_slice(c),
-            files: vec![],
-            deps: super::on_cluster(c, vec![render_id(n)]),
-            action: Step::on(super::target(c))
-                .manifests(vec![
-                    Src::dep(render_id(n), NAMESPACE),
-                    Src::dep(render_id(n), CACERTS),
-                ])
-                .waits(vec![
-                    Wait::RestartOnRerun {
-                        namespace: "istio-system".into(),
-                        name: "istiod".into(),
-                    },
-                    Wait::RestartWorkloadsOnRerun {
-                        namespaces: app_namespaces(p.plan, n),
-                    },
-                ])
-                .action(),
-        });
+        p.live(
+            || id(n),
+            "cacerts",
+            VERSION,
+            || LiveSpec {
+                slice: super::access_slice(c),
+                files: vec![],
+                deps: super::on_cluster(c, vec![render_id(n)]),
+                action: Step::on(super::target(c))
+                    .manifests(vec![
+                        Src::dep(render_id(n), NAMESPACE),
+                        Src::dep(render_id(n), CACERTS),
+                    ])
+                    .waits(vec![
+                        Wait::RestartOnRerun {
+                            namespace: "istio-system".into(),
+                            name: "istiod".into(),
+                        },
+                        Wait::RestartWorkloadsOnRerun {
+                            namespaces: app_namespaces(p.plan, n),
+                        },
+                    ])
+                    .action(),
+            },
+        );
     }
 }

@@ -72,12 +72,17 @@ pub fn plan(p: &mut Planner) {
             enrich: vec![],
             deps: vec![],
         });
-        p.live(id(n), "cluster", VERSION, || LiveSpec {
-            slice: super::access_slice(c),
-            files: vec![],
-            deps: vec![render_id(n)],
-            action: Arc::new(KindCluster { name: n.clone() }),
-        });
+        p.live(
+            || id(n),
+            "cluster",
+            VERSION,
+            || LiveSpec {
+                slice: super::access_slice(c),
+                files: vec![],
+                deps: vec![render_id(n)],
+                action: Arc::new(KindCluster { name: n.clone() }),
+            },
+        );
     }
 }
 

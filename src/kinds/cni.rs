@@ -64,17 +64,22 @@ pub fn plan(p: &mut Planner) {
             Cni::Cilium => &plan.versions.cilium,
             Cni::Kindnet => &plan.versions.metallb,
         };
-        p.live(id(n), "cni", VERSION, || LiveSpec {
-            slice: Slice::new()
-                .put("cni", format!("clusters.{n}.cni"), c.cni)
-                .put("version", "versions", version),
-            files: vec![],
-            deps: super::on_cluster(c, vec![render_id(n)]),
-            action: Step::on(super::target(c))
-                .charts(vec![chart(c.cni, version, n)])
-                .waits(waits(c.cni))
-                .action(),
-        });
+        p.live(
+            || id(n),
+            "cni",
+            VERSION,
+            || LiveSpec {
+                slice: Slice::new()
+                    .put("cni", format!("clusters.{n}.cni"), c.cni)
+                    .put("version", "versions", version),
+                files: vec![],
+                deps: super::on_cluster(c, vec![render_id(n)]),
+                action: Step::on(super::target(c))
+                    .charts(vec![chart(c.cni, version, n)])
+                    .waits(waits(c.cni))
+                    .action(),
+            },
+        );
     }
 }
 

@@ -104,7 +104,7 @@ pub fn plan(p: &mut Planner) {
             enrich,
             deps,
         });
-        p.live(id(n), "gateway", VERSION, || live(plan, c));
+        p.live(|| id(n), "gateway", VERSION, || live(plan, c));
     }
 }
 

@@ -119,7 +119,7 @@ pub fn plan(p: &mut Planner) {
             enrich,
             deps,
         });
-        p.live(id(n), "istiod", VERSION, || live(plan, c));
+        p.live(|| id(n), "istiod", VERSION, || live(plan, c));
     }
 }
 

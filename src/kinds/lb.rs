@@ -22,13 +22,18 @@ pub fn plan(p: &mut Planner) {
             continue;
         }
         let n = &c.name;
-        p.live(id(n), "lb", VERSION, || LiveSpec {
-            slice: super::access_slice(c),
-            files: vec![],
-            deps: super::on_cluster(c, vec![cni::id(n), cni::render_id(n)]),
-            action: Step::on(super::target(c))
-                .manifests(vec![Src::dep(cni::render_id(n), cni::LB_POOL)])
-                .action(),
-        });
+        p.live(
+            || id(n),
+            "lb",
+            VERSION,
+            || LiveSpec {
+                slice: super::access_slice(c),
+                files: vec![],
+                deps: super::on_cluster(c, vec![cni::id(n), cni::render_id(n)]),
+                action: Step::on(super::target(c))
+                    .manifests(vec![Src::dep(cni::render_id(n), cni::LB_POOL)])
+                    .action(),
+            },
+        );
     }
 }

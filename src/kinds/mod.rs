@@ -57,13 +57,12 @@ pub mod step;
 pub mod user;
 
 use crate::access::Target;
-use crate::graph::{Action, Ctx, GraphBuilder, Node, blocking};
+use crate::graph::{Action, Ctx, GraphBuilder, Input, Inputs, Node, blocking};
 use crate::hash::{Digest, digest_of};
 use crate::plan::{Cluster, Mode, Plan, Provider};
 use render::{Enrich, Output, Tmpl};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -103,7 +102,8 @@ impl From<TaskId> for String {
 /// Which build the graph is for. They differ in one place: a live build
 /// reads the kind Docker network (`net.discover`) and allocates
 /// LoadBalancer ranges from it; an offline build uses `[mesh] kind_subnet`,
-/// and builds no live node at all.
+/// and builds no live node at all: not its id, inputs or action (a user
+/// task's `after` naming one is checked by [`live_exists`] instead).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Build {
     Offline,
@@ -111,12 +111,21 @@ pub enum Build {
 }
 
 /// A task's context: what its action reads, keyed as the template sees it,
-/// with the plan path each key came from.
+/// with the plan path each key came from; and inputs flattened once for
+/// many tasks ([`Shared`]).
 #[derive(Default)]
 pub struct Slice {
     ctx: Map<String, Value>,
     paths: Vec<(String, String)>,
+    shared: Vec<Arc<Input>>,
 }
+
+/// A slice flattened into inputs once, for the many tasks that read the
+/// same plan values (a cluster's access fields, read by each of its
+/// remote secrets): made by [`Planner::share`], added by [`Slice::with`].
+/// Inputs only: a template does not see it.
+#[derive(Clone)]
+pub struct Shared(Arc<[Arc<Input>]>);
 
 impl Slice {
     pub fn new() -> Slice {
@@ -130,21 +139,26 @@ impl Slice {
         self.paths.push((key.into(), plan_path.into()));
         self
     }
+    /// Add the inputs of `shared`.
+    pub fn with(mut self, shared: &Shared) -> Slice {
+        self.shared.extend(shared.0.iter().cloned());
+        self
+    }
     pub fn into_context(self) -> Map<String, Value> {
         self.ctx
     }
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Digest>) {
+/// The inputs of plan value `v` at `prefix`: one per leaf (an empty object
+/// is a leaf), named by its path.
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<Arc<Input>>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, x) in m {
                 flatten(&format!("{prefix}.{k}"), x, out);
             }
         }
-        _ => {
-            out.insert(prefix.to_string(), digest_of("mesh.plan-value.v1", v));
-        }
+        _ => out.push(Input::new(prefix, digest_of("mesh.plan-value.v1", v))),
     }
 }
 
@@ -199,12 +213,13 @@ pub struct Planner<'a> {
     pub plan: &'a Arc<Plan>,
     pub build: Build,
     b: GraphBuilder,
-    /// Offline: the ids of the live tasks left out (a user task's `after`
-    /// may name them).
-    live_ids: HashSet<String>,
     /// Kinds (id prefixes, e.g. `gateway`, `render.app`) whose version is
     /// taken as one higher: what a release that bumps them would hash.
     bumped: Vec<String>,
+    /// The `impl` input of each version seen, shared by its tasks.
+    impls: Vec<(u32, Arc<Input>)>,
+    /// Live tasks built (ids, inputs, actions): none offline.
+    live_built: usize,
 }
 
 impl<'a> Planner<'a> {
@@ -213,9 +228,20 @@ impl<'a> Planner<'a> {
             plan,
             build,
             b: GraphBuilder::new(),
-            live_ids: HashSet::new(),
             bumped: Vec::new(),
+            impls: Vec::new(),
+            live_built: 0,
         }
+    }
+
+    /// Is this a live build (one that plans live tasks)?
+    pub fn is_live(&self) -> bool {
+        self.build == Build::Live
+    }
+
+    /// How many live tasks were built (0 offline).
+    pub fn live_built(&self) -> usize {
+        self.live_built
     }
 
     /// Plan as if the kinds named were one version higher (see
@@ -231,7 +257,22 @@ impl<'a> Planner<'a> {
 
     /// Is `id` a task of this plan (live ones included, offline too)?
     pub fn knows(&self, id: &str) -> bool {
-        self.b.contains(id) || self.live_ids.contains(id)
+        self.b.contains(id) || (!self.is_live() && live_exists(self.plan, id))
+    }
+
+    /// Make room for `tasks` more tasks with `edges` dependencies in all.
+    pub fn reserve(&mut self, tasks: usize, edges: usize) {
+        self.b.reserve(tasks, edges);
+    }
+
+    /// Flatten `slice` into inputs once, for many tasks ([`Slice::with`]).
+    pub fn share(&self, slice: &Slice) -> Shared {
+        let mut v = Vec::new();
+        for (key, path) in &slice.paths {
+            flatten(&format!("plan:{path}"), &slice.ctx[key], &mut v);
+        }
+        v.extend(slice.shared.iter().cloned());
+        Shared(v.into())
     }
 
     pub fn into_builder(self) -> GraphBuilder {
@@ -245,33 +286,33 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn inputs<S: AsRef<str>>(
-        &self,
-        version: u32,
-        slice: &Slice,
-        files: &[S],
-    ) -> BTreeMap<String, Digest> {
-        let mut m = BTreeMap::new();
-        m.insert(
-            "impl".into(),
-            Digest::of_bytes(version.to_string().as_bytes()),
-        );
+    /// A task's input manifest: `impl` (its kind's version), the plan
+    /// values of its slice, and the digests of the plan files it reads.
+    fn inputs<S: AsRef<str>>(&mut self, version: u32, slice: &Slice, files: &[S]) -> Inputs {
+        let imp = match self.impls.iter().find(|(v, _)| *v == version) {
+            Some((_, e)) => e.clone(),
+            None => {
+                let e = Input::new("impl", Digest::of_bytes(version.to_string().as_bytes()));
+                self.impls.push((version, e.clone()));
+                e
+            }
+        };
+        let mut v = vec![imp];
         for (key, path) in &slice.paths {
-            flatten(&format!("plan:{path}"), &slice.ctx[key], &mut m);
+            flatten(&format!("plan:{path}"), &slice.ctx[key], &mut v);
         }
+        v.extend(slice.shared.iter().cloned());
         for f in files {
             let f = f.as_ref();
-            m.insert(format!("file:{f}"), self.plan.file(f).digest);
+            v.push(Input::new(format!("file:{f}"), self.plan.file(f).digest));
         }
-        m
+        Inputs::from_entries(v)
     }
 
     fn add(&mut self, node: Node, deps: Vec<TaskId>) {
-        let id = node.id.clone();
-        self.b.add(node).expect("planner ids are unique");
-        for d in deps {
-            self.b.edge(String::from(d), id.clone());
-        }
+        self.b
+            .add_with_deps(node, deps.iter().map(|d| d.as_str()))
+            .expect("planner ids are unique");
     }
 
     /// A pure task: `kind` (the key's kind name), its version, the slice and
@@ -330,19 +371,20 @@ impl<'a> Planner<'a> {
         );
     }
 
-    /// A live task. `make` runs only for a live graph: an offline one keeps
-    /// just the id.
+    /// A live task. `id` and `make` run only for a live graph: an offline
+    /// one builds nothing of it (see [`live_exists`]).
     pub fn live(
         &mut self,
-        id: TaskId,
+        id: impl FnOnce() -> TaskId,
         kind: &'static str,
         version: u32,
         make: impl FnOnce() -> LiveSpec,
     ) {
-        if self.build == Build::Offline {
-            self.live_ids.insert(id.into());
+        if !self.is_live() {
             return;
         }
+        self.live_built += 1;
+        let id = id();
         let spec = make();
         let version = self.version(&id, version);
         let inputs = self.inputs(version, &spec.slice, &spec.files);
@@ -356,6 +398,39 @@ impl<'a> Planner<'a> {
             },
             spec.deps,
         );
+    }
+}
+
+/// Is `id` a live task of `plan`'s live graph? Answered from the plan
+/// alone, without planning (an offline build checks a user task's `after`
+/// with it and builds no live task); `tests/planner_scale.rs` checks it
+/// against every live id of live graphs. Names are DNS labels, so the `:`
+/// of an id separates its parts.
+pub fn live_exists(plan: &Plan, id: &str) -> bool {
+    let is_kind = |c: &str| {
+        plan.clusters
+            .get(c)
+            .is_some_and(|c| c.provider == Provider::Kind)
+    };
+    let (kind, target) = id.split_once(':').unwrap_or((id, ""));
+    let placed = |target: &str, app: &dyn Fn(&crate::plan::App, &str) -> bool| {
+        target.split_once(':').is_some_and(|(x, c)| {
+            plan.apps
+                .values()
+                .any(|a| app(a, x) && a.placement.contains_key(c))
+        })
+    };
+    match kind {
+        "cluster" | "cni" | "lb" => is_kind(target),
+        "cacerts" | "istiod" | "gateway" => plan.clusters.contains_key(target),
+        "net.discover" => id == kind && plan.clusters.keys().any(|c| is_kind(c)),
+        "remote-secret" => {
+            remote_secret::parse_id(id).is_some_and(|(a, b)| remote_secret::is_pair(plan, a, b))
+        }
+        "app" => placed(target, &|a, x| a.name == x),
+        "namespace" => placed(target, &|a, x| a.namespace == x),
+        "task" => plan.tasks.contains_key(target),
+        _ => false,
     }
 }
 

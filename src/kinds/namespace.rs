@@ -59,13 +59,18 @@ pub fn plan(p: &mut Planner) {
             deps: vec![],
         });
         let cluster = &plan.clusters[c];
-        p.live(id(ns, c), "namespace", VERSION, || LiveSpec {
-            slice: super::access_slice(cluster),
-            files: vec![],
-            deps: super::on_cluster(cluster, vec![render_id(ns, c)]),
-            action: Step::on(super::target(cluster))
-                .manifests(vec![Src::dep(render_id(ns, c), file)])
-                .action(),
-        });
+        p.live(
+            || id(ns, c),
+            "namespace",
+            VERSION,
+            || LiveSpec {
+                slice: super::access_slice(cluster),
+                files: vec![],
+                deps: super::on_cluster(cluster, vec![render_id(ns, c)]),
+                action: Step::on(super::target(cluster))
+                    .manifests(vec![Src::dep(render_id(ns, c), file)])
+                    .action(),
+            },
+        );
     }
 }

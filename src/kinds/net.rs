@@ -55,13 +55,11 @@ pub fn plan(p: &mut Planner) {
         super::Build::Offline => (blocking(move |_| net_alloc(subnet, size, &names)), vec![]),
         super::Build::Live => {
             // Read once, after the clusters exist (kind makes the network).
-            p.live(discover_id(), "net.discover", DISCOVER_VERSION, || {
-                LiveSpec {
-                    slice: Slice::new(),
-                    files: vec![],
-                    deps: kind_clusters.iter().map(|c| cluster::id(c)).collect(),
-                    action: Arc::new(NetDiscover),
-                }
+            p.live(discover_id, "net.discover", DISCOVER_VERSION, || LiveSpec {
+                slice: Slice::new(),
+                files: vec![],
+                deps: kind_clusters.iter().map(|c| cluster::id(c)).collect(),
+                action: Arc::new(NetDiscover),
             });
             let action = blocking(move |ctx| {
                 let text = ctx.read_string(&discover_id(), SUBNET_FILE)?;

@@ -31,66 +31,107 @@ pub fn parse_id(id: &str) -> Option<(&str, &str)> {
     id.strip_prefix("remote-secret:")?.split_once("->")
 }
 
-/// Every (from, to) pair of the plan.
-pub fn pairs(plan: &crate::plan::Plan) -> Vec<(&str, &str)> {
-    let mut pairs = Vec::new();
-    match plan.mesh.topology {
-        Topology::MultiPrimary => {
-            for a in plan.clusters.keys() {
-                for b in plan.clusters.keys() {
-                    if a != b {
-                        pairs.push((a.as_str(), b.as_str()));
-                    }
-                }
-            }
-        }
-        Topology::PrimaryRemote => {
-            for c in plan.clusters.values() {
-                if let Some(pr) = &c.primary {
-                    pairs.push((c.name.as_str(), pr.as_str()));
-                }
-            }
-        }
-    }
-    pairs
+/// Every (from, to) pair of the plan: both ways between every two clusters
+/// in multi-primary, each remote to its primary in primary-remote.
+pub fn pairs(plan: &crate::plan::Plan) -> impl Iterator<Item = (&str, &str)> {
+    let names = || plan.clusters.keys().map(String::as_str);
+    let multi = plan.mesh.topology == Topology::MultiPrimary;
+    let all = names()
+        .filter(move |_| multi)
+        .flat_map(move |a| names().filter(move |b| *b != a).map(move |b| (a, b)));
+    let to_primary = plan
+        .clusters
+        .values()
+        .filter(move |_| !multi)
+        .filter_map(|c| Some((c.name.as_str(), c.primary.as_deref()?)));
+    all.chain(to_primary)
 }
 
+/// Is (from, to) a pair of the plan? What [`pairs`] yields, decided without
+/// listing them.
+pub fn is_pair(plan: &crate::plan::Plan, from: &str, to: &str) -> bool {
+    let (Some(a), true) = (plan.clusters.get(from), plan.clusters.contains_key(to)) else {
+        return false;
+    };
+    match plan.mesh.topology {
+        Topology::MultiPrimary => from != to,
+        Topology::PrimaryRemote => a.primary.as_deref() == Some(to),
+    }
+}
+
+/// One pair per (from, to): quadratic in multi-primary (a million at 1,000
+/// clusters), so what pairs share is made once per cluster: the inputs of
+/// `from`'s access fields and of `to`'s name, and each cluster's target.
 pub fn plan(p: &mut Planner) {
+    if !p.is_live() {
+        return;
+    }
     let plan = p.plan;
+    struct Per {
+        from: super::Shared,
+        to: super::Shared,
+        target: Arc<Target>,
+        /// What a pair's task waits for on this cluster.
+        deps: Vec<TaskId>,
+    }
+    let per: std::collections::HashMap<&str, Per> = plan
+        .clusters
+        .values()
+        .map(|c| {
+            let n = c.name.as_str();
+            let from = p.share(&Slice::new().put(
+                "from",
+                format!("clusters.{n}"),
+                serde_json::json!({"name": n, "provider": c.provider, "context": c.context, "kubeconfig": c.kubeconfig}),
+            ));
+            let to = p.share(&Slice::new().put("to", format!("clusters.{n}.name"), n));
+            let target = Arc::new(Target::of(c));
+            let mut deps = vec![istiod::id(n)];
+            if c.provider == Provider::Kind {
+                deps.push(cluster::id(n));
+            }
+            (
+                n,
+                Per {
+                    from,
+                    to,
+                    target,
+                    deps,
+                },
+            )
+        })
+        .collect();
+    let n = plan.clusters.len();
+    match plan.mesh.topology {
+        Topology::MultiPrimary => p.reserve(n * n.saturating_sub(1), 4 * n * n),
+        Topology::PrimaryRemote => p.reserve(n, 4 * n),
+    }
     for (a, b) in pairs(plan) {
-        p.live(id(a, b), "remote-secret", VERSION, || {
-            let (ca, cb) = (&plan.clusters[a], &plan.clusters[b]);
-            let slice = Slice::new()
-                .put(
-                    "from",
-                    format!("clusters.{a}"),
-                    serde_json::json!({"name": a, "provider": ca.provider, "context": ca.context, "kubeconfig": ca.kubeconfig}),
-                )
-                .put("to", format!("clusters.{b}.name"), b);
-            let mut deps = vec![istiod::id(a), istiod::id(b)];
-            for c in [ca, cb] {
-                if c.provider == Provider::Kind {
-                    deps.push(cluster::id(&c.name));
+        p.live(
+            || id(a, b),
+            "remote-secret",
+            VERSION,
+            || {
+                let (pa, pb) = (&per[a], &per[b]);
+                LiveSpec {
+                    slice: Slice::new().with(&pa.from).with(&pb.to),
+                    files: vec![],
+                    deps: pa.deps.iter().chain(&pb.deps).cloned().collect(),
+                    action: Arc::new(RemoteSecret {
+                        from: pa.target.clone(),
+                        to: pb.target.clone(),
+                    }),
                 }
-            }
-            LiveSpec {
-                slice,
-                files: vec![],
-                deps,
-                action: Arc::new(RemoteSecret {
-                    from: Target::of(ca),
-                    to: Target::of(cb),
-                }),
-            }
-        });
+            },
+        );
     }
 }
 
 /// `remote-secret:<from>-><to>`.
 #[derive(Clone, Debug)]
 pub struct RemoteSecret {
-    pub from: Target,
-    pub to: Target,
+    pub from: Arc<Target>,
+    pub to: Arc<Target>,
 }
 
 pub const READER_SA: &str = "istio-reader-service-account";

@@ -53,7 +53,7 @@ pub fn plan(p: &mut Planner) -> Vec<Diag> {
                     .hint(hint),
             );
         }
-        p.live(id(&t.name), "task", VERSION, || live(plan, t, after));
+        p.live(|| id(&t.name), "task", VERSION, || live(plan, t, after));
     }
     // Offline, user tasks are not in the graph: check their edges alone.
     errors.extend(cycles(plan));
