@@ -161,7 +161,10 @@ pub fn encode_id(id: &str) -> String {
         if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
             s.push(b as char);
         } else {
-            s.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            s.push('%');
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
         }
     }
     s
@@ -382,6 +385,21 @@ impl Cache {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("cannot remove", &p)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Ids of every task with a record file (valid or not), or `None` if
+    /// the records cannot be listed. One directory read instead of an
+    /// `open` per task: a plan asks about a million tasks, most of which
+    /// never ran.
+    pub fn recorded(&self) -> Option<HashSet<String>> {
+        let mut ids = HashSet::new();
+        for e in fs::read_dir(self.root.join("records")).ok()? {
+            // A name `encode_id` cannot have written is no task's record.
+            if let Some(id) = e.ok()?.file_name().to_str().and_then(decode_id) {
+                ids.insert(id);
+            }
+        }
+        Some(ids)
     }
 
     /// Ids of every task with a record file (valid or not).

@@ -4,6 +4,7 @@
 //! decision (`exec::predict`), plus the probes of live tasks.
 
 use super::*;
+use std::io::Write as _;
 
 pub(super) fn plan_cmd(
     plan_path: &Path,
@@ -99,6 +100,10 @@ pub(super) fn plan_cmd(
         .map(|(i, _)| l.graph.node(*i).id.len())
         .max()
         .unwrap_or(0);
+    // One write per 8 KiB, not per line: a million-task plan prints a
+    // million lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let cannot = |e: std::io::Error| fail(1, format!("cannot write the plan: {e}"));
     for (i, p) in &preds {
         let tag = match p {
             Prediction::UpToDate { .. } if !all => continue,
@@ -109,8 +114,9 @@ pub(super) fn plan_cmd(
         };
         let n = l.graph.node(*i);
         let live = if n.pure { "" } else { " [live]" };
-        println!("  {tag}  {:width$}  {}{live}", n.id, p.reason());
+        writeln!(out, "  {tag}  {:width$}  {}{live}", n.id, p.reason()).map_err(cannot)?;
     }
+    out.flush().map_err(cannot)?;
     Ok(())
 }
 

@@ -12,12 +12,13 @@
 //! only a candidate: its probe (see the module doc of `exec`) decides.
 
 use super::*;
+use crate::graph::Inputs;
 
 /// What a cache key is made of. Printed, it is the explanation of a miss.
 #[derive(Serialize)]
 pub struct KeyInput<'a> {
     pub kind: &'a str,
-    pub inputs: &'a BTreeMap<String, Digest>,
+    pub inputs: &'a Inputs,
     pub deps: &'a BTreeMap<String, Digest>,
 }
 
@@ -44,10 +45,10 @@ pub fn output_digest(files: &[FileEntry]) -> Digest {
 /// What a node's last record says about its inputs compared to now.
 pub fn input_changes(node: &Node, rec: &Record) -> Vec<String> {
     let mut out = Vec::new();
-    for (k, d) in &node.inputs {
+    for (k, d) in node.inputs.iter() {
         match rec.inputs.get(k) {
             None => out.push(format!("{k} (new input)")),
-            Some(old) if old != d => out.push(k.clone()),
+            Some(old) if old != d => out.push(k.to_string()),
             _ => {}
         }
     }
@@ -251,20 +252,23 @@ pub fn predict(
 ) -> Vec<(NodeIndex, Prediction)> {
     let mut known: HashMap<NodeIndex, Digest> = HashMap::new();
     let mut verified: HashSet<Digest> = HashSet::new();
-    let mut unknown_because: HashMap<NodeIndex, String> = HashMap::new();
-    let mut out = Vec::new();
+    // Will rerun (so its output is not known yet), by node number.
+    let mut rerunning = vec![false; graph.len()];
+    let mut out = Vec::with_capacity(graph.len());
+    let recorded = cache.and_then(Cache::recorded);
     for &i in graph.topo() {
         if !selected[i.index()] {
             continue;
         }
         let node = graph.node(i);
-        let load = cache.map_or(Load::Missing, |c| c.load(&node.id));
+        let load = match (cache, &recorded) {
+            (Some(_), Some(ids)) if !ids.contains(&node.id) => Load::Missing,
+            (Some(c), _) => c.load(&node.id),
+            (None, _) => Load::Missing,
+        };
         let mut dep_ids: Vec<NodeIndex> = graph.deps(i).collect();
         dep_ids.sort_by(|a, b| graph.node(*a).id.cmp(&graph.node(*b).id));
-        let rerunning_dep = dep_ids
-            .iter()
-            .find(|d| unknown_because.contains_key(d))
-            .copied();
+        let rerunning_dep = dep_ids.iter().find(|d| rerunning[d.index()]).copied();
         let p = match (load, rerunning_dep) {
             // A dependency will rerun: its output, and so this key, is not
             // known until it has. Input changes alone already decide.
@@ -286,11 +290,18 @@ pub fn predict(
                 }
             }
             (load, _) => {
-                let deps: BTreeMap<String, Digest> = dep_ids
-                    .iter()
-                    .filter_map(|d| Some((graph.node(*d).id.clone(), *known.get(d)?)))
-                    .collect();
-                let key = key_of(node, &deps);
+                let deps: BTreeMap<String, Digest> = match &load {
+                    Load::Ok(_) => dep_ids
+                        .iter()
+                        .filter_map(|d| Some((graph.node(*d).id.clone(), *known.get(d)?)))
+                        .collect(),
+                    _ => BTreeMap::new(),
+                };
+                // Without a record, the key decides nothing: not computed.
+                let key = match &load {
+                    Load::Ok(_) => key_of(node, &deps),
+                    _ => Digest::default(),
+                };
                 let verify = |f: &FileEntry| {
                     let ok =
                         verified.contains(&f.blob) || cache.is_some_and(|c| c.blob_ok(&f.blob));
@@ -314,9 +325,7 @@ pub fn predict(
             Prediction::UpToDate { output, .. } => {
                 known.insert(i, *output);
             }
-            _ => {
-                unknown_because.insert(i, node.id.clone());
-            }
+            _ => rerunning[i.index()] = true,
         }
         out.push((i, p));
     }
