@@ -12,7 +12,12 @@
 //!    the peak RSS of each (from `wait4`'s rusage);
 //! 3. executor overhead per task on synthetic no-op tasks, in process: a
 //!    random DAG of 10,000 tasks whose actions return at once, built once
-//!    (records written) and then again (all cached).
+//!    (records written) and then again (all cached);
+//! 4. quadratic plans (issue 13): 1,000 clusters in multi-primary (a
+//!    million remote secrets) side by side with the 1,000-cluster
+//!    primary-remote plan of the same pure tasks, runs alternating: the
+//!    offline no-op and `mesh plan` of the whole graph, wall time and peak
+//!    RSS, with their ratios and the whole graph's cost per task.
 //!
 //! `MESH_BENCH_QUICK=1` shrinks the repetitions for a smoke run.
 
@@ -200,7 +205,7 @@ fn overhead(n: usize, reps: usize) {
                 id: format!("t{i}"),
                 kind: "noop",
                 pure: true,
-                inputs,
+                inputs: inputs.into(),
                 action: Arc::new(NoOp),
             })
             .expect("unique");
@@ -235,6 +240,7 @@ fn overhead(n: usize, reps: usize) {
                     jobs,
                     keep_going: false,
                     out_dir: None,
+                    epoch: None,
                 },
                 Arc::new(Quiet),
                 std::future::pending(),
@@ -304,4 +310,77 @@ fn main() {
 
     // 3. Executor overhead.
     overhead(if quick { 1000 } else { 10_000 }, reps.min(5));
+
+    // 4. Quadratic plans.
+    quadratic(if quick { 60 } else { 1000 }, reps.min(7));
+}
+
+/// The task count of a plan's whole graph, from `mesh plan`'s first line
+/// (`mesh plan: N tasks: ...`).
+fn plan_tasks(out: &str) -> usize {
+    out.split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no task count in {:?}", out.lines().next()))
+}
+
+fn quadratic(n: usize, reps: usize) {
+    let dirs: Vec<(&str, tempfile::TempDir)> = [("multi-primary", false), ("primary-remote", true)]
+        .into_iter()
+        .map(|(label, pr)| {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::write(d.path().join("plan.toml"), generate_plan(n, pr)).expect("plan");
+            run_mesh(d.path(), &["build", "--offline"]);
+            (label, d)
+        })
+        .collect();
+    let mut noop = vec![Vec::new(); 2];
+    let mut noop_rss = [0; 2];
+    let mut plan = vec![Vec::new(); 2];
+    let mut plan_rss = [0; 2];
+    let mut tasks = [0; 2];
+    for _ in 0..reps {
+        for (k, (_, d)) in dirs.iter().enumerate() {
+            let (w, rss, _) = run_mesh(d.path(), &["build", "--offline"]);
+            noop[k].push(w);
+            noop_rss[k] = noop_rss[k].max(rss);
+        }
+    }
+    for _ in 0..reps.clamp(1, 3) {
+        for (k, (_, d)) in dirs.iter().enumerate() {
+            let (w, rss, out) = run_mesh(d.path(), &["plan"]);
+            plan[k].push(w);
+            plan_rss[k] = plan_rss[k].max(rss);
+            tasks[k] = plan_tasks(&out);
+        }
+    }
+    let noop: Vec<Duration> = noop.into_iter().map(median).collect();
+    let plan: Vec<Duration> = plan.into_iter().map(median).collect();
+    let mb = |kb: i64| kb as f64 / 1024.0;
+    println!("{n} clusters, quadratic against linear (runs alternating):");
+    println!(
+        "  {:<30} {:>14} {:>14} {:>8}",
+        "", dirs[0].0, dirs[1].0, "ratio"
+    );
+    let row = |what: &str, a: f64, b: f64, unit: &str| {
+        println!(
+            "  {what:<30} {:>11.1} {unit} {:>11.1} {unit} {:>8.2}",
+            a,
+            b,
+            a / b
+        );
+    };
+    let msf = |d: Duration| d.as_secs_f64() * 1e3;
+    row("no-op build --offline", msf(noop[0]), msf(noop[1]), "ms");
+    row("  peak RSS", mb(noop_rss[0]), mb(noop_rss[1]), "MB");
+    row("plan (whole graph)", msf(plan[0]), msf(plan[1]), "ms");
+    row("  peak RSS", mb(plan_rss[0]), mb(plan_rss[1]), "MB");
+    println!(
+        "  whole graph: {} and {} tasks; {:.2} µs and {:.0} B per task for {} (goal ≤ 5 µs, ≤ 500 B)",
+        tasks[0],
+        tasks[1],
+        plan[0].as_secs_f64() * 1e6 / tasks[0] as f64,
+        plan_rss[0] as f64 * 1024.0 / tasks[0] as f64,
+        dirs[0].0
+    );
 }

@@ -1,5 +1,9 @@
 //! Events inside a running task that the build's report shows: every
-//! transient API error retried, for the trace and the summary (and `-v`).
+//! transient API error retried, for the trace and the summary (and `-v`);
+//! and the process's clock and phases (reading the plan, planning the
+//! graph, checking and running its tasks), so that the summary's time is
+//! the process's wall time and the trace shows where it went before the
+//! first task.
 //!
 //! The executor runs each action inside [`scope`], a tokio task-local
 //! naming the task; code below it (the Kubernetes client's retry loop) calls
@@ -9,7 +13,7 @@
 //! holds what failed in words (a status code and reason), never a request
 //! body or object data.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 tokio::task_local! {
@@ -27,6 +31,42 @@ pub struct Retry {
 }
 
 static LOG: Mutex<Vec<Retry>> = Mutex::new(Vec::new());
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// When the process started: the first call (the first line of `main`)
+/// fixes it; the build's epoch, so task times and the summary count from
+/// there.
+pub fn start() -> Instant {
+    *START.get_or_init(Instant::now)
+}
+
+/// A phase of the process: a span of its clock with a name.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub name: &'static str,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+static PHASES: Mutex<Vec<Phase>> = Mutex::new(Vec::new());
+
+/// Run `f` as phase `name` of the process.
+pub fn phase<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    let end = Instant::now();
+    PHASES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Phase { name, start, end });
+    out
+}
+
+/// Every phase so far, in the order they ended.
+pub fn phases() -> Vec<Phase> {
+    PHASES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
 
 /// Run `fut` as task `id`: events inside it are tagged with `id`.
 pub async fn scope<F: std::future::Future>(id: Arc<str>, fut: F) -> F::Output {
@@ -52,6 +92,19 @@ pub fn retries() -> Vec<Retry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_are_spans_of_the_process_clock_in_order() {
+        let start = start();
+        let x = phase("first", || 1);
+        phase("second", || ());
+        assert_eq!(x, 1);
+        let p = phases();
+        let (a, b) = (&p[p.len() - 2], &p[p.len() - 1]);
+        assert_eq!((a.name, b.name), ("first", "second"));
+        assert!(start <= a.start && a.start <= a.end && a.end <= b.start && b.start <= b.end);
+        assert_eq!(super::start(), start, "the start is fixed once");
+    }
 
     #[tokio::test]
     async fn a_retry_is_tagged_with_the_task_it_happened_in() {

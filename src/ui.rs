@@ -140,6 +140,9 @@ impl Observer for Progress {
 }
 
 /// The human summary.
+/// The trace row (`tid`) of the process's phases.
+pub const PHASE_ROW: u64 = 1_000_000;
+
 pub fn summary(r: &BuildReport) -> String {
     let mut s = String::new();
     let failed: Vec<&TaskReport> = r
@@ -204,9 +207,28 @@ pub fn json(r: &BuildReport) -> serde_json::Value {
 /// Chrome trace events: one "X" (complete) event per task that ran or was
 /// checked, on the row of its concurrency slot; one "i" (instant) event per
 /// transient error retried, on its task's row.
-pub fn trace(r: &BuildReport) -> serde_json::Value {
+pub fn trace(
+    r: &BuildReport,
+    phases: &[crate::events::Phase],
+    epoch: std::time::Instant,
+) -> serde_json::Value {
     let mut events =
         vec![json!({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": "mesh build"}})];
+    // The process's phases, on a row of their own above the tasks' lanes.
+    events.push(json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": PHASE_ROW, "args": {"name": "phases"}}));
+    events.push(json!({"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": PHASE_ROW, "args": {"sort_index": -1}}));
+    for p in phases {
+        let us = |t: std::time::Instant| t.saturating_duration_since(epoch).as_micros() as u64;
+        events.push(json!({
+            "name": p.name,
+            "cat": "phase",
+            "ph": "X",
+            "ts": us(p.start),
+            "dur": us(p.end).saturating_sub(us(p.start)).max(1),
+            "pid": 1,
+            "tid": PHASE_ROW,
+        }));
+    }
     for t in &r.tasks {
         if t.status == Status::Skipped {
             continue;

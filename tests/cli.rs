@@ -592,6 +592,77 @@ fn secrets_are_0600_under_a_0700_cache_and_never_printed() {
     );
 }
 
+/// The summary's time and the trace count from the process's start, and
+/// reading the plan and planning the graph are phases of their own (in the
+/// trace and with -v), before the first task.
+#[test]
+fn the_summary_and_the_trace_count_from_the_process_start_with_its_phases() {
+    let p = Project::default_plan();
+    let o = p.run(&["build", "--offline", "-v", "--trace", "trace.json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let t: serde_json::Value = serde_json::from_str(&p.read("trace.json")).unwrap();
+    let events = t["traceEvents"].as_array().unwrap();
+    let phase = |name: &str| {
+        let e = events
+            .iter()
+            .find(|e| e["cat"] == "phase" && e["name"] == name)
+            .unwrap_or_else(|| panic!("no phase {name:?} in the trace"));
+        let ts = e["ts"].as_u64().unwrap();
+        (ts, ts + e["dur"].as_u64().unwrap())
+    };
+    let read = phase("read and check the plan");
+    let plan = phase("plan the graph");
+    let run = phase("check and run the tasks");
+    assert!(
+        read.1 <= plan.0 && plan.1 <= run.0,
+        "{read:?} {plan:?} {run:?}"
+    );
+    // Every task starts after the graph was planned, on the same clock.
+    let tasks: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] != "phase")
+        .collect();
+    assert!(!tasks.is_empty());
+    for e in &tasks {
+        assert!(
+            e["ts"].as_u64().unwrap() >= plan.1,
+            "{e} starts before planning ended"
+        );
+    }
+    // -v names each phase with its end time; the summary counts from the
+    // start too, so it is no shorter than reading and planning.
+    for name in [
+        "read and check the plan",
+        "plan the graph",
+        "check and run the tasks",
+    ] {
+        assert!(
+            o.stderr.contains(name),
+            "-v does not show {name:?}:\n{}",
+            o.stderr
+        );
+    }
+    let summary = o
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("mesh: 20 tasks"))
+        .unwrap();
+    let took = summary.rsplit(" in ").next().unwrap();
+    let us: f64 = [("µs", 1.0), ("ms", 1e3), ("s", 1e6)]
+        .iter()
+        .find_map(|(unit, k)| Some(took.strip_suffix(unit)?.parse::<f64>().ok()? * k))
+        .unwrap_or_else(|| panic!("no time in {summary:?}"));
+    // The summary rounds to 0.1 ms.
+    assert!(
+        us + 100.0 >= plan.1 as f64,
+        "summary {took} < planning's end {} µs",
+        plan.1
+    );
+    // Without -v, no phase lines.
+    let quiet = p.run(&["build", "--offline"]);
+    assert!(!quiet.stderr.contains("plan the graph"), "{}", quiet.stderr);
+}
+
 #[test]
 fn every_mode_is_explicit_under_umask_000_for_every_pki_algorithm() {
     use std::os::unix::process::CommandExt;

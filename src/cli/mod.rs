@@ -13,7 +13,7 @@ use crate::exec::{self, Prediction, Status};
 use crate::graph::Graph;
 use crate::plan::{self, Plan};
 use crate::planner::Build;
-use crate::{doctor, planner, ui};
+use crate::{doctor, events, planner, ui};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,10 @@ pub struct Cli {
     /// The plan file.
     #[arg(long, global = true, default_value = "plan.toml", value_name = "FILE")]
     pub plan: PathBuf,
+    /// Say more on stderr: how long each phase took (reading the plan,
+    /// planning the graph, checking and running its tasks).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -183,9 +187,50 @@ struct Loaded {
 /// is measurable time for nothing, so they are deliberately leaked.
 fn load(path: &Path, target: Build) -> Result<&'static Loaded, Exit> {
     let display = path.to_string_lossy().to_string();
-    let plan = Arc::new(plan::load(path, &display).map_err(|e| fail(2, e))?);
-    let graph = Arc::new(planner::build(&plan, target).map_err(|e| fail(2, e))?);
-    Ok(Box::leak(Box::new(Loaded { plan, graph })))
+    let plan = events::phase(READ, || plan::load(path, &display)).map_err(|e| fail(2, e))?;
+    let plan = Arc::new(plan);
+    let graph = events::phase(PLAN, || planner::build(&plan, target)).map_err(|e| fail(2, e))?;
+    verbose(&format!(
+        "{} tasks, {} edges",
+        graph.len(),
+        graph.edge_count()
+    ));
+    Ok(Box::leak(Box::new(Loaded {
+        plan,
+        graph: Arc::new(graph),
+    })))
+}
+
+/// The phases of a command (see `events`).
+const READ: &str = "read and check the plan";
+const PLAN: &str = "plan the graph";
+const RUN: &str = "check and run the tasks";
+
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `-v`: every phase that ended since the last call, with its times
+/// from the process's start, then `more` (if not empty).
+fn verbose(more: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SHOWN: AtomicUsize = AtomicUsize::new(0);
+    if !VERBOSE.load(Ordering::Relaxed) {
+        return;
+    }
+    let t0 = events::start();
+    let phases = events::phases();
+    let from = SHOWN.swap(phases.len(), Ordering::Relaxed);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    for p in phases.iter().skip(from) {
+        eprintln!(
+            "mesh: {:>9.1} ms  {} ({:.1} ms)",
+            ms(p.end - t0),
+            p.name,
+            ms(p.end - p.start)
+        );
+    }
+    if !more.is_empty() {
+        eprintln!("mesh: {:>9.1} ms  {more}", ms(t0.elapsed()));
+    }
 }
 
 fn selection(graph: &Graph, offline: bool) -> Vec<bool> {
@@ -206,7 +251,9 @@ fn print_json(v: &serde_json::Value) {
 
 /// Entry point: run the CLI, return the process exit code.
 pub fn main() -> ExitCode {
+    events::start();
     let cli = Cli::parse();
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit(code)) => ExitCode::from(code),
@@ -943,27 +990,31 @@ fn build(
         .enable_all()
         .build()
         .map_err(|e| fail(1, format!("error: cannot start the runtime: {e}")))?;
-    let report = rt.block_on(exec::execute(
-        l.graph.clone(),
-        Some(sel),
-        cache.clone(),
-        lock.clone(),
-        exec::Options {
-            jobs,
-            keep_going,
-            out_dir: Some(out_dir),
-        },
-        progress.clone(),
-        interrupted(),
-    ));
+    let report = events::phase(RUN, || {
+        rt.block_on(exec::execute(
+            l.graph.clone(),
+            Some(sel),
+            cache.clone(),
+            lock.clone(),
+            exec::Options {
+                jobs,
+                keep_going,
+                out_dir: Some(out_dir),
+                epoch: Some(crate::events::start()),
+            },
+            progress.clone(),
+            interrupted(),
+        ))
+    });
     progress.finish();
+    verbose("");
     if report.count(Status::Ran) > 0 && report.ok() {
         // Bound the store: drop blobs that no record references any more.
         let _ = cache.gc(&lock);
     }
     eprint!("{}", crate::redact::text(&ui::summary(&report)));
     if let Some(path) = trace {
-        let mut trace = ui::trace(&report);
+        let mut trace = ui::trace(&report, &events::phases(), events::start());
         crate::redact::json(&mut trace);
         let text = serde_json::to_string(&trace).expect("trace serializes");
         cache::write_file(&path, text.as_bytes(), 0o644).map_err(|e| {

@@ -134,7 +134,7 @@ pub async fn execute(
         cache,
         lock,
         out_dir: opts.out_dir.clone(),
-        epoch: Instant::now(),
+        epoch: opts.epoch.unwrap_or_else(Instant::now),
     });
     let mut st = DrainState::new(shared, selected, &opts, observer);
     st.prefetch_probes();

@@ -104,4 +104,7 @@ pub struct Options {
     pub keep_going: bool,
     /// Where exported files are materialized (`out/`); `None`: nowhere.
     pub out_dir: Option<PathBuf>,
+    /// Time zero of the report (task start times, the wall time): the
+    /// process's start for `mesh build`; `None`: when the build starts.
+    pub epoch: Option<std::time::Instant>,
 }
