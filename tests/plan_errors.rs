@@ -88,6 +88,32 @@ fn bad_enum_value() {
 }
 
 #[test]
+fn a_negative_number_where_a_count_goes() {
+    insta::assert_snapshot!(error_of(&BASE.replace(
+        "network = \"network2\"",
+        "network = \"network2\"\nworkers = -1"
+    )));
+}
+
+#[test]
+fn a_quoted_number() {
+    insta::assert_snapshot!(error_of(&BASE.replace(
+        "network = \"network2\"",
+        "network = \"network2\"\nworkers = \"2\""
+    )));
+}
+
+#[test]
+fn a_bare_number_where_a_string_goes() {
+    insta::assert_snapshot!(error_of(&edit("id = \"mesh1\"", "id = 1")));
+}
+
+#[test]
+fn a_value_far_from_every_valid_one_lists_them() {
+    insta::assert_snapshot!(error_of(&edit("mode = \"sidecar\"", "mode = \"proxy\"")));
+}
+
+#[test]
 fn toml_syntax_error() {
     insta::assert_snapshot!(error_of(&edit("id = \"mesh1\"", "id = \"mesh1")));
 }
@@ -379,10 +405,13 @@ fn missing_plan_file() {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(["build", "--offline"])
         .current_dir(dir.path())
+        .env_remove("MESH_PLAN")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    insta::assert_snapshot!(String::from_utf8_lossy(&o.stderr));
+    insta::with_settings!({filters => vec![(r"/tmp/\.tmp[A-Za-z0-9]+", "[dir]")]}, {
+        insta::assert_snapshot!(String::from_utf8_lossy(&o.stderr));
+    });
 }
 
 #[test]

@@ -33,6 +33,7 @@ use toml::Spanned;
 
 mod raw;
 mod validate;
+pub mod words;
 
 use raw::RawPlan;
 use validate::Validator;
@@ -324,28 +325,17 @@ pub fn load(path: &Path, file: &str) -> Result<Plan, PlanError> {
 pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Plan, PlanError> {
     let raw: RawPlan = toml::from_str(text).map_err(|e| {
         let msg = e.message().trim().to_string();
-        let mut headline = first_line(&msg).to_string();
-        if headline == "duplicate key"
+        let mut said = words::plain(first_line(&msg));
+        if said.headline == "duplicate key"
             && let Some(key) = e.span().and_then(|s| text.get(s))
         {
-            headline = format!("duplicate key `{key}`");
+            said.headline = format!("duplicate key `{key}`");
         }
-        let mut d = Diag::new(headline);
+        let mut d = Diag::new(said.headline);
         if let Some(span) = e.span() {
-            d = d.at(span, "here");
+            d = d.at(span, said.label);
         }
-        let hint = if msg.contains("unknown field") {
-            Some("check the spelling; README.md lists every plan.toml key")
-        } else if msg.contains("unknown variant") {
-            Some("use one of the values listed above")
-        } else if msg.contains("missing field") {
-            Some("add the key; README.md lists the required ones")
-        } else if msg.contains("duplicate key") {
-            Some("each cluster, app and task name may appear once")
-        } else {
-            None
-        };
-        if let Some(h) = hint {
+        if let Some(h) = said.hint {
             d = d.hint(h);
         }
         PlanError::one(file, text, d)
