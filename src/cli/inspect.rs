@@ -4,6 +4,7 @@
 //! decision (`exec::predict`), plus the probes of live tasks.
 
 use super::*;
+use petgraph::graph::NodeIndex;
 use std::io::Write as _;
 
 pub(super) fn plan_cmd(
@@ -43,15 +44,7 @@ pub(super) fn plan_cmd(
                 .iter()
                 .map(|n| json!({"kind": crate::state::KIND_CLUSTER, "name": n})),
         );
-        print_json(&json!({
-            "removals": gone,
-            "tasks": preds.iter().map(|(i, p)| json!({
-            "id": l.graph.node(*i).id,
-            "action": match p { Prediction::UpToDate{..} => "none", Prediction::Run{..} | Prediction::Drifted{..} => "run", Prediction::Maybe{..} => "maybe", Prediction::Unreachable{..} => "fail" },
-            "pure": l.graph.node(*i).pure,
-            "reason": p.reason(),
-        })).collect::<Vec<_>>()}));
-        return Ok(());
+        return print_plan_json(&l.graph, gone, &preds);
     }
     let run = preds
         .iter()
@@ -117,6 +110,61 @@ pub(super) fn plan_cmd(
         writeln!(out, "  {tag}  {:width$}  {}{live}", n.id, p.reason()).map_err(cannot)?;
     }
     out.flush().map_err(cannot)?;
+    Ok(())
+}
+
+/// `mesh plan --json`, streamed: what `print_json` would print for
+/// `{"removals": .., "tasks": [{"action", "id", "pure", "reason"}, ..]}`
+/// (keys in the same order, every string redacted), without building the
+/// document: a million-task plan would hold gigabytes of JSON values.
+fn print_plan_json(
+    graph: &Graph,
+    mut removals: Vec<serde_json::Value>,
+    preds: &[(petgraph::graph::NodeIndex, Prediction)],
+) -> Result<(), Exit> {
+    use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+    struct Task<'a>(&'a Graph, petgraph::graph::NodeIndex, &'a Prediction);
+    impl serde::Serialize for Task<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let Task(g, i, p) = self;
+            let node = g.node(*i);
+            let action = match p {
+                Prediction::UpToDate { .. } => "none",
+                Prediction::Run { .. } | Prediction::Drifted { .. } => "run",
+                Prediction::Maybe { .. } => "maybe",
+                Prediction::Unreachable { .. } => "fail",
+            };
+            let mut m = s.serialize_map(Some(4))?;
+            m.serialize_entry("action", action)?;
+            m.serialize_entry("id", &crate::redact::text(&node.id))?;
+            m.serialize_entry("pure", &node.pure)?;
+            m.serialize_entry("reason", &crate::redact::text(&p.reason()))?;
+            m.end()
+        }
+    }
+    struct Tasks<'a>(&'a Graph, &'a [(petgraph::graph::NodeIndex, Prediction)]);
+    impl serde::Serialize for Tasks<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.1.len()))?;
+            for (i, p) in self.1 {
+                seq.serialize_element(&Task(self.0, *i, p))?;
+            }
+            seq.end()
+        }
+    }
+    removals.iter_mut().for_each(crate::redact::json);
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut ser = serde_json::Serializer::pretty(out);
+    let cannot = |e: serde_json::Error| fail(1, format!("cannot write the plan: {e}"));
+    let mut doc = ser.serialize_map(Some(2)).map_err(cannot)?;
+    doc.serialize_entry("removals", &removals).map_err(cannot)?;
+    doc.serialize_entry("tasks", &Tasks(graph, preds))
+        .map_err(cannot)?;
+    SerializeMap::end(doc).map_err(cannot)?;
+    let mut out = ser.into_inner();
+    writeln!(out)
+        .and_then(|_| out.flush())
+        .map_err(|e| fail(1, format!("cannot write the plan: {e}")))?;
     Ok(())
 }
 
@@ -199,15 +247,34 @@ pub(super) fn why(plan_path: &Path, cache_dir: &Path, task: &str, json: bool) ->
     Ok(())
 }
 
-pub(super) fn status(plan_path: &Path, cache_dir: &Path, json: bool) -> Result<(), Exit> {
-    let l = load(plan_path, Build::Live)?;
-    let sel = vec![true; l.graph.len()];
+pub(super) fn status(
+    plan_path: &Path,
+    cache_dir: &Path,
+    filter: Option<&str>,
+    offline: bool,
+    json: bool,
+) -> Result<(), Exit> {
+    let l = load(
+        plan_path,
+        if offline { Build::Offline } else { Build::Live },
+    )?;
+    let sel: Vec<bool> = (0..l.graph.len())
+        .map(|i| filter.is_none_or(|f| matches(&l.graph.node(NodeIndex::new(i)).id, f)))
+        .collect();
+    // Predictions need every dependency's: predict all, show the selection.
     let cache = Cache::open_existing(cache_dir);
-    let mut preds = exec::predict(&l.graph, &sel, cache.as_ref());
-    if let Some(cache) = &cache {
+    let mut preds = exec::predict(&l.graph, &vec![true; l.graph.len()], cache.as_ref());
+    preds.retain(|(i, _)| sel[i.index()]);
+    if let (Some(cache), false) = (&cache, offline) {
         let rt = runtime()?;
         rt.block_on(exec::probe_predictions(&l.graph, cache, &mut preds));
     }
+    // By depth (a task after everything it depends on), then by id: the
+    // bring-up's order, readable; the topological order is not.
+    let depth = depths(&l.graph);
+    preds.sort_by(|(a, _), (b, _)| {
+        (depth[a.index()], &l.graph.node(*a).id).cmp(&(depth[b.index()], &l.graph.node(*b).id))
+    });
     if json {
         print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
             "id": l.graph.node(*i).id,
@@ -217,25 +284,100 @@ pub(super) fn status(plan_path: &Path, cache_dir: &Path, json: bool) -> Result<(
         })).collect::<Vec<_>>()}));
         return Ok(());
     }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for (_, p) in &preds {
+        match counts.iter_mut().find(|(k, _)| *k == p.label()) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((p.label(), 1)),
+        }
+    }
+    counts.sort_by_key(|(k, _)| STATES.iter().position(|s| s == k));
+    let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let of = match filter {
+        Some(f) => format!(" of {} matching {f:?}", l.graph.len()),
+        None => String::new(),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let cannot = |e: std::io::Error| fail(1, format!("cannot write the status: {e}"));
+    writeln!(
+        out,
+        "mesh status: {} tasks{of}: {}",
+        preds.len(),
+        c.join(", ")
+    )
+    .map_err(cannot)?;
+    if preds.is_empty() {
+        return out.flush().map_err(cannot);
+    }
     let width = preds
         .iter()
         .map(|(i, _)| l.graph.node(*i).id.len())
         .max()
-        .unwrap_or(0);
-    let mut counts = std::collections::BTreeMap::new();
+        .unwrap_or(0)
+        .max("TASK".len());
+    writeln!(out, "{:<11} {:width$}  DETAIL", "STATE", "TASK").map_err(cannot)?;
     for (i, p) in &preds {
-        *counts.entry(p.label()).or_insert(0) += 1;
         let detail = match p {
             Prediction::UpToDate { record, .. } => {
                 format!("ran {} ago", ago(record.started_ms))
             }
             other => other.reason(),
         };
-        println!("{:<11} {:width$}  {detail}", p.label(), l.graph.node(*i).id);
+        writeln!(
+            out,
+            "{:<11} {:width$}  {detail}",
+            p.label(),
+            l.graph.node(*i).id
+        )
+        .map_err(cannot)?;
     }
-    let c: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    eprintln!("mesh status: {} tasks: {}", preds.len(), c.join(", "));
-    Ok(())
+    out.flush().map_err(cannot)
+}
+
+/// The states `status` counts, in the order its summary lists them.
+const STATES: [&str; 6] = [
+    "up-to-date",
+    "stale",
+    "never-run",
+    "drifted",
+    "unreachable",
+    "failed",
+];
+
+/// Each node's depth: 0 for a task with no dependency, else one more than
+/// its deepest dependency's.
+fn depths(g: &Graph) -> Vec<usize> {
+    let mut d = vec![0; g.len()];
+    for &i in g.topo() {
+        d[i.index()] = g.deps(i).map(|j| d[j.index()] + 1).max().unwrap_or(0);
+    }
+    d
+}
+
+/// Does task `id` match `filter`? With a `*`, the whole id must match the
+/// pattern (`*` stands for any run of characters); without, the filter
+/// must be the id or one of its parts (`istiod:east` has the parts
+/// `istiod` and `east`, `remote-secret:east->west` also `west`).
+pub(super) fn matches(id: &str, filter: &str) -> bool {
+    if filter.contains('*') {
+        let parts: Vec<&str> = filter.split('*').collect();
+        let (first, last) = (parts[0], parts[parts.len() - 1]);
+        let Some(mut rest) = id.strip_prefix(first) else {
+            return false;
+        };
+        for mid in &parts[1..parts.len() - 1] {
+            match rest.find(mid) {
+                Some(k) => rest = &rest[k + mid.len()..],
+                None => return false,
+            }
+        }
+        return rest.len() >= last.len() && rest.ends_with(last);
+    }
+    id == filter
+        || id
+            .split(':')
+            .flat_map(|p| p.split("->"))
+            .any(|p| p == filter)
 }
 
 pub(super) fn ago(ms: u64) -> String {
@@ -264,4 +406,33 @@ pub(super) fn closest(graph: &Graph, wanted: &str) -> Vec<String> {
         .take(5)
         .map(str::to_string)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn a_filter_is_a_part_of_the_id_or_a_pattern_of_the_whole() {
+        for (id, f, want) in [
+            ("istiod:east", "east", true),
+            ("istiod:east", "istiod", true),
+            ("istiod:east", "eas", false),
+            ("remote-secret:east->west", "west", true),
+            ("remote-secret:east->west", "remote-secret", true),
+            ("render.app:helloworld:east", "helloworld", true),
+            ("render.app:helloworld:east", "render.app", true),
+            ("pki.root", "pki.root", true),
+            ("istiod:east", "istiod:*", true),
+            ("istiod:east", "*:east", true),
+            ("render.istio:east", "istiod:*", false),
+            ("remote-secret:east->west", "remote-secret:*->west", true),
+            ("remote-secret:west->east", "remote-secret:*->west", false),
+            ("ab", "a*b*b", false),
+            ("abb", "a*b*b", true),
+            ("anything", "*", true),
+        ] {
+            assert_eq!(matches(id, f), want, "{id} ~ {f}");
+        }
+    }
 }
