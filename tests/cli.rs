@@ -950,3 +950,303 @@ fn default_plan_works_from_any_directory_with_embedded_tasks() {
         "nothing written to the cwd"
     );
 }
+
+/// Plan discovery as cargo finds Cargo.toml: the first plan.toml in the
+/// current directory or a parent; `--plan` a file or a directory;
+/// `MESH_PLAN`; and none anywhere is an error that says what to do.
+#[test]
+fn the_plan_is_found_from_a_subdirectory_by_dir_and_by_mesh_plan() {
+    let p = Project::default_plan();
+    std::fs::create_dir_all(p.path("deep/er")).unwrap();
+    let run_in = |dir: &str, args: &[&str], env: Option<&str>| {
+        let mut c = p.cmd();
+        c.current_dir(p.path(dir)).args(args);
+        if let Some(v) = env {
+            c.env("MESH_PLAN", v);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run_in("deep/er", &["build", "--offline"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        p.path("cache/records").is_dir(),
+        "the cache goes beside the plan"
+    );
+    assert!(!p.path("deep/er/cache").exists() && !p.path("deep/er/out").exists());
+    // A second run from anywhere below is a no-op.
+    let (code, err) = run_in("deep", &["build", "--offline"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(" 0 ran,"), "{err}");
+    // --plan DIR and MESH_PLAN (a directory or a file), from elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let root = p.path("");
+    for (args, env) in [
+        (
+            vec!["--plan", root.to_str().unwrap(), "status", "--offline"],
+            None,
+        ),
+        (
+            vec!["status", "--offline"],
+            Some(root.to_str().unwrap().to_string()),
+        ),
+        (
+            vec!["status", "--offline"],
+            Some(p.path("plan.toml").to_str().unwrap().to_string()),
+        ),
+    ] {
+        let mut c = p.cmd();
+        c.current_dir(elsewhere.path()).args(&args);
+        if let Some(v) = &env {
+            c.env("MESH_PLAN", v);
+        }
+        let o = c.output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{args:?} {env:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.starts_with("mesh status: 20 tasks: 20 up-to-date"),
+            "{args:?} {env:?}: {out}"
+        );
+    }
+    // No plan here or above.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["build", "--offline"])
+        .current_dir(elsewhere.path())
+        .env_remove("MESH_PLAN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no plan.toml in") && err.contains("mesh init"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(elsewhere.path())
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+/// `mesh init` writes a plan that builds offline as is, for every
+/// combination of its flags; never overwrites one without --force; and
+/// refuses what Istio does not support, in words.
+#[test]
+fn init_writes_a_plan_that_builds_offline_for_every_combination() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("MESH_PLAN")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = mesh(&["init"]);
+    assert_eq!(code, 0, "{err}");
+    let default = std::fs::read_to_string(dir.path().join("plan.toml")).unwrap();
+    insta::assert_snapshot!("init_default_plan", default);
+    let (code, err) = mesh(&["init", "--clusters", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("plan.toml")).unwrap(),
+        default
+    );
+    let (code, err) = mesh(&[
+        "init",
+        "--mode",
+        "ambient",
+        "--topology",
+        "primary-remote",
+        "--force",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ambient mode supports multi-primary only"),
+        "{err}"
+    );
+
+    for mode in ["sidecar", "ambient"] {
+        for topology in ["multi-primary", "primary-remote"] {
+            for cni in ["cilium", "kindnet"] {
+                for provider in ["kind", "kubeconfig"] {
+                    for n in ["1", "2", "6"] {
+                        let unsupported =
+                            topology == "primary-remote" && (mode == "ambient" || n == "1");
+                        // --cni is a kind cluster's: one run of kubeconfig is enough.
+                        let redundant = provider == "kubeconfig" && cni == "kindnet";
+                        if unsupported || redundant {
+                            continue;
+                        }
+                        let flags = [
+                            "init",
+                            "--force",
+                            "--mode",
+                            mode,
+                            "--topology",
+                            topology,
+                            "--cni",
+                            cni,
+                            "--provider",
+                            provider,
+                            "--clusters",
+                            n,
+                        ];
+                        let (code, err) = mesh(&flags);
+                        assert_eq!(code, 0, "{flags:?}: {err}");
+                        let (code, err) = mesh(&["build", "--offline"]);
+                        assert_eq!(code, 0, "{flags:?} does not build offline:\n{err}");
+                        let plan = std::fs::read_to_string(dir.path().join("plan.toml")).unwrap();
+                        assert!(plan.contains(&format!("mode = \"{mode}\"")), "{plan}");
+                        assert_eq!(
+                            plan.matches("[clusters.").count(),
+                            n.parse::<usize>().unwrap(),
+                            "{plan}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `mesh status` after an offline build: `--offline` asks no cluster and
+/// shows only pure tasks, all up to date; the summary comes first on
+/// stdout, then a header and the rows by depth; a filter picks a part of
+/// the ids or a pattern.
+#[test]
+fn status_offline_filtered_with_a_header_and_the_summary_first() {
+    let p = Project::default_plan();
+    p.build();
+    let o = p.run(&["status", "--offline"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    insta::assert_snapshot!(
+        "status_offline",
+        o.stdout.replace(|c: char| c.is_ascii_digit(), "9")
+    );
+    let ids = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(2)
+            .filter_map(|l| Some(l.split_whitespace().nth(1)?.to_string()))
+            .collect()
+    };
+    let all = ids(&o.stdout);
+    assert_eq!(all.len(), PURE_TASKS);
+    let o = p.run(&["status", "--offline", "east"]);
+    let east: Vec<&String> = all.iter().filter(|id| id.ends_with(":east")).collect();
+    assert!(
+        o.stdout.starts_with(&format!(
+            "mesh status: {n} tasks of 20 matching \"east\": {n} up-to-date\n",
+            n = east.len()
+        )),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(ids(&o.stdout).iter().collect::<Vec<_>>(), east);
+    let o = p.run(&["status", "--offline", "render.*:west"]);
+    let want: Vec<&String> = all
+        .iter()
+        .filter(|id| id.starts_with("render.") && id.ends_with(":west"))
+        .collect();
+    assert_eq!(ids(&o.stdout).iter().collect::<Vec<_>>(), want);
+    let o = p.run(&["status", "nosuch"]);
+    assert_eq!(o.code, 0);
+    assert!(
+        o.stdout
+            .starts_with("mesh status: 0 tasks of 41 matching \"nosuch\""),
+        "{}",
+        o.stdout
+    );
+}
+
+/// Paths a build will write are checked before anything runs: a bad
+/// `--trace` or `--out` is a usage error (exit 2) and no task runs.
+#[test]
+fn a_trace_or_out_path_that_cannot_be_written_stops_the_build_before_any_task() {
+    let p = Project::default_plan();
+    std::fs::write(p.path("a-file"), "x").unwrap();
+    std::fs::create_dir(p.path("a-dir")).unwrap();
+    for (args, says) in [
+        (vec!["--trace", "no/such/dir/t.json"], "no directory"),
+        (vec!["--trace", "a-dir"], "is a directory"),
+        (vec!["--out", "a-file"], "is not a directory"),
+        (vec!["--out", "a-file/below"], "is not a directory"),
+    ] {
+        let mut all = vec!["build", "--offline"];
+        all.extend(&args);
+        let o = p.run(&all);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert!(
+            o.stderr.contains(args[0]) && o.stderr.contains(says),
+            "{args:?}: {}",
+            o.stderr
+        );
+        assert!(!p.path("cache/records").exists(), "{args:?}: a task ran");
+        assert!(!p.path("out").exists(), "{args:?}: out/ was written");
+    }
+    // A good trace path in a new --out directory works, and leaves no probe file.
+    let o = p.run(&[
+        "build",
+        "--offline",
+        "--trace",
+        "t.json",
+        "--out",
+        "new/bundle",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(p.path("new/bundle/pki").is_dir() && p.path("t.json").is_file());
+    let stray: Vec<_> = std::fs::read_dir(p.path(""))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".mesh-write-check")
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn version_and_the_graph_as_json() {
+    let p = Project::default_plan();
+    let o = p.run(&["version"]);
+    assert_eq!(o.code, 0);
+    assert_eq!(
+        o.stdout.trim(),
+        format!("mesh {}", env!("CARGO_PKG_VERSION"))
+    );
+    let g = p.run(&["graph", "--format", "json"]).json();
+    assert_eq!(g["schema"], "mesh.graph/v1");
+    let tasks = g["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 41);
+    let seen: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(k, t)| {
+            // Topological: every dependency comes earlier.
+            for d in t["deps"].as_array().unwrap() {
+                let at = tasks.iter().position(|x| x["id"] == *d).unwrap();
+                assert!(at < k, "{} before its dependency {d}", t["id"]);
+            }
+            t["id"].as_str()
+        })
+        .collect();
+    assert!(seen.contains("remote-secret:east->west"));
+    let istiod = tasks.iter().find(|t| t["id"] == "istiod:east").unwrap();
+    assert_eq!(istiod["pure"], false);
+    assert_eq!(istiod["kind"], "istiod");
+}

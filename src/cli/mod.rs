@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod init;
 mod inspect;
 mod removals;
 use inspect::{plan_cmd, status, why};
@@ -31,9 +32,11 @@ use inspect::{plan_cmd, status, why};
     about = "Bring up an Istio multi-cluster mesh as a cached, parallel task graph"
 )]
 pub struct Cli {
-    /// The plan file.
-    #[arg(long, global = true, default_value = "plan.toml", value_name = "FILE")]
-    pub plan: PathBuf,
+    /// The plan: a file, or a directory holding plan.toml (default: the
+    /// first plan.toml in this directory or a parent, as cargo finds
+    /// Cargo.toml).
+    #[arg(long, global = true, env = "MESH_PLAN", value_name = "FILE|DIR")]
+    pub plan: Option<PathBuf>,
     /// Say more on stderr: how long each phase took (reading the plan,
     /// planning the graph, checking and running its tasks).
     #[arg(short, long, global = true)]
@@ -52,6 +55,30 @@ pub enum Command {
     },
     /// Print the manual page (roff: `mesh man | man -l -`).
     Man,
+    /// Print mesh's version (as `mesh --version` does).
+    Version,
+    /// Write a commented plan.toml here (or at --plan) for the mesh these
+    /// flags describe; it builds offline as is.
+    Init {
+        /// Istio's data plane.
+        #[arg(long, value_enum, default_value_t = init::Mode::Sidecar)]
+        mode: init::Mode,
+        /// Where the control planes run.
+        #[arg(long, value_enum, default_value_t = init::Topology::MultiPrimary)]
+        topology: init::Topology,
+        /// The CNI of kind clusters (kindnet comes with MetalLB).
+        #[arg(long, value_enum, default_value_t = init::Cni::Cilium)]
+        cni: init::Cni,
+        /// How many clusters.
+        #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=50))]
+        clusters: u8,
+        /// kind clusters mesh creates, or existing ones from your kubeconfig.
+        #[arg(long, value_enum, default_value_t = init::Provider::Kind)]
+        provider: init::Provider,
+        /// Overwrite an existing plan.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run every task that is not up to date.
     Build {
         /// Only the pure tasks: PKI and every rendered manifest, into out/.
@@ -92,6 +119,7 @@ pub enum Command {
         /// List up-to-date tasks too.
         #[arg(long)]
         all: bool,
+        /// Print one JSON document on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -99,16 +127,28 @@ pub enum Command {
     Why {
         /// A task id, e.g. render.kind:east
         task: String,
+        /// Print one JSON document on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// The state of every task: up-to-date, stale or never-run.
+    /// The state of every task: up-to-date, stale, never-run, drifted or
+    /// unreachable; a summary line first, then one row per task, by depth
+    /// in the graph.
     Status {
+        /// Only tasks matching: a part of their id (`east`, `istiod`,
+        /// `helloworld`) or the whole id with `*` wildcards (`'istiod:*'`).
+        filter: Option<String>,
+        /// Only the pure tasks (what `build --offline` builds); asks no
+        /// cluster.
+        #[arg(long)]
+        offline: bool,
+        /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Print the task graph.
     Graph {
+        /// Graphviz dot, a Mermaid flowchart, or JSON.
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
         /// Only the pure tasks.
@@ -119,6 +159,7 @@ pub enum Command {
     /// record references). The state (`state/`: the root CA and what mesh
     /// owns) stays.
     Clean {
+        /// Keep the cache: delete only the blobs no record references.
         #[arg(long)]
         gc: bool,
     },
@@ -149,6 +190,7 @@ pub enum Command {
     /// Send requests from every cluster's client pod to every app with a
     /// `verify` path; pass only if every version answers from every cluster.
     Verify {
+        /// Print one JSON document on stdout instead of text.
         #[arg(long)]
         json: bool,
         /// Keep checking for up to this many seconds until everything
@@ -158,6 +200,7 @@ pub enum Command {
     },
     /// Check the tools and contexts a live build of this plan needs.
     Doctor {
+        /// Print one JSON document on stdout instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -167,6 +210,9 @@ pub enum Command {
 pub enum Format {
     Dot,
     Mermaid,
+    /// `{"schema", "tasks": [{"id", "kind", "pure", "deps"}]}`, in
+    /// topological order.
+    Json,
 }
 
 /// A failure that ends the command with an exit code.
@@ -260,16 +306,93 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Exit> {
-    let dir = match cli.plan.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+/// The plan file: `given` (`--plan` or `MESH_PLAN`; a directory means its
+/// plan.toml), else the first plan.toml in the current directory or one
+/// of its parents.
+fn find_plan(given: Option<PathBuf>) -> Result<PathBuf, Exit> {
+    if let Some(p) = given {
+        return Ok(if p.is_dir() { p.join(PLAN_FILE) } else { p });
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| fail(2, format!("error: cannot read the current directory: {e}")))?;
+    for d in cwd.ancestors() {
+        let p = d.join(PLAN_FILE);
+        if p.is_file() {
+            // Relative when it is here, as messages have always named it.
+            return Ok(if d == cwd {
+                PathBuf::from(PLAN_FILE)
+            } else {
+                p
+            });
+        }
+    }
+    Err(fail(
+        2,
+        format!(
+            "error: no {PLAN_FILE} in {} or any parent directory\n  \
+             hint: `mesh init` writes one here; --plan FILE|DIR or MESH_PLAN names another",
+            cwd.display()
+        ),
+    ))
+}
+
+const PLAN_FILE: &str = "plan.toml";
+
+/// Can a file be written at `path` (named by `flag`)? Asked before a build
+/// runs anything, so a typo does not cost a bring-up: the path is not a
+/// directory, and its directory exists and takes a new file.
+fn check_file_target(flag: &str, path: &Path) -> Result<(), Exit> {
+    let bad = |why: String| fail(2, format!("error: {flag} {}: {why}", path.display()));
+    if path.is_dir() {
+        return Err(bad("is a directory".into()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
+    writable_dir(dir).map_err(bad)
+}
+
+/// Can `path` (named by `flag`) be a directory mesh writes into: an
+/// existing directory, or one its first existing ancestor lets mesh make.
+fn check_dir_target(flag: &str, path: &Path) -> Result<(), Exit> {
+    let bad = |why: String| fail(2, format!("error: {flag} {}: {why}", path.display()));
+    let base = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let Some(existing) = base.ancestors().find(|a| a.exists()) else {
+        return Err(bad("no part of it exists".into()));
+    };
+    if !existing.is_dir() {
+        return Err(bad(format!("{} is not a directory", existing.display())));
+    }
+    writable_dir(existing).map_err(bad)
+}
+
+/// Does `dir` exist and take a new file? (Tried, not guessed from modes.)
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("no directory {}", dir.display()));
+    }
+    tempfile::Builder::new()
+        .prefix(".mesh-write-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
+
+fn run(cli: Cli) -> Result<(), Exit> {
     // Commands that read no plan and touch nothing.
     match &cli.command {
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "mesh", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Version => {
+            println!("mesh {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
         Command::Man => {
@@ -278,12 +401,42 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 .render(&mut std::io::stdout())
                 .map_err(|e| fail(1, format!("error: cannot write the manual page: {e}")));
         }
+        Command::Init {
+            mode,
+            topology,
+            cni,
+            clusters,
+            provider,
+            force,
+        } => {
+            // Here, or where --plan says: never a parent's plan.
+            let path = match cli.plan.clone() {
+                Some(p) if p.is_dir() => p.join(PLAN_FILE),
+                Some(p) => p,
+                None => PathBuf::from(PLAN_FILE),
+            };
+            let want = init::Init {
+                mode: *mode,
+                topology: *topology,
+                cni: *cni,
+                clusters: *clusters,
+                provider: *provider,
+            };
+            return init::run(&path, &want, *force);
+        }
         _ => {}
     }
+    let plan_file = find_plan(cli.plan.clone())?;
+    let dir = match plan_file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let cache_dir = dir.join("cache");
     crate::state::init(&dir.join(crate::state::DIR));
     match cli.command {
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man | Command::Version | Command::Init { .. } => {
+            unreachable!("handled above")
+        }
         Command::Build {
             offline,
             jobs,
@@ -294,15 +447,22 @@ fn run(cli: Cli) -> Result<(), Exit> {
             yes,
             rotate_root,
         } => {
+            // Paths it will write, checked before anything runs.
+            if let Some(t) = &trace {
+                check_file_target("--trace", t)?;
+            }
+            if let Some(o) = &out {
+                check_dir_target("--out", o)?;
+            }
             let target = if offline { Build::Offline } else { Build::Live };
-            let l = load(&cli.plan, target)?;
+            let l = load(&plan_file, target)?;
             if !offline {
                 preflight(&l.plan, &cache_dir)?;
                 removals::remove_orphans(l, &cache_dir, &dir, yes)?;
             }
             let out_dir = out.unwrap_or_else(|| dir.join("out"));
             if rotate_root {
-                return rotate(&cli.plan, &cache_dir, out_dir, offline, jobs, keep_going);
+                return rotate(&plan_file, &cache_dir, out_dir, offline, jobs, keep_going);
             }
             if let Ok(Some(r)) = crate::state::get()
                 .expect("the state store is set")
@@ -317,18 +477,37 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 l, &cache_dir, out_dir, offline, jobs, keep_going, json, trace,
             )
         }
-        Command::Plan { offline, all, json } => plan_cmd(&cli.plan, &cache_dir, offline, all, json),
-        Command::Why { task, json } => why(&cli.plan, &cache_dir, &task, json),
-        Command::Status { json } => status(&cli.plan, &cache_dir, json),
+        Command::Plan { offline, all, json } => {
+            plan_cmd(&plan_file, &cache_dir, offline, all, json)
+        }
+        Command::Why { task, json } => why(&plan_file, &cache_dir, &task, json),
+        Command::Status {
+            filter,
+            offline,
+            json,
+        } => status(&plan_file, &cache_dir, filter.as_deref(), offline, json),
         Command::Graph { format, offline } => {
             let l = load(
-                &cli.plan,
+                &plan_file,
                 if offline { Build::Offline } else { Build::Live },
             )?;
             // The offline graph holds only the pure tasks.
             let text = match format {
                 Format::Dot => l.graph.to_dot(&|_| None),
                 Format::Mermaid => l.graph.to_mermaid(),
+                Format::Json => {
+                    let g = &l.graph;
+                    let tasks: Vec<serde_json::Value> = g
+                        .topo()
+                        .iter()
+                        .map(|&i| {
+                            let n = g.node(i);
+                            json!({"id": n.id, "kind": n.kind, "pure": n.pure, "deps": g.dep_ids(i)})
+                        })
+                        .collect();
+                    print_json(&json!({"schema": "mesh.graph/v1", "tasks": tasks}));
+                    return Ok(());
+                }
             };
             print!("{text}");
             Ok(())
@@ -339,7 +518,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             dry_run,
             forget_identity,
         } => {
-            let l = load(&cli.plan, Build::Live)?;
+            let l = load(&plan_file, Build::Live)?;
             destroy(l, &cache_dir, yes, dry_run)?;
             if forget_identity {
                 forget_identity_cmd(&cache_dir, yes, dry_run)?;
@@ -347,11 +526,11 @@ fn run(cli: Cli) -> Result<(), Exit> {
             Ok(())
         }
         Command::Adopt { cluster } => {
-            let l = load(&cli.plan, Build::Live)?;
+            let l = load(&plan_file, Build::Live)?;
             adopt(l, &cache_dir, &cluster)
         }
-        Command::Verify { json, wait } => verify(&cli.plan, &cache_dir, json, wait),
-        Command::Doctor { json } => doctor_cmd(&cli.plan, json),
+        Command::Verify { json, wait } => verify(&plan_file, &cache_dir, json, wait),
+        Command::Doctor { json } => doctor_cmd(&plan_file, json),
     }
 }
 

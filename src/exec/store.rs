@@ -136,6 +136,15 @@ fn dirs_for(out: &Path, dest: &Path, secret: bool) -> std::io::Result<()> {
     let Some(leaf) = dest.parent() else {
         return Ok(());
     };
+    // `--out new/bundle`: what leads to out/ is made as `mkdir -p` would.
+    if let Some(up) = out.parent().filter(|p| !p.as_os_str().is_empty())
+        && !up.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(up)?;
+    }
     let below = leaf.strip_prefix(out).unwrap_or(Path::new(""));
     let mut dir = out.to_path_buf();
     let mut chain = vec![dir.clone()];

@@ -119,6 +119,7 @@ impl Project {
         let mut c = Command::new(env!("CARGO_BIN_EXE_mesh"));
         c.current_dir(self.dir.path());
         c.env_remove("RUST_BACKTRACE");
+        c.env_remove("MESH_PLAN");
         c
     }
 
