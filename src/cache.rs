@@ -391,8 +391,8 @@ impl Cache {
     /// the records cannot be listed. One directory read instead of an
     /// `open` per task: a plan asks about a million tasks, most of which
     /// never ran.
-    pub fn recorded(&self) -> Option<HashSet<String>> {
-        let mut ids = HashSet::new();
+    pub fn recorded(&self) -> Option<hashbrown::HashSet<String>> {
+        let mut ids = hashbrown::HashSet::new();
         for e in fs::read_dir(self.root.join("records")).ok()? {
             // A name `encode_id` cannot have written is no task's record.
             if let Some(id) = e.ok()?.file_name().to_str().and_then(decode_id) {

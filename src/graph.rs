@@ -360,11 +360,27 @@ impl GraphBuilder {
         self.add_with_deps(node, std::iter::empty::<&str>())
     }
 
+    /// The node of `id`, if planned.
+    pub fn find(&self, id: &str) -> Option<NodeIndex> {
+        self.index.find(&self.g, id)
+    }
+
     /// Add `node`, running after the tasks `deps` names (planned already
     /// or later; duplicates are ignored).
     pub fn add_with_deps<D: AsRef<str>>(
         &mut self,
         node: Node,
+        deps: impl IntoIterator<Item = D>,
+    ) -> Result<(), GraphError> {
+        self.add_with_known_deps(node, &[], deps)
+    }
+
+    /// [`GraphBuilder::add_with_deps`], some dependencies given as nodes
+    /// (from [`GraphBuilder::find`]).
+    pub fn add_with_known_deps<D: AsRef<str>>(
+        &mut self,
+        node: Node,
+        known: &[NodeIndex],
         deps: impl IntoIterator<Item = D>,
     ) -> Result<(), GraphError> {
         let h = self.index.hasher.hash_one(node.id.as_str());
@@ -377,7 +393,7 @@ impl GraphBuilder {
         }
         let i = self.g.add_node(node);
         self.index.insert(&self.g, i, h);
-        let mut resolved: Vec<NodeIndex> = Vec::new();
+        let mut resolved: Vec<NodeIndex> = known.to_vec();
         for d in deps {
             let d = d.as_ref();
             match self.index.find(&self.g, d) {

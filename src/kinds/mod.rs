@@ -67,35 +67,66 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A task id, `kind` or `kind:target`. Made by the kinds' constructors (or,
-/// for a user's `after`, checked against the graph first).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(String);
+/// for a user's `after`, checked against the graph first). Cloning it is a
+/// reference count; one made by [`Planner::resolved`] also knows its node,
+/// so the million remote secrets name their four dependencies without a
+/// lookup each.
+#[derive(Clone, Debug)]
+pub struct TaskId {
+    id: Arc<str>,
+    node: Option<petgraph::graph::NodeIndex>,
+}
 
 impl TaskId {
     fn new(s: impl Into<String>) -> TaskId {
-        TaskId(s.into())
+        TaskId {
+            id: Arc::from(s.into()),
+            node: None,
+        }
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
+    }
+}
+
+impl PartialEq for TaskId {
+    fn eq(&self, other: &TaskId) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for TaskId {}
+impl std::hash::Hash for TaskId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.id.hash(h)
+    }
+}
+impl PartialOrd for TaskId {
+    fn partial_cmp(&self, other: &TaskId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TaskId {
+    fn cmp(&self, other: &TaskId) -> std::cmp::Ordering {
+        self.id.cmp(&other.id)
     }
 }
 
 impl std::ops::Deref for TaskId {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.id
     }
 }
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
 impl From<TaskId> for String {
     fn from(t: TaskId) -> String {
-        t.0
+        t.id.to_string()
     }
 }
 
@@ -310,9 +341,20 @@ impl<'a> Planner<'a> {
     }
 
     fn add(&mut self, node: Node, deps: Vec<TaskId>) {
+        let known: Vec<_> = deps.iter().filter_map(|d| d.node).collect();
+        let named = deps.iter().filter(|d| d.node.is_none()).map(|d| d.as_str());
         self.b
-            .add_with_deps(node, deps.iter().map(|d| d.as_str()))
+            .add_with_known_deps(node, &known, named)
             .expect("planner ids are unique");
+    }
+
+    /// `id`, knowing its node if it is planned already: naming it as a
+    /// dependency then costs no lookup.
+    pub fn resolved(&self, id: TaskId) -> TaskId {
+        TaskId {
+            node: self.b.find(&id),
+            ..id
+        }
     }
 
     /// A pure task: `kind` (the key's kind name), its version, the slice and

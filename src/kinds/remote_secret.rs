@@ -74,7 +74,8 @@ pub fn plan(p: &mut Planner) {
         /// What a pair's task waits for on this cluster.
         deps: Vec<TaskId>,
     }
-    let per: std::collections::HashMap<&str, Per> = plan
+    // By the cluster's place in the plan (its position among the keys).
+    let per: Vec<Per> = plan
         .clusters
         .values()
         .map(|c| {
@@ -86,20 +87,23 @@ pub fn plan(p: &mut Planner) {
             ));
             let to = p.share(&Slice::new().put("to", format!("clusters.{n}.name"), n));
             let target = Arc::new(Target::of(c));
-            let mut deps = vec![istiod::id(n)];
+            let mut deps = vec![p.resolved(istiod::id(n))];
             if c.provider == Provider::Kind {
-                deps.push(cluster::id(n));
+                deps.push(p.resolved(cluster::id(n)));
             }
-            (
-                n,
-                Per {
-                    from,
-                    to,
-                    target,
-                    deps,
-                },
-            )
+            Per {
+                from,
+                to,
+                target,
+                deps,
+            }
         })
+        .collect();
+    let at: hashbrown::HashMap<&str, usize> = plan
+        .clusters
+        .keys()
+        .enumerate()
+        .map(|(k, n)| (n.as_str(), k))
         .collect();
     let n = plan.clusters.len();
     match plan.mesh.topology {
@@ -112,7 +116,7 @@ pub fn plan(p: &mut Planner) {
             "remote-secret",
             VERSION,
             || {
-                let (pa, pb) = (&per[a], &per[b]);
+                let (pa, pb) = (&per[at[a]], &per[at[b]]);
                 LiveSpec {
                     slice: Slice::new().with(&pa.from).with(&pb.to),
                     files: vec![],
