@@ -17,6 +17,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub fn fmt_us(us: u64) -> String {
@@ -40,11 +41,15 @@ pub enum Progress {
         done: Mutex<usize>,
         total: usize,
     },
+    /// `-q`: nothing per task.
+    Quiet,
 }
 
 impl Progress {
     pub fn new(total: usize) -> Progress {
-        if std::io::stderr().is_terminal() {
+        if quiet() {
+            Progress::Quiet
+        } else if std::io::stderr().is_terminal() {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let bar = multi.add(ProgressBar::new(total as u64));
             bar.set_style(
@@ -121,6 +126,7 @@ impl Observer for Progress {
                     let _ = multi.println(line(r));
                 }
             }
+            Progress::Quiet => {}
             Progress::Plain { done, total } => {
                 let mut d = done.lock().expect("progress lock");
                 *d += 1;
@@ -137,6 +143,65 @@ impl Observer for Progress {
             }
         }
     }
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+static COLOR: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: errors and each command's final line only.
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, Ordering::Relaxed);
+}
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// `--color`: `always`/`never` as asked; `auto` colours stderr when it is
+/// a terminal, unless `NO_COLOR` is set (no-color.org), and always when
+/// `CLICOLOR_FORCE` is set and not `0` (bixense.com/clicolors).
+pub fn set_color(choice: &str, stderr_is_tty: bool) {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let on = match choice {
+        "always" => true,
+        "never" => false,
+        _ if env("CLICOLOR_FORCE").is_some_and(|v| v != "0") => true,
+        _ if env("NO_COLOR").is_some() => false,
+        _ => stderr_is_tty,
+    };
+    COLOR.store(on, Ordering::Relaxed);
+}
+pub fn color() -> bool {
+    COLOR.load(Ordering::Relaxed)
+}
+
+/// A message for stderr, its `error:`, `warning:` and `hint:` labels
+/// coloured when colour is on.
+pub fn paint(msg: &str) -> String {
+    if !color() {
+        return msg.to_string();
+    }
+    let mut out = String::with_capacity(msg.len() + 32);
+    for line in msg.split_inclusive('\n') {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        let label = [
+            ("error:", "1;31"),
+            ("warning:", "1;33"),
+            ("hint:", "1;36"),
+            ("= hint:", "1;36"),
+        ]
+        .into_iter()
+        .find(|(l, _)| body.starts_with(l));
+        match label {
+            Some((l, code)) => {
+                out.push_str(indent);
+                out.push_str(&format!("\x1b[{code}m{l}\x1b[0m"));
+                out.push_str(&body[l.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// The human summary.
@@ -173,7 +238,7 @@ pub fn summary(r: &BuildReport) -> String {
         ));
     }
     s.push('\n');
-    if !r.critical_path.is_empty() && r.count(Status::Ran) > 0 {
+    if !r.critical_path.is_empty() && r.count(Status::Ran) > 0 && !quiet() {
         s.push_str(&format!(
             "critical path {}: {}\n",
             fmt_us(r.critical_path_us),

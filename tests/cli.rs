@@ -1250,3 +1250,72 @@ fn version_and_the_graph_as_json() {
     assert_eq!(istiod["pure"], false);
     assert_eq!(istiod["kind"], "istiod");
 }
+
+/// -q: errors and the final line only; --color colours errors and hints as
+/// asked, honouring NO_COLOR and CLICOLOR_FORCE when left to `auto`.
+#[test]
+fn quiet_says_only_the_last_line_and_color_follows_the_flag_and_the_environment() {
+    let p = Project::default_plan();
+    let o = p.run(&["build", "--offline", "-q"]);
+    assert_eq!(o.code, 0);
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", o.stderr);
+    assert!(
+        lines[0].starts_with("mesh: 20 tasks: 20 ran"),
+        "{}",
+        o.stderr
+    );
+    let o = p.run(&["status", "--offline", "-q"]);
+    assert_eq!(o.stdout.lines().count(), 1, "{}", o.stdout);
+    let o = p.run(&["build", "--offline", "-q", "-v"]);
+    assert_eq!(o.code, 2, "-q and -v conflict: {}", o.stderr);
+
+    p.edit("plan.toml", |t| {
+        t.replace("mode = \"sidecar\"", "mode = \"sidecars\"")
+    });
+    let red = "\x1b[1;31merror:\x1b[0m";
+    let cyan = "\x1b[1;36m= hint:\x1b[0m";
+    let with_env = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = p.cmd();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.env_remove("NO_COLOR").env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let plain = with_env(&["build", "--offline"], &[]);
+    assert!(
+        !plain.contains('\x1b'),
+        "not a terminal: no colour\n{plain}"
+    );
+    let always = with_env(&["build", "--offline", "--color", "always"], &[]);
+    assert!(always.contains(red) && always.contains(cyan), "{always:?}");
+    assert_eq!(
+        always.replace(red, "error:").replace(cyan, "= hint:"),
+        plain,
+        "colour changes nothing else"
+    );
+    let forced = with_env(&["build", "--offline"], &[("CLICOLOR_FORCE", "1")]);
+    assert!(forced.contains(red), "{forced:?}");
+    let both = with_env(
+        &["build", "--offline"],
+        &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")],
+    );
+    assert!(
+        both.contains(red),
+        "CLICOLOR_FORCE wins over NO_COLOR: {both:?}"
+    );
+    let never = with_env(
+        &["build", "--offline", "--color", "never"],
+        &[("CLICOLOR_FORCE", "1")],
+    );
+    assert!(!never.contains('\x1b'), "{never:?}");
+    let off = with_env(&["build", "--offline"], &[("CLICOLOR_FORCE", "0")]);
+    assert!(!off.contains('\x1b'), "{off:?}");
+}

@@ -73,6 +73,9 @@ pub(super) fn plan_cmd(
         preds.len(),
         preds.len() - run - maybe - unreachable
     );
+    if ui::quiet() {
+        return Ok(());
+    }
     for t in &leftovers {
         println!(
             "  remove {} from {}: it left {} ({})",
@@ -306,7 +309,7 @@ pub(super) fn status(
         c.join(", ")
     )
     .map_err(cannot)?;
-    if preds.is_empty() {
+    if preds.is_empty() || ui::quiet() {
         return out.flush().map_err(cannot);
     }
     let width = preds

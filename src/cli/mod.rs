@@ -39,8 +39,16 @@ pub struct Cli {
     pub plan: Option<PathBuf>,
     /// Say more on stderr: how long each phase took (reading the plan,
     /// planning the graph, checking and running its tasks).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
+    /// Say less: errors and each command's final line only (no progress,
+    /// no critical path, no task rows).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Colour errors and hints on stderr: `auto` (on a terminal, unless
+    /// NO_COLOR is set; CLICOLOR_FORCE forces it), `always` or `never`.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -219,7 +227,7 @@ pub enum Format {
 struct Exit(u8);
 
 fn fail(code: u8, msg: impl std::fmt::Display) -> Exit {
-    eprintln!("{}", crate::redact::text(&msg.to_string()));
+    eprintln!("{}", ui::paint(&crate::redact::text(&msg.to_string())));
     Exit(code)
 }
 
@@ -300,6 +308,11 @@ pub fn main() -> ExitCode {
     events::start();
     let cli = Cli::parse();
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    ui::set_quiet(cli.quiet);
+    ui::set_color(
+        &cli.color,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Exit(code)) => ExitCode::from(code),
@@ -1191,7 +1204,7 @@ fn build(
         // Bound the store: drop blobs that no record references any more.
         let _ = cache.gc(&lock);
     }
-    eprint!("{}", crate::redact::text(&ui::summary(&report)));
+    eprint!("{}", ui::paint(&crate::redact::text(&ui::summary(&report))));
     if let Some(path) = trace {
         let mut trace = ui::trace(&report, &events::phases(), events::start());
         crate::redact::json(&mut trace);
