@@ -1319,3 +1319,22 @@ fn quiet_says_only_the_last_line_and_color_follows_the_flag_and_the_environment(
     let off = with_env(&["build", "--offline"], &[("CLICOLOR_FORCE", "0")]);
     assert!(!off.contains('\x1b'), "{off:?}");
 }
+
+/// Every `--json` document is an object naming its shape and version.
+#[test]
+fn every_json_document_is_an_object_with_its_schema() {
+    let p = Project::default_plan();
+    for (args, schema) in [
+        (vec!["build", "--offline", "--json"], "mesh.build/v1"),
+        (vec!["plan", "--json"], "mesh.plan/v1"),
+        (vec!["status", "--json"], "mesh.status/v1"),
+        (vec!["why", "pki.root", "--json"], "mesh.why/v1"),
+        (vec!["graph", "--format", "json"], "mesh.graph/v1"),
+    ] {
+        let o = p.run(&args);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
+        let v = o.json();
+        assert!(v.is_object(), "{args:?}");
+        assert_eq!(v["schema"], schema, "{args:?}");
+    }
+}

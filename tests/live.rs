@@ -1323,7 +1323,8 @@ fn the_pre_flight_checks_versions_inotify_and_docker_memory_naming_the_fix() {
     let o = mesh(&w, p.path(), &["build"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let d = mesh(&w, p.path(), &["doctor", "--json"]).json();
-    let checks = d.as_array().unwrap();
+    assert_eq!(d["schema"], "mesh.doctor/v1");
+    let checks = d["checks"].as_array().unwrap();
     for what in [
         "docker daemon",
         "docker memory",

@@ -117,7 +117,7 @@ pub(super) fn plan_cmd(
 }
 
 /// `mesh plan --json`, streamed: what `print_json` would print for
-/// `{"removals": .., "tasks": [{"action", "id", "pure", "reason"}, ..]}`
+/// `{"removals": .., "schema", "tasks": [{"action", "id", "pure", "reason"}, ..]}`
 /// (keys in the same order, every string redacted), without building the
 /// document: a million-task plan would hold gigabytes of JSON values.
 fn print_plan_json(
@@ -159,8 +159,10 @@ fn print_plan_json(
     let out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut ser = serde_json::Serializer::pretty(out);
     let cannot = |e: serde_json::Error| fail(1, format!("cannot write the plan: {e}"));
-    let mut doc = ser.serialize_map(Some(2)).map_err(cannot)?;
+    let mut doc = ser.serialize_map(Some(3)).map_err(cannot)?;
     doc.serialize_entry("removals", &removals).map_err(cannot)?;
+    doc.serialize_entry("schema", &super::schema("plan"))
+        .map_err(cannot)?;
     doc.serialize_entry("tasks", &Tasks(graph, preds))
         .map_err(cannot)?;
     SerializeMap::end(doc).map_err(cannot)?;
@@ -215,14 +217,17 @@ pub(super) fn why(plan_path: &Path, cache_dir: &Path, task: &str, json: bool) ->
         })
         .collect();
     if json {
-        print_json(&json!({
-            "id": task,
-            "state": p.label(),
-            "reason": p.reason(),
-            "deps": l.graph.dep_ids(idx),
-            "inputs": inputs,
-            "recorded": rec.as_ref().map(|r| json!({"key": r.key.short(), "started_ms": r.started_ms, "duration_ms": r.duration_us as f64 / 1e3})),
-        }));
+        print_json(
+            "why",
+            &json!({
+                "id": task,
+                "state": p.label(),
+                "reason": p.reason(),
+                "deps": l.graph.dep_ids(idx),
+                "inputs": inputs,
+                "recorded": rec.as_ref().map(|r| json!({"key": r.key.short(), "started_ms": r.started_ms, "duration_ms": r.duration_us as f64 / 1e3})),
+            }),
+        );
         return Ok(());
     }
     println!("{task}: {} — {}", p.label(), p.reason());
@@ -279,12 +284,15 @@ pub(super) fn status(
         (depth[a.index()], &l.graph.node(*a).id).cmp(&(depth[b.index()], &l.graph.node(*b).id))
     });
     if json {
-        print_json(&json!({"tasks": preds.iter().map(|(i, p)| json!({
+        print_json(
+            "status",
+            &json!({"tasks": preds.iter().map(|(i, p)| json!({
             "id": l.graph.node(*i).id,
             "state": p.label(),
             "pure": l.graph.node(*i).pure,
             "reason": p.reason(),
-        })).collect::<Vec<_>>()}));
+        })).collect::<Vec<_>>()}),
+        );
         return Ok(());
     }
     let mut counts: Vec<(&str, usize)> = Vec::new();

@@ -255,6 +255,11 @@ fn load(path: &Path, target: Build) -> Result<&'static Loaded, Exit> {
     })))
 }
 
+/// The `schema` of command `cmd`'s JSON documents.
+fn schema(cmd: &str) -> String {
+    format!("mesh.{cmd}/v1")
+}
+
 /// The phases of a command (see `events`).
 const READ: &str = "read and check the plan";
 const PLAN: &str = "plan the graph";
@@ -293,9 +298,13 @@ fn selection(graph: &Graph, offline: bool) -> Vec<bool> {
         .collect()
 }
 
-/// Print a JSON document, every string in it redacted.
-fn print_json(v: &serde_json::Value) {
+/// Print the JSON document of command `cmd`, every string in it redacted.
+/// Every document is an object whose `schema` names its shape and version
+/// (`mesh.<cmd>/v1`): a consumer checks it before reading on.
+fn print_json(cmd: &str, v: &serde_json::Value) {
     let mut v = v.clone();
+    let doc = v.as_object_mut().expect("every JSON document is an object");
+    doc.insert("schema".into(), json!(schema(cmd)));
     crate::redact::json(&mut v);
     println!(
         "{}",
@@ -518,7 +527,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
                             json!({"id": n.id, "kind": n.kind, "pure": n.pure, "deps": g.dep_ids(i)})
                         })
                         .collect();
-                    print_json(&json!({"schema": "mesh.graph/v1", "tasks": tasks}));
+                    print_json("graph", &json!({"tasks": tasks}));
                     return Ok(());
                 }
             };
@@ -608,7 +617,10 @@ fn verify(plan_path: &Path, cache_dir: &Path, json: bool, wait: u64) -> Result<(
         ))
         .map_err(|e| fail(1, format!("error: {e}")))?;
     if json {
-        print_json(&serde_json::to_value(&report).expect("report serializes"));
+        print_json(
+            "verify",
+            &serde_json::to_value(&report).expect("report serializes"),
+        );
     } else {
         print!("{}", crate::redact::text(&crate::verify::text(&report)));
     }
@@ -621,7 +633,7 @@ fn doctor_cmd(plan_path: &Path, json: bool) -> Result<(), Exit> {
     let rt = runtime()?;
     let checks = rt.block_on(doctor::checks(&plan));
     if json {
-        print_json(&serde_json::to_value(&checks).expect("checks serialize"));
+        print_json("doctor", &json!({ "checks": checks }));
     } else {
         print!("{}", doctor_text(&checks));
     }
@@ -1217,7 +1229,7 @@ fn build(
         })?;
     }
     if json {
-        print_json(&ui::json(&report));
+        print_json("build", &ui::json(&report));
     }
     // Do not wait for abandoned blocking work after an interrupt, but do let
     // tools told to stop finish stopping (helm records its release failed).
