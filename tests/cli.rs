@@ -1338,3 +1338,87 @@ fn every_json_document_is_an_object_with_its_schema() {
         assert_eq!(v["schema"], schema, "{args:?}");
     }
 }
+
+/// `build --watch`: builds, then rebuilds exactly what each save touched
+/// (an app's manifest, then a plan value), shows a plan error and goes on,
+/// and stops on SIGINT with exit 130.
+#[test]
+fn watch_rebuilds_exactly_what_each_save_touched_until_sigint() {
+    use std::io::BufRead;
+    let p = Project::default_plan();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .current_dir(p.path(""))
+        .env_remove("MESH_PLAN")
+        .args(["build", "--offline", "--watch"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The lines of one build, up to the watcher's "watching …" line.
+    let round = || -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no 'watching' line after {lines:#?}"));
+            if l.starts_with("mesh: watching") {
+                return lines;
+            }
+            lines.push(l);
+        }
+    };
+    let ran = |lines: &[String]| -> Vec<String> {
+        let mut v: Vec<String> = lines
+            .iter()
+            .filter_map(|l| {
+                let rest = l.split_once("] ran")?.1;
+                Some(rest.split_whitespace().next()?.to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let first = round();
+    assert_eq!(ran(&first).len(), PURE_TASKS, "{first:#?}");
+
+    p.edit("tasks/apps/helloworld.yaml", |t| format!("{t}\n# edited\n"));
+    let second = round();
+    assert_eq!(
+        ran(&second),
+        ["render.app:helloworld:east", "render.app:helloworld:west"],
+        "{second:#?}"
+    );
+
+    p.edit("plan.toml", |t| t.replacen("workers = 1", "workers = 2", 1));
+    let third = round();
+    assert_eq!(ran(&third), ["render.kind:east"], "{third:#?}");
+
+    // A plan error is shown, and the watch goes on; the fix builds nothing.
+    p.edit("plan.toml", |t| t.replacen("workers = 2", "wokers = 2", 1));
+    let broken = round();
+    assert!(
+        broken.iter().any(|l| l.contains("did you mean `workers`")),
+        "{broken:#?}"
+    );
+    p.edit("plan.toml", |t| t.replacen("wokers = 2", "workers = 2", 1));
+    let fixed = round();
+    assert!(ran(&fixed).is_empty(), "{fixed:#?}");
+    assert!(fixed.iter().any(|l| l.contains(" 0 ran,")), "{fixed:#?}");
+
+    // SIGINT ends it: exit 130.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+}

@@ -23,6 +23,7 @@ use std::sync::Arc;
 mod init;
 mod inspect;
 mod removals;
+mod watch;
 use inspect::{plan_cmd, status, why};
 
 #[derive(Parser, Debug)]
@@ -112,6 +113,11 @@ pub enum Command {
         /// asking; needed when not on a terminal.
         #[arg(long)]
         yes: bool,
+        /// Build, then build again on every save of the plan or of a file
+        /// it reads (templates, manifests, values), until Ctrl-C. A plan
+        /// error is shown and the watch goes on.
+        #[arg(long, conflicts_with_all = ["rotate_root", "json"])]
+        watch: bool,
         /// Rotate the mesh's root CA to a new one (made with the plan's
         /// [pki]) without breaking trust: three builds (trust both roots,
         /// sign with the new, trust only the new), each restarting istiod
@@ -240,6 +246,12 @@ struct Loaded {
 /// CLI run is one command, and freeing ten thousand nodes one by one at exit
 /// is measurable time for nothing, so they are deliberately leaked.
 fn load(path: &Path, target: Build) -> Result<&'static Loaded, Exit> {
+    Ok(Box::leak(Box::new(load_owned(path, target)?)))
+}
+
+/// [`load`], owned: what `build --watch` loads again on every save (each
+/// leaked would grow the process by a graph per rebuild).
+fn load_owned(path: &Path, target: Build) -> Result<Loaded, Exit> {
     let display = path.to_string_lossy().to_string();
     let plan = events::phase(READ, || plan::load(path, &display)).map_err(|e| fail(2, e))?;
     let plan = Arc::new(plan);
@@ -249,10 +261,10 @@ fn load(path: &Path, target: Build) -> Result<&'static Loaded, Exit> {
         graph.len(),
         graph.edge_count()
     ));
-    Ok(Box::leak(Box::new(Loaded {
+    Ok(Loaded {
         plan,
         graph: Arc::new(graph),
-    })))
+    })
 }
 
 /// The `schema` of command `cmd`'s JSON documents.
@@ -468,6 +480,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             out,
             yes,
             rotate_root,
+            watch,
         } => {
             // Paths it will write, checked before anything runs.
             if let Some(t) = &trace {
@@ -477,6 +490,26 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 check_dir_target("--out", o)?;
             }
             let target = if offline { Build::Offline } else { Build::Live };
+            if watch {
+                let out_dir = out.unwrap_or_else(|| dir.join("out"));
+                let once = |l: &Loaded| {
+                    if !offline {
+                        preflight(&l.plan, &cache_dir)?;
+                        removals::remove_orphans(l, &cache_dir, &dir, yes)?;
+                    }
+                    build(
+                        l,
+                        &cache_dir,
+                        out_dir.clone(),
+                        offline,
+                        jobs,
+                        keep_going,
+                        false,
+                        trace.clone(),
+                    )
+                };
+                return watch::run(&plan_file, target, once);
+            }
             let l = load(&plan_file, target)?;
             if !offline {
                 preflight(&l.plan, &cache_dir)?;
