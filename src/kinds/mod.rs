@@ -178,6 +178,13 @@ impl Slice {
     pub fn into_context(self) -> Map<String, Value> {
         self.ctx
     }
+    /// Its inputs: each plan value flattened, then the shared ones.
+    fn entries(&self, out: &mut Vec<Arc<Input>>) {
+        for (key, path) in &self.paths {
+            flatten(&format!("plan:{path}"), &self.ctx[key], out);
+        }
+        out.extend(self.shared.iter().cloned());
+    }
 }
 
 /// The inputs of plan value `v` at `prefix`: one per leaf (an empty object
@@ -299,10 +306,7 @@ impl<'a> Planner<'a> {
     /// Flatten `slice` into inputs once, for many tasks ([`Slice::with`]).
     pub fn share(&self, slice: &Slice) -> Shared {
         let mut v = Vec::new();
-        for (key, path) in &slice.paths {
-            flatten(&format!("plan:{path}"), &slice.ctx[key], &mut v);
-        }
-        v.extend(slice.shared.iter().cloned());
+        slice.entries(&mut v);
         Shared(v.into())
     }
 
@@ -329,10 +333,7 @@ impl<'a> Planner<'a> {
             }
         };
         let mut v = vec![imp];
-        for (key, path) in &slice.paths {
-            flatten(&format!("plan:{path}"), &slice.ctx[key], &mut v);
-        }
-        v.extend(slice.shared.iter().cloned());
+        slice.entries(&mut v);
         for f in files {
             let f = f.as_ref();
             v.push(Input::new(format!("file:{f}"), self.plan.file(f).digest));

@@ -74,8 +74,7 @@ pub fn plan(p: &mut Planner) {
         /// What a pair's task waits for on this cluster.
         deps: Vec<TaskId>,
     }
-    // By the cluster's place in the plan (its position among the keys).
-    let per: Vec<Per> = plan
+    let per: hashbrown::HashMap<&str, Per> = plan
         .clusters
         .values()
         .map(|c| {
@@ -91,19 +90,14 @@ pub fn plan(p: &mut Planner) {
             if c.provider == Provider::Kind {
                 deps.push(p.resolved(cluster::id(n)));
             }
-            Per {
+            let per = Per {
                 from,
                 to,
                 target,
                 deps,
-            }
+            };
+            (n, per)
         })
-        .collect();
-    let at: hashbrown::HashMap<&str, usize> = plan
-        .clusters
-        .keys()
-        .enumerate()
-        .map(|(k, n)| (n.as_str(), k))
         .collect();
     let n = plan.clusters.len();
     match plan.mesh.topology {
@@ -116,7 +110,7 @@ pub fn plan(p: &mut Planner) {
             "remote-secret",
             VERSION,
             || {
-                let (pa, pb) = (&per[at[a]], &per[at[b]]);
+                let (pa, pb) = (&per[a], &per[b]);
                 LiveSpec {
                     slice: Slice::new().with(&pa.from).with(&pb.to),
                     files: vec![],
