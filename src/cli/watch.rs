@@ -11,10 +11,10 @@
 //! are kept and start the next one at once. Each rebuild loads and plans
 //! again from scratch (the cache makes it cost what changed). A plan that
 //! does not load is shown, and the watch goes on with the plan file alone
-//! until it loads. A failed build is shown too; only Ctrl-C (exit 130, also
-//! during a build) ends the watch.
+//! until it loads. A failed build is shown too; only Ctrl-C or SIGTERM
+//! (exit 130, also during a build or a load) ends the watch.
 
-use super::{Exit, Loaded, fail, interrupted, load_owned, runtime};
+use super::{Exit, Loaded, fail, load_owned, runtime};
 use crate::plan::Origin;
 use crate::planner::Build;
 use notify::{RecursiveMode, Watcher};
@@ -43,6 +43,20 @@ pub fn run(
     once: impl Fn(&Loaded) -> Result<(), Exit>,
 ) -> Result<(), Exit> {
     let rt = runtime()?;
+    // One listener for the whole watch, made before the first build: a
+    // signal that comes while nothing awaits it (during a load, between
+    // two polls) is kept until the next wait sees it. A listener made per
+    // wait would lose it, and the watch would never end.
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _in = rt.enter();
+        let listen =
+            |k| signal(k).map_err(|e| fail(1, format!("error: cannot catch signals: {e}")));
+        (
+            listen(SignalKind::interrupt())?,
+            listen(SignalKind::terminate())?,
+        )
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
@@ -96,7 +110,8 @@ pub fn run(
                         Some(_) => {}
                         None => return Err(fail(1, "error: the file watcher stopped")),
                     },
-                    _ = interrupted() => return Err(Exit(130)),
+                    _ = int.recv() => return Err(Exit(130)),
+                    _ = term.recv() => return Err(Exit(130)),
                 }
             }
             // …then quiet for QUIET.
@@ -107,7 +122,8 @@ pub fn run(
                         Ok(Some(_)) => {}
                         Ok(None) => return Err(fail(1, "error: the file watcher stopped")),
                     },
-                    _ = interrupted() => return Err(Exit(130)),
+                    _ = int.recv() => return Err(Exit(130)),
+                    _ = term.recv() => return Err(Exit(130)),
                 }
             }
         });
