@@ -46,13 +46,15 @@ pub type Recorded<'a> = &'a dyn Fn(&str) -> Result<String, TaskError>;
 
 /// Credentials for one cluster. Never printed.
 pub struct Access {
+    /// The cluster's name in the plan (for errors and `-v`).
+    cluster: String,
     kubeconfig: String,
     context: Option<String>,
 }
 
 impl Access {
     pub async fn client(&self) -> Result<kube::Client, TaskError> {
-        Ok(k8s::connect(&self.kubeconfig, self.context.as_deref()).await?)
+        Ok(k8s::connect(&self.kubeconfig, self.context.as_deref(), &self.cluster).await?)
     }
 
     /// The kubeconfig in a 0600 temp file, for tools.
@@ -190,10 +192,12 @@ impl Target {
     fn resolve(&self, recorded: Recorded, file: &str) -> Result<Access, TaskError> {
         match self.provider {
             Provider::Kind => Ok(Access {
+                cluster: self.name.clone(),
                 kubeconfig: recorded(file)?,
                 context: None,
             }),
             Provider::Kubeconfig => Ok(Access {
+                cluster: self.name.clone(),
                 kubeconfig: self.kubeconfig_text()?,
                 context: self.context.clone(),
             }),

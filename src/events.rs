@@ -12,7 +12,13 @@
 //! Events go to one process-wide log, read once by the report. An event
 //! holds what failed in words (a status code and reason), never a request
 //! body or object data.
+//!
+//! With `-v` ([`set_verbose`]), [`say`] prints a line to stderr as it
+//! happens: every tool command line and its exit, every API call and its
+//! answer, each stamped with the time since the process started and the
+//! task it serves, redacted like every other output.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -31,6 +37,41 @@ pub struct Retry {
 }
 
 static LOG: Mutex<Vec<Retry>> = Mutex::new(Vec::new());
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Turn `-v` lines on or off.
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
+
+/// Is `-v` on?
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// With `-v`: print `line` to stderr, stamped with the milliseconds since
+/// the process started and the task it serves (if any), redacted.
+pub fn say(line: &str) {
+    if verbose() {
+        eprintln!("{}", stamped(start().elapsed(), line));
+    }
+}
+
+/// A `-v` line: `mesh:   12.3 ms  [task] line`, redacted.
+fn stamped(at: std::time::Duration, line: &str) -> String {
+    let task = TASK.try_with(|t| format!("[{t}] ")).unwrap_or_default();
+    let line = crate::redact::text(line);
+    format!("mesh: {:>9.1} ms  {task}{line}", at.as_secs_f64() * 1e3)
+}
+
+/// With `-v`: print a line stamped `at` (a moment already past, such as
+/// a phase's end).
+pub fn say_at(at: Instant, line: &str) {
+    if verbose() {
+        eprintln!("{}", stamped(at.saturating_duration_since(start()), line));
+    }
+}
 
 static START: OnceLock<Instant> = OnceLock::new();
 
@@ -104,6 +145,30 @@ mod tests {
         assert_eq!((a.name, b.name), ("first", "second"));
         assert!(start <= a.start && a.start <= a.end && a.end <= b.start && b.start <= b.end);
         assert_eq!(super::start(), start, "the start is fixed once");
+    }
+
+    #[tokio::test]
+    async fn a_verbose_line_names_its_task_and_hides_key_material() {
+        let key = [
+            "-----BEGIN ",
+            "PRIVATE KEY-----\nMIIE\n-----END ",
+            "PRIVATE KEY-----",
+        ]
+        .concat();
+        let line = scope("cacerts:east".into(), async {
+            stamped(
+                std::time::Duration::from_millis(1234),
+                &format!("$ helm x {key}"),
+            )
+        })
+        .await;
+        assert!(
+            line.starts_with("mesh:    1234.0 ms  [cacerts:east] $ helm x "),
+            "{line}"
+        );
+        assert!(!line.contains("MIIE"), "{line}");
+        let outside = stamped(std::time::Duration::ZERO, "GET /version");
+        assert_eq!(outside, "mesh:       0.0 ms  GET /version");
     }
 
     #[tokio::test]

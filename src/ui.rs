@@ -49,7 +49,8 @@ impl Progress {
     pub fn new(total: usize) -> Progress {
         if quiet() {
             Progress::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !crate::events::verbose() {
+            // `-v` lines go straight to stderr: bars would draw over them.
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let bar = multi.add(ProgressBar::new(total as u64));
             bar.set_style(

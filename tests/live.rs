@@ -694,7 +694,13 @@ fn an_unreachable_api_server_fails_the_build_and_never_deletes_the_cluster() {
     assert_eq!(cluster["status"], "failed", "{cluster}");
     let reason = cluster["reason"].as_str().unwrap();
     assert!(reason.starts_with("unreachable: "), "{reason}");
-    assert!(reason.contains("is Docker running?"), "{reason}");
+    // Named as the cluster and the server it is, not as a client error.
+    assert!(
+        reason.contains("cluster east: the API server at https://127.0.0.1:")
+            && reason.contains("does not answer: is Docker running?"),
+        "{reason}"
+    );
+    assert!(!reason.contains("client error"), "{reason}");
     assert!(
         !w.tool_log()
             .iter()
@@ -774,6 +780,19 @@ fn api_servers_asleep_mid_build_fail_it_as_unreachable_and_the_next_run_resumes(
         let reason = t["reason"].as_str().unwrap();
         assert!(reason.contains("unreachable: "), "{}: {reason}", t["id"]);
         assert!(reason.contains("nothing was deleted"), "{reason}");
+        // The cluster the task serves, and its server's address.
+        let cluster = if t["id"].as_str().unwrap().contains("east") {
+            "east"
+        } else {
+            "west"
+        };
+        assert!(
+            reason.contains(&format!(
+                "cluster {cluster}: the API server at https://127.0.0.1:"
+            )) && reason.contains("does not answer: is Docker running?"),
+            "{}: {reason}",
+            t["id"]
+        );
         assert!(
             !p.path()
                 .join("cache/records")
@@ -2463,4 +2482,128 @@ fn sigkill_at_random_points_of_build_destroy_and_removal_converges_with_the_inve
     eprintln!(
         "{points} kill points each for build, removal and destroy: converged, inventory true"
     );
+}
+
+#[test]
+fn verbose_shows_every_tool_command_and_api_call_stamped_and_redacted() {
+    let w = World::new(&["east", "west"]);
+    let p = project(&default_plan());
+    let o = mesh(&w, p.path(), &["-v", "build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // Every -v line: stamped with milliseconds since mesh started, then
+    // the task it serves, if any.
+    let said: Vec<(f64, Option<&str>, &str)> = o
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("mesh: "))
+        .filter_map(|l| {
+            let (ms, rest) = l.trim_start().split_once(" ms  ")?;
+            let ms: f64 = ms.parse().ok()?;
+            let (task, line) = match rest.strip_prefix('[') {
+                Some(r) => {
+                    let (t, line) = r.split_once("] ").expect(l);
+                    (Some(t), line)
+                }
+                None => (None, rest),
+            };
+            Some((ms, task, line))
+        })
+        .collect();
+    assert!(said.len() > 100, "{}", o.stderr);
+    assert!(said.iter().all(|(ms, ..)| *ms >= 0.0));
+    // Every tool call, exactly, as its command line.
+    let mut shown: Vec<String> = said
+        .iter()
+        .filter_map(|(_, _, l)| l.strip_prefix("$ ").map(str::to_string))
+        .collect();
+    let mut ran: Vec<String> = w.tool_log().iter().map(|c| c.join(" ")).collect();
+    shown.sort();
+    ran.sort();
+    assert_eq!(shown, ran);
+    assert!(
+        shown
+            .iter()
+            .any(|c| c.starts_with("kind create cluster --name east"))
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|c| c.starts_with("helm upgrade --install istiod")),
+        "{shown:?}"
+    );
+    // Each ends, with its exit.
+    let ended = said
+        .iter()
+        .filter(|(_, _, l)| l.contains(": exit 0 in "))
+        .count();
+    assert_eq!(ended, ran.len());
+    // Every API call mesh made, exactly, with its answer: the fake server
+    // logged what it received.
+    for c in ["east", "west"] {
+        let mut shown: Vec<String> = said
+            .iter()
+            .filter_map(|(_, _, l)| l.strip_prefix(&format!("{c}: ") as &str))
+            .map(|l| {
+                let (call, answer) = l.rsplit_once(" -> ").expect(l);
+                format!("{call} {}", answer.split_once(' ').expect(l).0)
+            })
+            .collect();
+        let mut got: Vec<String> = w
+            .api(c)
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                percent_encoding::percent_decode_str(l)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        shown.sort();
+        got.sort();
+        assert_eq!(shown, got, "{c}");
+        assert!(
+            shown
+                .iter()
+                .any(|l| l.starts_with("PATCH /api/v1/namespaces/istio-system/secrets/cacerts?"))
+        );
+    }
+    // Secrets never: no key, no token.
+    let key = std::fs::read_to_string(p.path().join("out/pki/east/ca-key.pem")).unwrap();
+    let body = key.lines().nth(1).unwrap();
+    for secret in ["PRIVATE KEY", "fake-token", body] {
+        assert!(!o.stderr.contains(secret), "{secret} in -v output");
+    }
+    // One task's lines, in order (times and temp names vary).
+    let lines: Vec<String> = said
+        .iter()
+        .filter(|(_, t, _)| matches!(*t, Some("cluster:east" | "cacerts:east")))
+        .map(|(_, t, l)| {
+            let l = steady(l);
+            format!("[{}] {l}", t.unwrap())
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+/// A `-v` line without what varies between runs: durations and temp names.
+fn steady(l: &str) -> String {
+    let tmp = std::env::temp_dir();
+    let tmp = tmp.to_str().unwrap();
+    let l = l
+        .split(' ')
+        .map(|w| if w.starts_with(tmp) { "<tmp>" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(i) = l.rfind(" (").filter(|_| l.ends_with(" ms)")) {
+        format!("{} (T)", &l[..i])
+    } else if let Some(i) = l
+        .find(": exit ")
+        .and_then(|e| l[e..].find(" in ").map(|j| e + j))
+    {
+        format!("{} in T", &l[..i])
+    } else {
+        l
+    }
 }

@@ -39,7 +39,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "MESH_PLAN", value_name = "FILE|DIR")]
     pub plan: Option<PathBuf>,
     /// Say more on stderr: how long each phase took (reading the plan,
-    /// planning the graph, checking and running its tasks).
+    /// planning the graph, checking and running its tasks), every tool
+    /// command line and its exit, every API call and its answer; each line
+    /// stamped with the time since mesh started and the task it serves,
+    /// secrets redacted.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
     /// Say less: errors and each command's final line only (no progress,
@@ -277,30 +280,22 @@ const READ: &str = "read and check the plan";
 const PLAN: &str = "plan the graph";
 const RUN: &str = "check and run the tasks";
 
-static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// With `-v`: every phase that ended since the last call, with its times
-/// from the process's start, then `more` (if not empty).
+/// With `-v`: every phase that ended since the last call, stamped with
+/// its end and its length, then `more` (if not empty).
 fn verbose(more: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static SHOWN: AtomicUsize = AtomicUsize::new(0);
-    if !VERBOSE.load(Ordering::Relaxed) {
+    if !events::verbose() {
         return;
     }
-    let t0 = events::start();
     let phases = events::phases();
     let from = SHOWN.swap(phases.len(), Ordering::Relaxed);
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     for p in phases.iter().skip(from) {
-        eprintln!(
-            "mesh: {:>9.1} ms  {} ({:.1} ms)",
-            ms(p.end - t0),
-            p.name,
-            ms(p.end - p.start)
-        );
+        let ms = (p.end - p.start).as_secs_f64() * 1e3;
+        events::say_at(p.end, &format!("{} ({ms:.1} ms)", p.name));
     }
     if !more.is_empty() {
-        eprintln!("mesh: {:>9.1} ms  {more}", ms(t0.elapsed()));
+        events::say(more);
     }
 }
 
@@ -328,7 +323,7 @@ fn print_json(cmd: &str, v: &serde_json::Value) {
 pub fn main() -> ExitCode {
     events::start();
     let cli = Cli::parse();
-    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    events::set_verbose(cli.verbose);
     ui::set_quiet(cli.quiet);
     ui::set_color(
         &cli.color,

@@ -30,7 +30,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 mod objects;
+mod observe;
 mod wait;
+
+pub use observe::{Endpoint, unanswered};
 
 pub use objects::{
     ClusterView, apply_secret, exec_sh, istiod_clusters, lb_ip, reader_token, release_record,
@@ -77,10 +80,24 @@ pub enum KubeError {
     /// The API server stopped answering (connections refused or broken)
     /// for longer than the retry budget: Docker restarting, a laptop
     /// asleep. Nothing is deleted for this; a rerun resumes.
-    #[error(
-        "unreachable: {what}: the API server has not answered for {secs}s (is Docker running? did the machine sleep?); nothing was deleted, rerun to resume"
-    )]
-    Unreachable { what: String, secs: u64 },
+    /// `at` is where the calls went, when the client knew it.
+    #[error("unreachable: {}", unreachable_words(.what, *.secs, .at.as_ref()))]
+    Unreachable {
+        what: String,
+        secs: u64,
+        at: Option<Endpoint>,
+    },
+}
+
+fn unreachable_words(what: &str, secs: u64, at: Option<&Endpoint>) -> String {
+    const WHY: &str = "is Docker running? did the machine sleep?";
+    const THEN: &str = "nothing was deleted, rerun to resume";
+    match at {
+        Some(at) => format!("{at} does not answer: {WHY} ({what}, for {secs}s); {THEN}"),
+        None => {
+            format!("{what}: the API server has not answered for {secs}s ({WHY}); {THEN}")
+        }
+    }
 }
 
 impl From<KubeError> for TaskError {
@@ -197,6 +214,7 @@ fn call_error(what: impl std::fmt::Display, e: kube::Error) -> KubeError {
         KubeError::Unreachable {
             what: what.to_string(),
             secs: retry_budget().as_secs(),
+            at: observe::unanswered(&e).cloned(),
         }
     } else {
         kerr(what, e)
@@ -210,8 +228,14 @@ fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> KubeError {
     }
 }
 
-/// A client for one cluster, from kubeconfig text and an optional context.
-pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, KubeError> {
+/// A client for cluster `cluster` (its name in the plan), from kubeconfig
+/// text and an optional context. Its calls are shown with `-v`, and a call
+/// that goes unanswered names the cluster and the server (`observe`).
+pub async fn connect(
+    kubeconfig: &str,
+    context: Option<&str>,
+    cluster: &str,
+) -> Result<Client, KubeError> {
     let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| kerr("bad kubeconfig", e))?;
     let opts = KubeConfigOptions {
         context: context.map(str::to_string),
@@ -229,7 +253,13 @@ pub async fn connect(kubeconfig: &str, context: Option<&str>) -> Result<Client, 
     // 503): every call here is idempotent and bounded by its task's own
     // timeout, and a failed task is retried by the next build.
     config.default_retry = false;
-    Client::try_from(config).map_err(|e| kerr("cannot build a client", e))
+    let at = Endpoint {
+        cluster: cluster.into(),
+        server: config.cluster_url.to_string().into(),
+    };
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| kerr("cannot build a client", e))?;
+    Ok(builder.with_layer(&observe::Observe(at)).build())
 }
 
 /// The API server's address in a kubeconfig (for the given context).

@@ -26,6 +26,8 @@ where
     let mut last_error: Option<String> = None;
     // Since when the API server has not answered at all (None: it has).
     let mut silent_since: Option<tokio::time::Instant> = None;
+    // Where the unanswered calls went.
+    let mut at: Option<Endpoint> = None;
     loop {
         let c = cond.clone();
         let attempt = await_condition(api.clone(), name, move |o: Option<&K>| o.is_some_and(&c));
@@ -38,7 +40,10 @@ where
                         kube::runtime::watcher::Error::InitialListFailed(k)
                         | kube::runtime::watcher::Error::WatchStartFailed(k)
                         | kube::runtime::watcher::Error::WatchFailed(k),
-                    ) => connection_failed(k),
+                    ) => {
+                        at = observe::unanswered(k).cloned().or(at.take());
+                        connection_failed(k)
+                    }
                     _ => false,
                 };
                 let now = tokio::time::Instant::now();
@@ -47,6 +52,7 @@ where
                     return Err(KubeError::Unreachable {
                         what: format!("waiting for {what}"),
                         secs: retry_budget().as_secs(),
+                        at,
                     });
                 }
                 last_error = Some(e.to_string());
@@ -63,6 +69,7 @@ where
         return Err(KubeError::Unreachable {
             what: format!("waiting for {what}"),
             secs: timeout.as_secs(),
+            at,
         });
     }
     Err(KubeError::Timeout {

@@ -136,7 +136,7 @@ impl Action for KindCluster {
             let kc = ctx
                 .read_string(&ctx.id, KUBECONFIG)
                 .map_err(|e| ProbeError::Drift(e.to_string()))?;
-            let client = k8s::connect(&kc, None)
+            let client = k8s::connect(&kc, None, &name)
                 .await
                 .map_err(|e| ProbeError::Drift(e.to_string()))?;
             let Err(e) =
@@ -148,10 +148,16 @@ impl Action for KindCluster {
                 Ok(list) if !list.contains(&name) => {
                     Err(ProbeError::Drift(format!("kind cluster {name} is gone")))
                 }
-                Ok(_) => Err(ProbeError::Unreachable(format!(
-                    "kind cluster {name} exists but its API server does not answer ({e}); \
-                     is Docker running? mesh will not recreate it"
-                ))),
+                Ok(_) => Err(ProbeError::Unreachable(match k8s::unanswered(&e) {
+                    Some(at) => format!(
+                        "{at} does not answer: is Docker running? \
+                         (kind says cluster {name} exists; mesh will not recreate it)"
+                    ),
+                    None => format!(
+                        "kind cluster {name} exists but its API server does not answer ({e}); \
+                         is Docker running? mesh will not recreate it"
+                    ),
+                })),
                 Err(k) => Err(ProbeError::Unreachable(format!(
                     "kind cluster {name}'s API server does not answer ({e}), and kind cannot say whether it exists: {k}"
                 ))),

@@ -51,10 +51,13 @@ pub async fn command(
         cmd: shown.clone(),
         reason: e.to_string(),
     };
+    crate::events::say(&format!("$ {shown}"));
+    let began = std::time::Instant::now();
     let (child, mut stopper) = spawn(&mut cmd).map_err(spawn_error)?;
     let out = child.wait_with_output().await;
     stopper.done();
     let out = out.map_err(spawn_error)?;
+    said_exit(&program, &out.status, began);
     if out.status.success() {
         return Ok(());
     }
@@ -369,6 +372,15 @@ pub fn wait_for_stopping() {
     }
 }
 
+/// With `-v`: how a tool call ended and how long it took.
+fn said_exit(program: &str, status: &std::process::ExitStatus, began: std::time::Instant) {
+    let how = status
+        .code()
+        .map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+    let ms = began.elapsed().as_secs_f64() * 1e3;
+    crate::events::say(&format!("{program}: {how} in {ms:.1} ms"));
+}
+
 /// Run a tool; its stdout on success.
 pub async fn run(tool: Tool, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
     run_env(tool, args, &[], timeout).await
@@ -400,6 +412,8 @@ pub async fn run_env(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    crate::events::say(&format!("$ {shown}"));
+    let began = std::time::Instant::now();
     let (child, mut stopper) = spawn(&mut cmd).map_err(|e| ToolError::Spawn {
         tool: tool.name(),
         cmd: shown.clone(),
@@ -408,15 +422,22 @@ pub async fn run_env(
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(r) => {
             stopper.done();
-            r.map_err(|e| ToolError::Spawn {
+            let out = r.map_err(|e| ToolError::Spawn {
                 tool: tool.name(),
                 cmd: shown.clone(),
                 reason: e.to_string(),
-            })?
+            })?;
+            said_exit(tool.name(), &out.status, began);
+            out
         }
         Err(_) => {
             // Timed out: the stopper sends SIGTERM, then SIGKILL.
             drop(stopper);
+            crate::events::say(&format!(
+                "{} did not finish in {}s: stopping it",
+                tool.name(),
+                timeout.as_secs()
+            ));
             return Err(ToolError::Timeout {
                 tool: tool.name(),
                 cmd: shown,

@@ -165,6 +165,9 @@ pub struct State {
     events: broadcast::Sender<Event>,
     pub mutations: AtomicUsize,
     requests: AtomicUsize,
+    /// Every request mesh itself made (not a fake tool), as
+    /// `METHOD /path?query STATUS`, in the order they were answered.
+    pub calls: Mutex<Vec<String>>,
     /// Transient faults injected so far (chaos).
     pub faults: AtomicUsize,
     pub down: AtomicBool,
@@ -321,6 +324,7 @@ impl State {
             events,
             mutations: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            calls: Mutex::new(Vec::new()),
             faults: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             asleep: AtomicBool::new(false),

@@ -426,7 +426,16 @@ async fn serve(
                         if off && !req.uri().path().starts_with("/fake/") {
                             return Err(std::io::Error::other("cluster is down"));
                         }
-                        Ok(api::handle(st, req).await.expect("infallible"))
+                        let call = (!req.headers().contains_key("x-fake-tool")).then(|| {
+                            let pq = req.uri().path_and_query().map(|p| p.to_string());
+                            format!("{} {}", req.method(), pq.unwrap_or_default())
+                        });
+                        let resp = api::handle(st.clone(), req).await.expect("infallible");
+                        if let Some(call) = call {
+                            let status = resp.status().as_u16();
+                            st.calls.lock().unwrap().push(format!("{call} {status}"));
+                        }
+                        Ok(resp)
                     }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
