@@ -206,6 +206,27 @@ fn completions_and_the_man_page_cover_every_command_and_need_no_plan() {
             assert!(text.contains(word), "{shell}: {word}");
         }
     }
+    // bash sources the bash script without error and knows how to
+    // complete `mesh` afterwards.
+    let script = empty
+        .path()
+        .join("..")
+        .join(format!("mesh-completion-{}.bash", std::process::id()));
+    std::fs::write(&script, run(&["completions", "bash"])).unwrap();
+    let o = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c"])
+        .arg(r#"set -e; source "$1"; complete -p mesh"#)
+        .arg("bash")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&script);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success() && err.is_empty(), "{out}{err}");
+    assert!(out.contains("complete") && out.contains(" mesh"), "{out}");
     let man = run(&["man"]);
     assert!(man.contains(".TH mesh 1"), "{man}");
     for word in ["build", "destroy", "adopt", "completions"] {
