@@ -19,7 +19,17 @@
 //!    offline no-op and `mesh plan` of the whole graph, wall time and peak
 //!    RSS, with their ratios and the whole graph's cost per task.
 //!
-//! `MESH_BENCH_QUICK=1` shrinks the repetitions for a smoke run.
+//! 5. mesh against Ninja (issue 12): for the default plan, 100 clusters
+//!    multi-primary and 1,000 clusters primary-remote, a `build.ninja` with
+//!    the same nodes and edges as the offline graph (`mesh graph --offline
+//!    --format json`; one output file per node, each made by `touch`), and
+//!    the no-op of each, runs alternating: `mesh build --offline` against
+//!    `ninja`, the ratio, and mesh's cost per pure task. Ninja comes from
+//!    PyPI (`pip install --target`, pinned), installed by the bench; where
+//!    it cannot be, the section says "skipped: <reason>".
+//!
+//! `MESH_BENCH_QUICK=1` shrinks the repetitions for a smoke run;
+//! `MESH_BENCH_ONLY=5` runs only the numbered section.
 
 use mesh::cache::Cache;
 use mesh::exec::{self, Options, Quiet, Status};
@@ -241,6 +251,7 @@ fn overhead(n: usize, reps: usize) {
                     keep_going: false,
                     out_dir: None,
                     epoch: None,
+                    verify: false,
                 },
                 Arc::new(Quiet),
                 std::future::pending(),
@@ -274,7 +285,37 @@ fn main() {
         std::env::var_os("MESH_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
     let reps = if quick { 2 } else { 15 };
 
-    // 1. The default plan.
+    let only = std::env::var("MESH_BENCH_ONLY").ok();
+    let section = |n: &str| only.as_deref().is_none_or(|o| o == n);
+    if section("1") {
+        default_noop(reps);
+    }
+    if section("2") {
+        let (mp, pr) = if quick { (20, 100) } else { (100, 1000) };
+        scale(
+            &format!("{mp} clusters multi-primary"),
+            &generate_plan(mp, false),
+            reps.min(7),
+        );
+        scale(
+            &format!("{pr} clusters primary-remote"),
+            &generate_plan(pr, true),
+            reps.min(7),
+        );
+    }
+    if section("3") {
+        overhead(if quick { 1000 } else { 10_000 }, reps.min(5));
+    }
+    if section("4") {
+        quadratic(if quick { 60 } else { 1000 }, reps.min(7));
+    }
+    if section("5") {
+        against_ninja(quick, if quick { 3 } else { 11 });
+    }
+}
+
+/// 1. The default plan's no-op.
+fn default_noop(reps: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml"),
@@ -294,25 +335,132 @@ fn main() {
         ms(median(noop)),
         rss as f64 / 1024.0
     );
+}
 
-    // 2. Scale.
+/// The Ninja the bench compares with, pinned.
+const NINJA: &str = "ninja==1.13.2";
+
+/// Ninja from PyPI, installed under the target directory once.
+fn ninja() -> Result<std::path::PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tools/ninja");
+    let bin = root.join("bin/ninja");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let o = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&root)
+        .arg(NINJA)
+        .output()
+        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+    if !o.status.success() || !bin.is_file() {
+        return Err(format!(
+            "pip install {NINJA} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    Ok(bin)
+}
+
+/// A build.ninja with the nodes and edges of `dir`'s offline graph: node
+/// `i` is the file `o/<i>`, made by `touch` after its dependencies' files.
+fn ninja_file(dir: &Path) -> (String, usize) {
+    let (_, _, out) = run_mesh(dir, &["graph", "--offline", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("graph --format json");
+    let tasks = v["tasks"].as_array().expect("tasks");
+    let index: std::collections::HashMap<&str, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t["id"].as_str().expect("id"), i))
+        .collect();
+    let mut s = String::from("rule touch\n  command = touch $out\n\n");
+    for (i, t) in tasks.iter().enumerate() {
+        write!(s, "build o/{i}: touch").unwrap();
+        let deps = t["deps"].as_array().expect("deps");
+        if !deps.is_empty() {
+            s.push_str(" |");
+            for d in deps {
+                write!(s, " o/{}", index[d.as_str().expect("dep id")]).unwrap();
+            }
+        }
+        s.push('\n');
+    }
+    (s, tasks.len())
+}
+
+/// Wall time of one process, which must succeed.
+fn timed(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let st = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("spawn");
+    let wall = start.elapsed();
+    assert!(st.success(), "{cmd:?} failed");
+    wall
+}
+
+/// 5. mesh's no-op against Ninja's on the same graph.
+fn against_ninja(quick: bool, reps: usize) {
+    let ninja = match ninja() {
+        Ok(n) => n,
+        Err(why) => {
+            println!("mesh against ninja: skipped: {why}");
+            return;
+        }
+    };
+    let default = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/plan.toml"))
+        .expect("plan.toml");
     let (mp, pr) = if quick { (20, 100) } else { (100, 1000) };
-    scale(
-        &format!("{mp} clusters multi-primary"),
-        &generate_plan(mp, false),
-        reps.min(7),
+    let plans = [
+        ("default plan".to_string(), default),
+        (
+            format!("{mp} clusters, multi-primary"),
+            generate_plan(mp, false),
+        ),
+        (
+            format!("{pr} clusters, primary-remote"),
+            generate_plan(pr, true),
+        ),
+    ];
+    println!("no-op against ninja (medians of {reps}, runs alternating):");
+    println!(
+        "  {:<32} {:>10} {:>10} {:>10} {:>12} {:>10}",
+        "plan", "pure tasks", "mesh", "ninja", "mesh/ninja", "µs/task"
     );
-    scale(
-        &format!("{pr} clusters primary-remote"),
-        &generate_plan(pr, true),
-        reps.min(7),
-    );
-
-    // 3. Executor overhead.
-    overhead(if quick { 1000 } else { 10_000 }, reps.min(5));
-
-    // 4. Quadratic plans.
-    quadratic(if quick { 60 } else { 1000 }, reps.min(7));
+    for (label, plan) in plans {
+        let mesh_dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(mesh_dir.path().join("plan.toml"), plan).expect("plan");
+        run_mesh(mesh_dir.path(), &["build", "--offline"]);
+        let ninja_dir = tempfile::tempdir().expect("tempdir");
+        let (file, tasks) = ninja_file(mesh_dir.path());
+        std::fs::write(ninja_dir.path().join("build.ninja"), file).expect("build.ninja");
+        timed(Command::new(&ninja).arg("-C").arg(ninja_dir.path()));
+        let (mut m, mut n) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            m.push(run_mesh(mesh_dir.path(), &["build", "--offline"]).0);
+            n.push(timed(Command::new(&ninja).arg("-C").arg(ninja_dir.path())));
+        }
+        let (m, n) = (median(m), median(n));
+        println!(
+            "  {label:<32} {tasks:>10} {:>10} {:>10} {:>12.2} {:>10.2}",
+            ms(m),
+            ms(n),
+            m.as_secs_f64() / n.as_secs_f64(),
+            m.as_secs_f64() * 1e6 / tasks as f64
+        );
+    }
 }
 
 /// The task count of a plan's whole graph, from `mesh plan`'s first line

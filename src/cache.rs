@@ -8,6 +8,7 @@
 //! cache/blobs/ab/abcdef…      a blob, named by the blake3 of its bytes
 //! cache/records/<task-id>     one record per task (id percent-encoded)
 //! cache/tmp/                  temp files; emptied by whoever takes the lock
+//! cache/stat                  the stat cache (`stamp`): digests trusted from stat
 //! ```
 //!
 //! A record is one JSON document followed by a line `#blake3=<hex>` holding
@@ -23,8 +24,10 @@
 //!
 //! Nothing read back is trusted: a record whose checksum does not match (torn,
 //! truncated, edited) loads as [`Load::Corrupt`] and is treated as absent; a
-//! blob is re-hashed whenever it is verified or read, and a mismatch is a
-//! missing output. Blobs are not fsynced: a blob lost to a power cut is caught
+//! blob is re-hashed whenever it is read, and whenever it is verified
+//! unless the stat cache vouches for it (the same size, mtime, ctime,
+//! inode and mode as when it was last hashed, and not racy: see `stamp`;
+//! `mesh build --verify` trusts no stat); a mismatch is a missing output. Blobs are not fsynced: a blob lost to a power cut is caught
 //! by that verification and its task simply reruns.
 //!
 //! Writing needs a [`BuildLock`]: the only way to get one is
@@ -38,6 +41,7 @@
 //! all blobs live under the 0700 cache directory.
 
 use crate::hash::Digest;
+use crate::stamp::StatCache;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -138,6 +142,8 @@ pub struct Cache {
     root: PathBuf,
     pid: u32,
     tmp_counter: AtomicU64,
+    /// `cache/stat`, read when first needed.
+    stat: std::sync::OnceLock<StatCache>,
 }
 
 fn mkdir_private(path: &Path) -> Result<(), CacheError> {
@@ -201,6 +207,7 @@ impl Cache {
             root: root.to_path_buf(),
             pid: std::process::id(),
             tmp_counter: AtomicU64::new(0),
+            stat: std::sync::OnceLock::new(),
         })
     }
 
@@ -210,6 +217,7 @@ impl Cache {
             root: root.to_path_buf(),
             pid: std::process::id(),
             tmp_counter: AtomicU64::new(0),
+            stat: std::sync::OnceLock::new(),
         })
     }
 
@@ -297,6 +305,27 @@ impl Cache {
         write_via(&tmp, dest, bytes, mode, sync).map_err(io_err("cannot write", dest))
     }
 
+    /// The stat cache of this store (`stamp`): blobs and the files of
+    /// `out/` whose `stat` is unchanged since they were hashed are not
+    /// hashed again.
+    pub fn stat(&self) -> &StatCache {
+        self.stat
+            .get_or_init(|| StatCache::load(&self.root.join("stat")))
+    }
+
+    /// Hash every file, trusting no stat (`mesh build --verify`).
+    pub fn set_verify(&self, full: bool) {
+        self.stat().set_trust(!full);
+    }
+
+    /// Write the stat cache if this run changed it (after a build).
+    pub fn save_stat(&self, _lock: &BuildLock) -> Result<(), CacheError> {
+        match self.stat().to_write() {
+            Some(bytes) => self.write_atomic(&self.root.join("stat"), &bytes, 0o600, false),
+            None => Ok(()),
+        }
+    }
+
     /// Store bytes as a blob; returns its digest. Idempotent.
     pub fn put_blob(
         &self,
@@ -314,6 +343,9 @@ impl Cache {
             mkdir_private(dir)?;
         }
         self.write_atomic(&path, bytes, if secret { 0o600 } else { 0o644 }, false)?;
+        if let Ok(m) = fs::metadata(&path) {
+            self.stat().stamp(&path, &m, &d);
+        }
         Ok(d)
     }
 
@@ -323,16 +355,43 @@ impl Cache {
         (Digest::of_bytes(&bytes) == *d).then_some(bytes)
     }
 
-    /// Is the blob present with the right content?
+    /// Is the blob present with the right content? Its stat vouches for
+    /// it, or it is read and hashed.
     pub fn blob_ok(&self, d: &Digest) -> bool {
-        self.read_blob(d).is_some()
+        let path = self.blob_path(d);
+        if fs::metadata(&path).is_ok_and(|m| self.stat().vouches(&path, &m, d)) {
+            return true;
+        }
+        let Ok(bytes) = fs::read(&path) else {
+            return false;
+        };
+        let ok = Digest::of_bytes(&bytes) == *d;
+        if ok && let Ok(m) = fs::metadata(&path) {
+            self.stat().stamp(&path, &m, d);
+        }
+        ok
     }
 
     /// [`Cache::blob_ok`], and a mode found looser than mesh writes it (by
     /// hand, or by an older mesh) is put back: 0600 for a secret, at most
     /// 0644 otherwise. One `fstat` on the file already open.
+    ///
+    /// The stat cache may vouch for the bytes (one `stat`, no read) when
+    /// the mode is already right; otherwise the blob is read and hashed,
+    /// and stamped afresh.
     pub fn blob_ok_as(&self, d: &Digest, secret: bool) -> bool {
-        let Ok(mut f) = File::open(self.blob_path(d)) else {
+        let path = self.blob_path(d);
+        let loose = |m: &fs::Metadata| {
+            let mode = m.permissions().mode() & 0o7777;
+            (secret && mode != 0o600) || mode & !0o644 != 0
+        };
+        if let Ok(m) = fs::metadata(&path)
+            && !loose(&m)
+            && self.stat().vouches(&path, &m, d)
+        {
+            return true;
+        }
+        let Ok(mut f) = File::open(&path) else {
             return false;
         };
         let mut bytes = Vec::new();
@@ -340,13 +399,15 @@ impl Cache {
             return false;
         }
         if let Ok(m) = f.metadata() {
-            let mode = m.permissions().mode() & 0o7777;
-            if (secret && mode != 0o600) || mode & !0o644 != 0 {
+            if loose(&m) {
                 let _ = f.set_permissions(fs::Permissions::from_mode(if secret {
                     0o600
                 } else {
                     0o644
                 }));
+            }
+            if let Ok(m) = f.metadata() {
+                self.stat().stamp(&path, &m, d);
             }
         }
         true

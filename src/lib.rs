@@ -9,7 +9,8 @@
 //!    (secret bytes taken out of anything shown), `events`
 //!    (what happened inside a running task: retries), `state` (the durable
 //!    identity and inventory, apart from the cache) < `graph`
-//!    (nodes, actions and the sealed DAG) < `cache` (the store and its
+//!    (nodes, actions and the sealed DAG) < `stamp` (the stat cache: a
+//!    file's digest trusted from its `stat`) < `cache` (the store and its
 //!    records) < `exec` (the parallel, cached executor);
 //! 2. the input: `diag` (located errors), `yaml` (multi-document YAML),
 //!    `assets` (the embedded `tasks/` files) < `plan` (plan.toml → a
@@ -39,6 +40,7 @@ pub mod plan;
 pub mod planner;
 pub mod providers;
 pub mod redact;
+pub mod stamp;
 pub mod state;
 pub mod ui;
 pub mod verify;

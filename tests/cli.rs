@@ -4,7 +4,7 @@
 
 mod common;
 use common::Project;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 /// The default plan's pure tasks: net.alloc, the PKI (3), and per cluster
@@ -376,6 +376,130 @@ provider = "kind"
     let o = p.build();
     assert_eq!(o.with("ran"), Vec::<String>::new());
     assert_eq!(o.with("cached").len(), PURE_TASKS);
+}
+
+/// Set a file's mtime to `t`, in place (its ctime moves: no user call can
+/// set that).
+fn set_mtime(path: &std::path::Path, t: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// Flip one byte of `path` in place: same inode, same size, and its mtime
+/// put back as it was.
+fn flip_keeping_size_and_mtime(path: &std::path::Path) {
+    let m = std::fs::metadata(path).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[10] ^= 0x20;
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    std::fs::write(path, &bytes).unwrap();
+    set_mtime(path, m.modified().unwrap());
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap(), after.ino()),
+        (m.len(), m.modified().unwrap(), m.ino())
+    );
+}
+
+/// Make the stat cache older than nothing in it (as after any build but
+/// the quickest): its entries are trusted, not racy.
+fn age_stat_cache(p: &Project) {
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(30);
+    set_mtime(&p.path("cache/stat"), later);
+}
+
+/// Rewrite the stat cache's entry for `path` to `path`'s stamp now, as a
+/// stat cache fooled by a coarse-timestamp file system would hold it
+/// (the format `src/stamp.rs` documents: a header, entries, a blake3).
+fn forge_stat_entry(p: &Project, path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let file = p.path("cache/stat");
+    let bytes = std::fs::read(&file).unwrap();
+    let body = &bytes[..bytes.len() - 32];
+    let magic = b"mesh-stat v1\n";
+    assert!(body.starts_with(magic));
+    let m = std::fs::metadata(path).unwrap();
+    let mut out = magic.to_vec();
+    let mut rest = &body[magic.len()..];
+    let mut forged = false;
+    while !rest.is_empty() {
+        let len = u16::from_le_bytes(rest[92..94].try_into().unwrap()) as usize;
+        let mut entry = rest[..94 + len].to_vec();
+        if &entry[94..] == path.as_os_str().as_bytes() {
+            entry[40..48].copy_from_slice(&m.mtime().to_le_bytes());
+            entry[48..56].copy_from_slice(&m.mtime_nsec().to_le_bytes());
+            entry[56..64].copy_from_slice(&m.ctime().to_le_bytes());
+            entry[64..72].copy_from_slice(&m.ctime_nsec().to_le_bytes());
+            forged = true;
+        }
+        out.extend_from_slice(&entry);
+        rest = &rest[94 + len..];
+    }
+    assert!(forged, "no entry for {}", path.display());
+    let sum = *blake3::hash(&out).as_bytes();
+    out.extend_from_slice(&sum);
+    std::fs::write(&file, out).unwrap();
+    age_stat_cache(p);
+}
+
+/// The stat cache (issue 12) keeps content addressing honest: a byte
+/// flipped in place, the size kept and the mtime put back, is caught by a
+/// plain no-op (ctime and inode are part of the stamp, as in git's index),
+/// in an exported file and in a blob; and `--verify` hashes everything, so
+/// it catches even a change the stat cache vouches for.
+#[test]
+fn a_byte_flip_keeping_size_and_mtime_is_caught_by_a_no_op_and_by_verify() {
+    let p = Project::default_plan();
+    p.build();
+    age_stat_cache(&p);
+    // Trusted: a no-op reads no exported file (nothing to see here but
+    // that it stays a no-op).
+    assert!(p.build().with("ran").is_empty());
+
+    // An exported file: restored from the store.
+    let out = p.path("out/east/kind-cluster.yaml");
+    let good = std::fs::read(&out).unwrap();
+    flip_keeping_size_and_mtime(&out);
+    let o = p.build();
+    assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
+    assert_eq!(std::fs::read(&out).unwrap(), good, "restored");
+
+    // A blob: its task reruns, the blob is put back.
+    age_stat_cache(&p);
+    let digest = blake3::hash(&good).to_hex().to_string();
+    let blob = p.path(&format!("cache/blobs/{}/{}", &digest[..2], digest));
+    flip_keeping_size_and_mtime(&blob);
+    let o = p.build();
+    assert_eq!(o.with("ran"), ["render.kind:east"]);
+    assert_eq!(std::fs::read(&blob).unwrap(), good, "blob rewritten");
+
+    // A change the stat cache vouches for anyway: --verify catches it.
+    age_stat_cache(&p);
+    assert!(p.build().with("ran").is_empty());
+    flip_keeping_size_and_mtime(&out);
+    forge_stat_entry(&p, &out);
+    p.build();
+    assert_ne!(
+        std::fs::read(&out).unwrap(),
+        good,
+        "a plain no-op trusts the (forged) stat cache"
+    );
+    let o = p.run(&["build", "--offline", "--verify", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
+    assert_eq!(std::fs::read(&out).unwrap(), good, "--verify restored it");
+    // And a blob the forged cache vouches for: --verify reruns its task.
+    age_stat_cache(&p);
+    flip_keeping_size_and_mtime(&blob);
+    forge_stat_entry(&p, &blob);
+    assert!(p.build().with("ran").is_empty(), "trusted");
+    let o = p.run(&["build", "--offline", "--verify", "--json"]);
+    assert_eq!(o.with("ran"), ["render.kind:east"]);
+    assert_eq!(std::fs::read(&blob).unwrap(), good);
 }
 
 #[test]

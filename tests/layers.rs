@@ -8,15 +8,16 @@ use std::path::Path;
 
 /// Module → layer, as the `src/lib.rs` doc lists them.
 const LAYERS: &[(&str, u8)] = &[
-    // 1, the engine, in its own order: hash < graph < cache < exec (the
+    // 1, the engine, in its own order: hash < graph < stamp < cache < exec (the
     // graph knows nothing of the store; only exec joins them).
     ("hash", 10),
     ("redact", 10),
     ("events", 10),
     ("state", 10),
     ("graph", 11),
-    ("cache", 12),
-    ("exec", 13),
+    ("stamp", 12),
+    ("cache", 13),
+    ("exec", 14),
     // 2, the input: diag, yaml, assets < plan.
     ("diag", 20),
     ("yaml", 20),

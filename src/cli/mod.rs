@@ -116,6 +116,11 @@ pub enum Command {
         /// asking; needed when not on a terminal.
         #[arg(long)]
         yes: bool,
+        /// Read and hash every cached blob and exported file, trusting no
+        /// stat cache entry (a file edited behind mesh's back with its
+        /// size, mtime, ctime and inode all kept is caught here).
+        #[arg(long)]
+        verify: bool,
         /// Build, then build again on every save of the plan or of a file
         /// it reads (templates, manifests, values), until Ctrl-C. A plan
         /// error is shown and the watch goes on.
@@ -474,6 +479,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             trace,
             out,
             yes,
+            verify,
             rotate_root,
             watch,
         } => {
@@ -499,6 +505,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
                         offline,
                         jobs,
                         keep_going,
+                        verify,
                         false,
                         trace.clone(),
                     )
@@ -524,7 +531,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 );
             }
             build(
-                l, &cache_dir, out_dir, offline, jobs, keep_going, json, trace,
+                l, &cache_dir, out_dir, offline, jobs, keep_going, verify, json, trace,
             )
         }
         Command::Plan { offline, all, json } => {
@@ -989,6 +996,7 @@ fn rotate(
             jobs,
             keep_going,
             false,
+            false,
             None,
         )?;
         if r.phase >= 3 {
@@ -1200,6 +1208,7 @@ fn build(
     offline: bool,
     jobs: Option<u16>,
     keep_going: bool,
+    verify: bool,
     json: bool,
     trace: Option<PathBuf>,
 ) -> Result<(), Exit> {
@@ -1233,6 +1242,7 @@ fn build(
                 keep_going,
                 out_dir: Some(out_dir),
                 epoch: Some(crate::events::start()),
+                verify,
             },
             progress.clone(),
             interrupted(),

@@ -97,6 +97,9 @@ struct Shared {
     lock: Arc<BuildLock>,
     out_dir: Option<PathBuf>,
     epoch: Instant,
+    /// Directories under `out/` checked in this build, and whether for a
+    /// secret (`materialize`).
+    dirs: std::sync::Mutex<HashSet<(PathBuf, bool)>>,
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -135,7 +138,10 @@ pub async fn execute(
         lock,
         out_dir: opts.out_dir.clone(),
         epoch: opts.epoch.unwrap_or_else(Instant::now),
+        dirs: Default::default(),
     });
+    shared.cache.set_verify(opts.verify);
+    let sh = shared.clone();
     let mut st = DrainState::new(shared, selected, &opts, observer);
     st.prefetch_probes();
     tokio::pin!(cancel);
@@ -161,7 +167,11 @@ pub async fn execute(
             Msg::Probed((i, generation, result)) => st.on_probed(i, generation, result),
         }
     }
-    st.finish()
+    let report = st.finish();
+    // What this build hashed, for the next one. Not written, it costs the
+    // next build a re-hash, nothing more.
+    let _ = sh.cache.save_stat(&sh.lock);
+    report
 }
 
 pub(crate) type DepFiles = HashMap<String, Arc<Vec<FileEntry>>>;

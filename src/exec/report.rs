@@ -107,4 +107,6 @@ pub struct Options {
     /// Time zero of the report (task start times, the wall time): the
     /// process's start for `mesh build`; `None`: when the build starts.
     pub epoch: Option<std::time::Instant>,
+    /// Hash every blob and exported file, trusting no stat (`--verify`).
+    pub verify: bool,
 }

@@ -91,7 +91,8 @@ pub(crate) fn store(
 }
 
 /// Make `out/` hold exactly the exported files (restoring edited or deleted
-/// ones from the store), with explicit modes whatever the umask: a secret
+/// ones from the store; a file whose stat the stat cache vouches for is not
+/// read), with explicit modes whatever the umask: a secret
 /// 0600 in a 0700 directory, anything else 0644, and no directory from
 /// `out/` down writable by others. Modes found looser are put back, and a
 /// directory is never loosened (a 0700 one that also holds public files
@@ -108,8 +109,26 @@ pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), StoreE
             let path = path.to_path_buf();
             move |source| StoreError::Write { path, source }
         };
-        dirs_for(out, &dest, f.secret).map_err(werr(&dest))?;
+        if let Some(leaf) = dest.parent() {
+            // Each directory once a build (and once more to tighten it),
+            // remembered only once it is made: another thread may be
+            // making it right now, and must not be taken as done.
+            let dirs = || sh.dirs.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (leaf.to_path_buf(), f.secret);
+            if !dirs().contains(&key) {
+                dirs_for(out, &dest, f.secret).map_err(werr(&dest))?;
+                dirs().insert(key);
+            }
+        }
         let want = if f.secret { 0o600 } else { 0o644 };
+        let stat = sh.cache.stat();
+        // Its stat vouches for its bytes, and its mode is right: done.
+        if let Ok(m) = std::fs::metadata(&dest)
+            && m.permissions().mode() & 0o7777 == want
+            && stat.vouches(&dest, &m, &f.blob)
+        {
+            continue;
+        }
         if std::fs::read(&dest).is_ok_and(|b| Digest::of_bytes(&b) == f.blob) {
             let mode = std::fs::metadata(&dest)
                 .map(|m| m.permissions().mode() & 0o7777)
@@ -117,13 +136,16 @@ pub(crate) fn materialize(sh: &Shared, files: &[FileEntry]) -> Result<(), StoreE
             if mode != want {
                 set_mode(&dest, want).map_err(werr(&dest))?;
             }
-            continue;
+        } else {
+            let bytes = sh
+                .cache
+                .read_blob(&f.blob)
+                .ok_or_else(|| StoreError::Vanished(f.name.clone()))?;
+            crate::cache::write_file(&dest, &bytes, want).map_err(werr(&dest))?;
         }
-        let bytes = sh
-            .cache
-            .read_blob(&f.blob)
-            .ok_or_else(|| StoreError::Vanished(f.name.clone()))?;
-        crate::cache::write_file(&dest, &bytes, want).map_err(werr(&dest))?;
+        if let Ok(m) = std::fs::metadata(&dest) {
+            stat.stamp(&dest, &m, &f.blob);
+        }
     }
     Ok(())
 }
