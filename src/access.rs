@@ -53,7 +53,7 @@ pub struct Access {
 }
 
 impl Access {
-    pub async fn client(&self) -> Result<kube::Client, TaskError> {
+    pub async fn client(&self) -> Result<k8s::Conn, TaskError> {
         Ok(k8s::connect(&self.kubeconfig, self.context.as_deref(), &self.cluster).await?)
     }
 

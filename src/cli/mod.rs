@@ -1216,6 +1216,7 @@ fn build(
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let cache = Arc::new(cache);
     let lock = Arc::new(lock);
+    crate::k8s::forget_discovery();
     let sel = selection(&l.graph, offline);
     // Pure tasks are CPU work: one per CPU. Live tasks mostly wait on tools
     // and API servers: enough slots for every cluster's chain to progress.

@@ -228,6 +228,63 @@ fn kerr(what: impl std::fmt::Display, e: impl std::fmt::Display) -> KubeError {
     }
 }
 
+/// A client for one cluster, and where it goes. Derefs to the
+/// [`Client`]; what resolves kinds ([`Resolver`]) shares one discovery
+/// cache per cluster and server for the whole process, so that a build asks
+/// each group-version once per cluster, not once per task.
+#[derive(Clone)]
+pub struct Conn {
+    client: Client,
+    at: Endpoint,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Conn {
+    /// Where its calls go.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.at
+    }
+}
+
+type Found = (ApiResource, ApiCapabilities);
+
+/// A group-version's resources, fetched once however many ask at once.
+type Cell = std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<Vec<Found>>>>;
+
+/// The resources of each group-version asked about so far, by cluster and
+/// server. A kind missing from a cached list (a CRD established since) has
+/// its list fetched again.
+static DISCOVERED: std::sync::Mutex<Option<HashMap<(Endpoint, String), Cell>>> =
+    std::sync::Mutex::new(None);
+
+/// Forget every group-version fetched so far: a new build starts from what
+/// the API servers say now (`build --watch` builds many times in one
+/// process, and a cluster may have been recreated in between).
+pub fn forget_discovery() {
+    *DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// The cell for a group-version, or (`stale` given) a new one in place of
+/// that stale one.
+fn cell(key: &(Endpoint, String), stale: Option<&Cell>) -> Cell {
+    let mut map = DISCOVERED.lock().unwrap_or_else(|p| p.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    match (map.get(key), stale) {
+        (Some(c), Some(s)) if std::sync::Arc::ptr_eq(c, s) => {}
+        (Some(c), _) => return c.clone(),
+        (None, _) => {}
+    }
+    let c = Cell::default();
+    map.insert(key.clone(), c.clone());
+    c
+}
+
 /// A client for cluster `cluster` (its name in the plan), from kubeconfig
 /// text and an optional context. Its calls are shown with `-v`, and a call
 /// that goes unanswered names the cluster and the server (`observe`).
@@ -235,7 +292,7 @@ pub async fn connect(
     kubeconfig: &str,
     context: Option<&str>,
     cluster: &str,
-) -> Result<Client, KubeError> {
+) -> Result<Conn, KubeError> {
     let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| kerr("bad kubeconfig", e))?;
     let opts = KubeConfigOptions {
         context: context.map(str::to_string),
@@ -259,7 +316,10 @@ pub async fn connect(
     };
     let builder = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| kerr("cannot build a client", e))?;
-    Ok(builder.with_layer(&observe::Observe(at)).build())
+    Ok(Conn {
+        client: builder.with_layer(&observe::Observe(at.clone())).build(),
+        at,
+    })
 }
 
 /// The API server's address in a kubeconfig (for the given context).
@@ -288,25 +348,24 @@ pub fn server_and_ca(
     Ok((server, cluster.certificate_authority_data.clone()))
 }
 
-/// Resolves kinds to resources, caching per call site.
+/// Resolves kinds to resources, through the process's discovery cache of
+/// its cluster.
 pub struct Resolver {
-    client: Client,
+    conn: Conn,
     /// How long discovery retries transient faults.
     retry: Duration,
-    cache: HashMap<(String, String), (ApiResource, ApiCapabilities)>,
 }
 
 impl Resolver {
-    pub fn new(client: Client) -> Resolver {
+    pub fn new(conn: Conn) -> Resolver {
         Resolver {
-            client,
+            conn,
             retry: retry_budget(),
-            cache: HashMap::new(),
         }
     }
 
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.conn.client
     }
 
     /// The dynamic API for an object (namespaced or cluster-scoped).
@@ -317,27 +376,34 @@ impl Resolver {
     }
 
     async fn resolve(&mut self, r: &ObjRef) -> Result<Api<DynamicObject>, kube::Error> {
-        let key = (r.api_version.clone(), r.kind.clone());
-        if !self.cache.contains_key(&key) {
-            let (group, version) = match r.api_version.split_once('/') {
-                Some((g, v)) => (g, v),
-                None => ("", r.api_version.as_str()),
-            };
-            let gvk = GroupVersionKind::gvk(group, version, &r.kind);
-            let found = bounded_for(self.retry, || {
-                kube::discovery::pinned_kind(&self.client, &gvk)
-            })
-            .await?;
-            self.cache.insert(key.clone(), found);
+        let (group, version) = match r.api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", r.api_version.as_str()),
+        };
+        let gv = kube::core::GroupVersion::gv(group, version);
+        let key = (self.conn.at.clone(), r.api_version.clone());
+        let client = &self.conn.client;
+        let fetch = || async {
+            let g = bounded_for(self.retry, || kube::discovery::pinned_group(client, &gv)).await?;
+            Ok::<_, kube::Error>(std::sync::Arc::new(g.versioned_resources(version)))
+        };
+        let find = |list: &[Found]| list.iter().find(|(ar, _)| ar.kind == r.kind).cloned();
+        let mut c = cell(&key, None);
+        let mut found = find(c.get_or_try_init(fetch).await?);
+        if found.is_none() {
+            // Not in the list as it was: perhaps served since.
+            c = cell(&key, Some(&c));
+            found = find(c.get_or_try_init(fetch).await?);
         }
-        let (ar, caps) = &self.cache[&key];
+        let (ar, caps) = found.ok_or_else(|| {
+            kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(r.kind.clone()))
+        })?;
+        let client = self.conn.client.clone();
         Ok(match caps.scope {
-            Scope::Namespaced => Api::namespaced_with(
-                self.client.clone(),
-                r.namespace.as_deref().unwrap_or("default"),
-                ar,
-            ),
-            Scope::Cluster => Api::all_with(self.client.clone(), ar),
+            Scope::Namespaced => {
+                Api::namespaced_with(client, r.namespace.as_deref().unwrap_or("default"), &ar)
+            }
+            Scope::Cluster => Api::all_with(client, &ar),
         })
     }
 }
@@ -375,7 +441,7 @@ pub fn parse_objects(yaml: &str) -> Result<Vec<(ObjRef, DynamicObject)>, KubeErr
 /// exist (one GET each): before mesh first applies an object, whether it
 /// is someone else's. A kind the server does not serve yet has none.
 pub async fn existing(
-    client: &Client,
+    client: &Conn,
     yaml: &str,
     skip: impl Fn(&ObjRef) -> bool,
 ) -> Result<Vec<ObjRef>, KubeError> {
@@ -398,7 +464,7 @@ pub async fn existing(
 }
 
 /// Server-side apply every document of `yaml`, stamping each with its hash.
-pub async fn apply(client: &Client, yaml: &str) -> Result<Vec<ObjRef>, KubeError> {
+pub async fn apply(client: &Conn, yaml: &str) -> Result<Vec<ObjRef>, KubeError> {
     let mut res = Resolver::new(client.clone());
     let mut refs = Vec::new();
     for (r, mut obj) in parse_objects(yaml)? {
@@ -438,7 +504,7 @@ pub fn probe_error(what: &str, e: &kube::Error) -> ProbeError {
 }
 
 /// Do these objects exist and carry their hashes?
-pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), ProbeError> {
+pub async fn probe(client: &Conn, refs: &[ObjRef]) -> Result<(), ProbeError> {
     let mut res = Resolver::new(client.clone());
     res.retry = PROBE_RETRY_BUDGET;
     for r in refs {
@@ -463,7 +529,7 @@ pub async fn probe(client: &Client, refs: &[ObjRef]) -> Result<(), ProbeError> {
 }
 
 /// Delete objects (absent ones are fine), in reverse order.
-pub async fn delete(client: &Client, refs: &[ObjRef]) -> Result<(), KubeError> {
+pub async fn delete(client: &Conn, refs: &[ObjRef]) -> Result<(), KubeError> {
     let mut res = Resolver::new(client.clone());
     for r in refs.iter().rev() {
         let api = res.api(r).await?;

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A cluster's API server as the plan knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// The cluster's name in the plan.
     pub cluster: Arc<str>,

@@ -589,7 +589,7 @@ fn check_address(ip: &str, expect: Option<&str>, ns: &str, name: &str) -> Result
 
 /// Gateway API CRDs from `source` (a file, or an http(s) URL: see
 /// [`super::istiod::gateway_api_source`]).
-async fn install_gateway_api_crds(client: &kube::Client, source: &str) -> Result<(), TaskError> {
+async fn install_gateway_api_crds(client: &k8s::Conn, source: &str) -> Result<(), TaskError> {
     let text = if source.starts_with("https://") || source.starts_with("http://") {
         crate::providers::http::fetch(source).await?
     } else {
