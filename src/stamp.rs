@@ -3,7 +3,8 @@
 //! does.
 //!
 //! Owns `cache/stat`. It maps a path (a blob in the store, a file under
-//! `out/`; made absolute) to the digest its bytes had when mesh last hashed or wrote them,
+//! `out/`; made absolute, and kept as the first 16 bytes of its blake3, so
+//! an entry costs no allocation) to the digest its bytes had when mesh last hashed or wrote them,
 //! and the file's [`Stamp`] at that moment: size, mtime and ctime (to the
 //! nanosecond), inode, device and mode. A file whose stamp is unchanged is
 //! taken to hold the same bytes. What changes a file changes its stamp:
@@ -22,8 +23,9 @@
 //! unseen from the previous file that was racy there is dropped, not
 //! carried: the new file's later mtime would otherwise make it look safe.
 //!
-//! **Corruption.** The file is binary: a header (`mesh-stat v1`), entries,
-//! and the blake3 of everything before it. A file that does not check out
+//! **Corruption.** The file is binary: a header (`mesh-stat v2`), entries
+//! of fixed size (path hash, digest, size, mtime, ctime, inode, device,
+//! mode), and the blake3 of everything before it. A file that does not check out
 //! is ignored whole (every file is hashed, as with no stat cache); an entry
 //! only ever vouches for the digest the caller expects, so the worst a
 //! stale or lost file can cause is a re-hash. It is written atomically
@@ -68,12 +70,16 @@ impl Stamp {
     }
 }
 
-const MAGIC: &[u8] = b"mesh-stat v1\n";
-/// Bytes of an entry before its path: digest, size, mtime, ctime, ino,
-/// dev, mode, path length.
-const FIXED: usize = 32 + 8 + 16 + 16 + 8 + 8 + 4 + 2;
+const MAGIC: &[u8] = b"mesh-stat v2\n";
+/// Bytes of an entry: path hash, digest, size, mtime, ctime, ino, dev,
+/// mode.
+const ENTRY: usize = 16 + 32 + 8 + 16 + 16 + 8 + 8 + 4;
 
-type Entries = hashbrown::HashMap<PathBuf, (Stamp, Digest)>;
+/// A path, as the entries key it: the first 16 bytes of the blake3 of the
+/// absolute path (two paths meeting there also need one inode to fool it).
+type Key = [u8; 16];
+
+type Entries = hashbrown::HashMap<Key, (Stamp, Digest)>;
 
 /// The stat cache of one store: the entries read at the start, the ones
 /// seen in this run, and whether to trust them.
@@ -126,7 +132,7 @@ impl StatCache {
         // A vouched entry stays as it is: carried over when the file is
         // written (`to_write`), so nothing is recorded here.
         self.old
-            .get(&*self.key(path))
+            .get(&self.key(path))
             .is_some_and(|(stamp, d)| *stamp == Stamp::of(meta) && d == digest)
     }
 
@@ -135,19 +141,19 @@ impl StatCache {
     pub fn stamp(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) {
         let now = Stamp::of(meta);
         let key = self.key(path);
-        if self.old.get(&*key) != Some(&(now, *digest)) {
+        if self.old.get(&key) != Some(&(now, *digest)) {
             self.dirty.store(true, Ordering::Relaxed);
         }
-        self.lock().insert(key.into_owned(), (now, *digest));
+        self.lock().insert(key, (now, *digest));
     }
 
-    /// `path` as the entries key it: absolute, without `.` components
-    /// (`./out/x` and `out/x` are one file).
-    fn key<'a>(&self, path: &'a Path) -> std::borrow::Cow<'a, Path> {
+    /// `path` as the entries key it: the hash of its absolute form
+    /// without `.` components (`./out/x` and `out/x` are one file).
+    fn key(&self, path: &Path) -> Key {
         use std::os::unix::ffi::OsStrExt;
         let b = path.as_os_str().as_bytes();
         if path.is_absolute() && !b.windows(3).any(|w| w == b"/./") && !b.ends_with(b"/.") {
-            return std::borrow::Cow::Borrowed(path);
+            return path_key(path);
         }
         let mut key = if path.is_absolute() {
             PathBuf::new()
@@ -159,7 +165,7 @@ impl StatCache {
                 key.push(c);
             }
         }
-        std::borrow::Cow::Owned(key)
+        path_key(&key)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -175,7 +181,7 @@ impl StatCache {
             return None;
         }
         let seen = self.lock();
-        let mut all: Vec<(&PathBuf, &(Stamp, Digest))> = seen.iter().collect();
+        let mut all: Vec<(&Key, &(Stamp, Digest))> = seen.iter().collect();
         all.extend(self.old.iter().filter(|(p, _)| !seen.contains_key(*p)));
         all.sort_by(|a, b| a.0.cmp(b.0));
         Some(render(&all))
@@ -187,15 +193,18 @@ impl StatCache {
     }
 }
 
-fn render(entries: &[(&PathBuf, &(Stamp, Digest))]) -> Vec<u8> {
+/// The key of an absolute path.
+pub fn path_key(path: &Path) -> Key {
     use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::with_capacity(MAGIC.len() + entries.len() * (FIXED + 80) + 32);
+    let h = blake3::hash(path.as_os_str().as_bytes());
+    h.as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+fn render(entries: &[(&Key, &(Stamp, Digest))]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + entries.len() * ENTRY + 32);
     out.extend_from_slice(MAGIC);
-    for (path, (s, d)) in entries {
-        let p = path.as_os_str().as_bytes();
-        let Ok(len) = u16::try_from(p.len()) else {
-            continue; // not worth a stat cache entry; hashed each time
-        };
+    for (key, (s, d)) in entries {
+        out.extend_from_slice(&key[..]);
         out.extend_from_slice(&d.0);
         out.extend_from_slice(&s.size.to_le_bytes());
         out.extend_from_slice(&s.mtime.0.to_le_bytes());
@@ -205,8 +214,6 @@ fn render(entries: &[(&PathBuf, &(Stamp, Digest))]) -> Vec<u8> {
         out.extend_from_slice(&s.ino.to_le_bytes());
         out.extend_from_slice(&s.dev.to_le_bytes());
         out.extend_from_slice(&s.mode.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(p);
     }
     let sum = *blake3::hash(&out).as_bytes();
     out.extend_from_slice(&sum);
@@ -216,37 +223,31 @@ fn render(entries: &[(&PathBuf, &(Stamp, Digest))]) -> Vec<u8> {
 /// The trusted entries of a stat cache file written at `written` (its
 /// mtime); `None` when it does not check out.
 fn parse(bytes: &[u8], written: (i64, i64)) -> Option<Entries> {
-    use std::os::unix::ffi::OsStrExt;
     let body_len = bytes.len().checked_sub(32)?;
     let (body, sum) = bytes.split_at(body_len);
     if blake3::hash(body).as_bytes() != sum {
         return None;
     }
-    let mut rest = body.strip_prefix(MAGIC)?;
-    let mut out = Entries::with_capacity(bytes.len() / (FIXED + 64));
+    let rest = body.strip_prefix(MAGIC)?;
+    if rest.len() % ENTRY != 0 {
+        return None;
+    }
+    let mut out = Entries::with_capacity(rest.len() / ENTRY);
     let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
     let i64_at = |b: &[u8], i: usize| i64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    while !rest.is_empty() {
-        if rest.len() < FIXED {
-            return None;
-        }
-        let digest = Digest(rest[..32].try_into().expect("32 bytes"));
+    for e in rest.chunks_exact(ENTRY) {
+        let key: Key = e[..16].try_into().expect("16 bytes");
+        let digest = Digest(e[16..48].try_into().expect("32 bytes"));
         let stamp = Stamp {
-            size: u64_at(rest, 32),
-            mtime: (i64_at(rest, 40), i64_at(rest, 48)),
-            ctime: (i64_at(rest, 56), i64_at(rest, 64)),
-            ino: u64_at(rest, 72),
-            dev: u64_at(rest, 80),
-            mode: u32::from_le_bytes(rest[88..92].try_into().expect("4 bytes")),
+            size: u64_at(e, 48),
+            mtime: (i64_at(e, 56), i64_at(e, 64)),
+            ctime: (i64_at(e, 72), i64_at(e, 80)),
+            ino: u64_at(e, 88),
+            dev: u64_at(e, 96),
+            mode: u32::from_le_bytes(e[104..108].try_into().expect("4 bytes")),
         };
-        let len = u16::from_le_bytes(rest[92..94].try_into().expect("2 bytes")) as usize;
-        let path = rest.get(FIXED..FIXED + len)?;
-        rest = &rest[FIXED + len..];
         if !stamp.racy(written) {
-            out.insert(
-                PathBuf::from(std::ffi::OsStr::from_bytes(path)),
-                (stamp, digest),
-            );
+            out.insert(key, (stamp, digest));
         }
     }
     Some(out)
@@ -334,7 +335,8 @@ mod tests {
         sc.stamp(&d.path().join("b"), &m, &digest(b"y"));
         let text = sc.to_write().unwrap();
         let back = parse(&text, (i64::MAX, 0)).unwrap();
-        assert!(!back.contains_key(&f));
+        assert!(!back.contains_key(&path_key(&f)));
+        assert!(back.contains_key(&path_key(&d.path().join("b"))));
     }
 
     #[test]
@@ -373,13 +375,15 @@ mod tests {
     fn a_path_is_keyed_absolute_and_without_dots() {
         let sc = StatCache::load(Path::new("/nonexistent/stat"));
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(sc.key(Path::new("./out/a")), cwd.join("out/a"));
-        assert_eq!(sc.key(Path::new("out/./a")), cwd.join("out/a"));
-        assert_eq!(sc.key(Path::new("/x/./out/a")), Path::new("/x/out/a"));
-        assert!(matches!(
-            sc.key(Path::new("/x/out/a")),
-            std::borrow::Cow::Borrowed(_)
-        ));
+        let want = path_key(&cwd.join("out/a"));
+        assert_eq!(sc.key(Path::new("./out/a")), want);
+        assert_eq!(sc.key(Path::new("out/./a")), want);
+        assert_eq!(sc.key(Path::new("out/a")), want);
+        assert_eq!(
+            sc.key(Path::new("/x/./out/a")),
+            path_key(Path::new("/x/out/a"))
+        );
+        assert_ne!(sc.key(Path::new("out/b")), want);
     }
 
     #[test]

@@ -414,30 +414,30 @@ fn age_stat_cache(p: &Project) {
 
 /// Rewrite the stat cache's entry for `path` to `path`'s stamp now, as a
 /// stat cache fooled by a coarse-timestamp file system would hold it
-/// (the format `src/stamp.rs` documents: a header, entries, a blake3).
+/// (the format `src/stamp.rs` documents: a header, entries of 108 bytes
+/// keyed by the blake3 of the path, a blake3 of it all).
 fn forge_stat_entry(p: &Project, path: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
     let file = p.path("cache/stat");
     let bytes = std::fs::read(&file).unwrap();
     let body = &bytes[..bytes.len() - 32];
-    let magic = b"mesh-stat v1\n";
+    let magic = b"mesh-stat v2\n";
     assert!(body.starts_with(magic));
+    let hash = blake3::hash(path.as_os_str().as_bytes());
+    let key = &hash.as_bytes()[..16];
     let m = std::fs::metadata(path).unwrap();
     let mut out = magic.to_vec();
-    let mut rest = &body[magic.len()..];
     let mut forged = false;
-    while !rest.is_empty() {
-        let len = u16::from_le_bytes(rest[92..94].try_into().unwrap()) as usize;
-        let mut entry = rest[..94 + len].to_vec();
-        if &entry[94..] == path.as_os_str().as_bytes() {
-            entry[40..48].copy_from_slice(&m.mtime().to_le_bytes());
-            entry[48..56].copy_from_slice(&m.mtime_nsec().to_le_bytes());
-            entry[56..64].copy_from_slice(&m.ctime().to_le_bytes());
-            entry[64..72].copy_from_slice(&m.ctime_nsec().to_le_bytes());
+    for entry in body[magic.len()..].chunks_exact(108) {
+        let mut entry = entry.to_vec();
+        if &entry[..16] == key {
+            entry[56..64].copy_from_slice(&m.mtime().to_le_bytes());
+            entry[64..72].copy_from_slice(&m.mtime_nsec().to_le_bytes());
+            entry[72..80].copy_from_slice(&m.ctime().to_le_bytes());
+            entry[80..88].copy_from_slice(&m.ctime_nsec().to_le_bytes());
             forged = true;
         }
         out.extend_from_slice(&entry);
-        rest = &rest[94 + len..];
     }
     assert!(forged, "no entry for {}", path.display());
     let sum = *blake3::hash(&out).as_bytes();
