@@ -358,32 +358,25 @@ impl Cache {
     /// Is the blob present with the right content? Its stat vouches for
     /// it, or it is read and hashed.
     pub fn blob_ok(&self, d: &Digest) -> bool {
-        let path = self.blob_path(d);
-        if fs::metadata(&path).is_ok_and(|m| self.stat().vouches(&path, &m, d)) {
-            return true;
-        }
-        let Ok(bytes) = fs::read(&path) else {
-            return false;
-        };
-        let ok = Digest::of_bytes(&bytes) == *d;
-        if ok && let Ok(m) = fs::metadata(&path) {
-            self.stat().stamp(&path, &m, d);
-        }
-        ok
+        self.check_blob(d, None)
     }
 
     /// [`Cache::blob_ok`], and a mode found looser than mesh writes it (by
     /// hand, or by an older mesh) is put back: 0600 for a secret, at most
-    /// 0644 otherwise. One `fstat` on the file already open.
-    ///
-    /// The stat cache may vouch for the bytes (one `stat`, no read) when
-    /// the mode is already right; otherwise the blob is read and hashed,
-    /// and stamped afresh.
+    /// 0644 otherwise.
     pub fn blob_ok_as(&self, d: &Digest, secret: bool) -> bool {
+        self.check_blob(d, Some(secret))
+    }
+
+    /// The stat cache may vouch for the bytes (one `stat`, no read) when
+    /// the mode is already right (`mode`: whether it is a secret, if the
+    /// mode is to be checked); otherwise the blob is read and hashed, its
+    /// mode put back, and it is stamped afresh.
+    fn check_blob(&self, d: &Digest, mode: Option<bool>) -> bool {
         let path = self.blob_path(d);
         let loose = |m: &fs::Metadata| {
-            let mode = m.permissions().mode() & 0o7777;
-            (secret && mode != 0o600) || mode & !0o644 != 0
+            let bits = m.permissions().mode() & 0o7777;
+            mode.is_some_and(|secret| (secret && bits != 0o600) || bits & !0o644 != 0)
         };
         if let Ok(m) = fs::metadata(&path)
             && !loose(&m)
@@ -398,17 +391,18 @@ impl Cache {
         if f.read_to_end(&mut bytes).is_err() || Digest::of_bytes(&bytes) != *d {
             return false;
         }
+        if let Ok(m) = f.metadata()
+            && loose(&m)
+        {
+            let secret = mode == Some(true);
+            let _ = f.set_permissions(fs::Permissions::from_mode(if secret {
+                0o600
+            } else {
+                0o644
+            }));
+        }
         if let Ok(m) = f.metadata() {
-            if loose(&m) {
-                let _ = f.set_permissions(fs::Permissions::from_mode(if secret {
-                    0o600
-                } else {
-                    0o644
-                }));
-            }
-            if let Ok(m) = f.metadata() {
-                self.stat().stamp(&path, &m, d);
-            }
+            self.stat().stamp(&path, &m, d);
         }
         true
     }

@@ -261,19 +261,42 @@ mod tests {
         Digest::of_bytes(b)
     }
 
-    /// Write the stat cache as a build would, then age it so that every
-    /// entry in it is older than the file (as after any real build but the
-    /// quickest): not racy.
+    fn set_mtime(path: &Path, t: std::time::SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    /// Age the stat cache file so that every entry in it is older than it
+    /// (as after any real build but the quickest): not racy.
+    fn age(file: &Path) {
+        set_mtime(
+            file,
+            std::time::SystemTime::now() + std::time::Duration::from_secs(5),
+        );
+    }
+
+    /// Write the stat cache as a build would, then age it.
     fn save_aged(sc: &StatCache) {
         let bytes = sc.to_write().expect("something to write");
         std::fs::write(sc.file(), bytes).unwrap();
-        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        std::fs::File::options()
-            .write(true)
-            .open(sc.file())
-            .unwrap()
-            .set_modified(later)
-            .unwrap();
+        age(sc.file());
+    }
+
+    /// A file `a` holding "x" in a new directory, stamped in a saved,
+    /// aged stat cache there; and its metadata.
+    fn stamped() -> (tempfile::TempDir, PathBuf, std::fs::Metadata) {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a");
+        std::fs::write(&f, b"x").unwrap();
+        let sc = StatCache::load(&d.path().join("stat"));
+        let m = std::fs::metadata(&f).unwrap();
+        sc.stamp(&f, &m, &digest(b"x"));
+        save_aged(&sc);
+        (d, f, m)
     }
 
     #[test]
@@ -299,12 +322,7 @@ mod tests {
         let before = std::fs::metadata(&f).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&f, b"hello worle").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&f)
-            .unwrap()
-            .set_modified(before)
-            .unwrap();
+        set_mtime(&f, before);
         let m2 = std::fs::metadata(&f).unwrap();
         assert_eq!(m2.modified().unwrap(), before);
         assert_eq!(m2.len(), m.len());
@@ -323,12 +341,7 @@ mod tests {
         std::fs::write(&file, sc.to_write().unwrap()).unwrap();
         // The stat cache's mtime is no later than the file's: say so.
         let t = std::fs::metadata(&f).unwrap().modified().unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_modified(t)
-            .unwrap();
+        set_mtime(&file, t);
         let sc = StatCache::load(&file);
         assert!(!sc.vouches(&f, &m, &digest(b"x")), "racy: must be hashed");
         // Not re-verified, so not written again as if it were safe.
@@ -341,26 +354,15 @@ mod tests {
 
     #[test]
     fn a_stat_cache_that_does_not_check_out_vouches_for_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("a");
-        std::fs::write(&f, b"x").unwrap();
-        let sc = StatCache::load(&d.path().join("stat"));
-        let m = std::fs::metadata(&f).unwrap();
-        sc.stamp(&f, &m, &digest(b"x"));
-        save_aged(&sc);
-        let mut bytes = std::fs::read(sc.file()).unwrap();
+        let (d, f, m) = stamped();
+        let file = d.path().join("stat");
+        let mut bytes = std::fs::read(&file).unwrap();
         for i in [0, MAGIC.len() + 3, bytes.len() - 1] {
             bytes[i] ^= 1;
-            std::fs::write(sc.file(), &bytes).unwrap();
-            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-            std::fs::File::options()
-                .write(true)
-                .open(sc.file())
-                .unwrap()
-                .set_modified(later)
-                .unwrap();
+            std::fs::write(&file, &bytes).unwrap();
+            age(&file);
             assert!(
-                !StatCache::load(sc.file()).vouches(&f, &m, &digest(b"x")),
+                !StatCache::load(&file).vouches(&f, &m, &digest(b"x")),
                 "flip at {i}"
             );
             bytes[i] ^= 1;
@@ -388,14 +390,8 @@ mod tests {
 
     #[test]
     fn verify_mode_trusts_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("a");
-        std::fs::write(&f, b"x").unwrap();
+        let (d, f, m) = stamped();
         let sc = StatCache::load(&d.path().join("stat"));
-        let m = std::fs::metadata(&f).unwrap();
-        sc.stamp(&f, &m, &digest(b"x"));
-        save_aged(&sc);
-        let sc = StatCache::load(sc.file());
         assert!(sc.vouches(&f, &m, &digest(b"x")));
         sc.set_trust(false);
         assert!(!sc.vouches(&f, &m, &digest(b"x")));
