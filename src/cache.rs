@@ -321,7 +321,7 @@ impl Cache {
     /// Write the stat cache if this run changed it (after a build).
     pub fn save_stat(&self, _lock: &BuildLock) -> Result<(), CacheError> {
         match self.stat().to_write() {
-            Some(bytes) => self.write_atomic(&self.root.join("stat"), &bytes, 0o600, false),
+            Some(bytes) => self.write_atomic(self.stat().file(), &bytes, 0o600, false),
             None => Ok(()),
         }
     }

@@ -245,13 +245,6 @@ impl std::ops::Deref for Conn {
     }
 }
 
-impl Conn {
-    /// Where its calls go.
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.at
-    }
-}
-
 type Found = (ApiResource, ApiCapabilities);
 
 /// A group-version's resources, fetched once however many ask at once.
