@@ -13,6 +13,13 @@
 //! a pool), a Gateway of class `istio-east-west` gets one the same way, and a
 //! service-account token Secret gets its token.
 //!
+//! Nodes are those of the kind config the fake kind sends (names and
+//! labels as kind gives them); a Deployment's pod is scheduled on the first
+//! worker, and its `/scale` subresource scales it (to zero: the pod goes).
+//! Requests `mesh verify` sends through a pod (`simulate`) are routed as
+//! the mesh would, including Istio's locality load balancing when a
+//! DestinationRule turns it on.
+//!
 //! `/fake/reset` empties the cluster and brings it up (kind create);
 //! `/fake/down` empties it and makes every other request fail (kind delete).
 //! Deleting a namespace deletes every object in it, as a real server does.
@@ -43,9 +50,17 @@ const RESOURCES: &[(&str, &str, &str, &str, bool)] = &[
     ("", "v1", "serviceaccounts", "ServiceAccount", true),
     ("", "v1", "configmaps", "ConfigMap", true),
     ("", "v1", "pods", "Pod", true),
+    ("", "v1", "nodes", "Node", false),
     ("apps", "v1", "deployments", "Deployment", true),
     ("apps", "v1", "daemonsets", "DaemonSet", true),
     ("networking.istio.io", "v1", "gateways", "Gateway", true),
+    (
+        "networking.istio.io",
+        "v1",
+        "destinationrules",
+        "DestinationRule",
+        true,
+    ),
     (
         "networking.istio.io",
         "v1",
@@ -393,6 +408,102 @@ impl State {
         } else {
             false
         }
+    }
+
+    /// The nodes a kind config declares (`None`: one control plane), as
+    /// kind names and labels them: `<c>-control-plane`, `<c>-worker`,
+    /// `<c>-worker2`…, each with the `labels` its entry gives.
+    pub fn make_nodes(&self, config: Option<&str>) {
+        let cfg: Value = config
+            .and_then(|t| serde_saphyr::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        let nodes = cfg["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| vec![json!({"role": "control-plane"})]);
+        let mut workers = 0;
+        for n in nodes {
+            let cp = n["role"] != "worker";
+            let name = if cp {
+                format!("{}-control-plane", self.name)
+            } else {
+                workers += 1;
+                match workers {
+                    1 => format!("{}-worker", self.name),
+                    k => format!("{}-worker{k}", self.name),
+                }
+            };
+            let mut labels = n["labels"].as_object().cloned().unwrap_or_default();
+            labels.insert("kubernetes.io/hostname".into(), json!(name));
+            if cp {
+                labels.insert("node-role.kubernetes.io/control-plane".into(), json!(""));
+            }
+            self.put(
+                "",
+                "nodes",
+                "",
+                &name,
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                       "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            );
+        }
+    }
+
+    /// The node a new pod is scheduled on: the first worker, else the
+    /// control plane (kind's control plane takes workloads when alone).
+    fn schedule(&self) -> String {
+        let nodes: Vec<String> = self
+            .list("", "nodes")
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        nodes
+            .iter()
+            .find(|n| n.contains("-worker"))
+            .or(nodes.first())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A pod's locality: its node's region and zone labels.
+    fn locality_of(&self, pod: &Value) -> (String, String) {
+        let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+        let n = self.get("", "nodes", "", node).unwrap_or(Value::Null);
+        let l = |k: &str| {
+            n["metadata"]["labels"][format!("topology.kubernetes.io/{k}")]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        (l("region"), l("zone"))
+    }
+
+    /// Does this cluster's configuration turn locality load balancing on
+    /// for a caller in `client_ns` of Service `svc.svc_ns`? As Istio
+    /// decides it: the DestinationRule for the host found first in the
+    /// caller's namespace, then the Service's, then the root namespace;
+    /// on when it sets `outlierDetection` and does not turn
+    /// `localityLbSetting` off (the mesh-wide default is on, and Istio
+    /// ignores locality without outlier detection).
+    fn locality_lb(&self, svc: &str, svc_ns: &str, client_ns: &str) -> bool {
+        let fqdn = format!("{svc}.{svc_ns}.svc.cluster.local");
+        let rules = self.list("networking.istio.io", "destinationrules");
+        let matches = |r: &Value, ns: &str| {
+            let host = r["spec"]["host"].as_str().unwrap_or("");
+            r["metadata"]["namespace"] == ns
+                && (host == fqdn
+                    || host == format!("{svc}.{svc_ns}")
+                    || host == format!("{svc}.{svc_ns}.svc")
+                    || (host == svc && ns == svc_ns))
+        };
+        for ns in [client_ns, svc_ns, "istio-system"] {
+            if let Some(r) = rules.iter().find(|r| matches(r, ns)) {
+                let tp = &r["spec"]["trafficPolicy"];
+                return tp["outlierDetection"].is_object()
+                    && tp["loadBalancer"]["localityLbSetting"]["enabled"] != false;
+            }
+        }
+        false
     }
 
     /// Write an object as it is (tests acting behind mesh's back).
@@ -764,12 +875,18 @@ impl State {
                     // trusting the roots cacerts lists then (kept until
                     // the pod is replaced).
                     let (trusts, root) = me.cacerts_identity();
-                    let pod = json!({"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": pod_key.3, "namespace": key.2,
-                                     "labels": o["spec"]["template"]["metadata"]["labels"].clone(),
-                                     "annotations": {"fake.mesh/trusts": trusts, "fake.mesh/root": root}},
-                        "status": {"phase": "Running"}});
-                    me.write(pod_key, pod, "ADDED");
+                    if replicas == 0 {
+                        // Scaled to zero: its pod is gone.
+                        me.remove(&pod_key.0, &pod_key.1, &pod_key.2, &pod_key.3);
+                    } else {
+                        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": pod_key.3, "namespace": key.2,
+                                         "labels": o["spec"]["template"]["metadata"]["labels"].clone(),
+                                         "annotations": {"fake.mesh/trusts": trusts, "fake.mesh/root": root}},
+                            "spec": {"nodeName": me.schedule()},
+                            "status": {"phase": "Running"}});
+                        me.write(pod_key, pod, "ADDED");
+                    }
                     o["status"] = json!({"observedGeneration": gen_, "replicas": replicas,
                                          "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas});
                     me.write(key, o, "MODIFIED");
@@ -781,7 +898,7 @@ impl State {
                 if obj["status"]["observedGeneration"].as_i64() == Some(gen_) {
                     return;
                 }
-                let nodes = 2;
+                let nodes = (self.list("", "nodes").len() as i64).max(1);
                 let old_ready = obj["status"]["numberReady"].as_i64().unwrap_or(0);
                 let mut o = obj.clone();
                 o["status"] = json!({"observedGeneration": gen_, "desiredNumberScheduled": nodes,
@@ -1036,7 +1153,14 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     let method = req.method().clone();
     if let Some(op) = path.strip_prefix("/fake/") {
         match op {
-            "reset" => st.reset(),
+            "reset" => {
+                // The fake kind sends the cluster's kind config: its nodes.
+                let config = json_body(req)
+                    .await
+                    .and_then(|b| b["config"].as_str().map(str::to_string));
+                st.reset();
+                st.make_nodes(config.as_deref());
+            }
             "down" => {
                 st.clear();
                 st.down.store(true, Ordering::SeqCst);
@@ -1201,6 +1325,33 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
                 ));
             };
             let key = (r.group.clone(), plural.clone(), ns.clone(), name.clone());
+            if r.sub.as_deref() == Some("scale") && plural == "deployments" {
+                // `kubectl scale`: a merge patch of the Scale's replicas.
+                let Some(mut o) = st.get(&r.group, &plural, &ns, name) else {
+                    return Ok(status(
+                        404,
+                        "NotFound",
+                        &format!("deployments.apps \"{name}\" not found"),
+                    ));
+                };
+                let Some(n) = patch["spec"]["replicas"].as_i64() else {
+                    return Ok(status(422, "Invalid", "spec.replicas: Required value"));
+                };
+                st.mutations.fetch_add(1, Ordering::SeqCst);
+                if o["spec"]["replicas"].as_i64().unwrap_or(1) != n {
+                    o["spec"]["replicas"] = json!(n);
+                    let g = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                    o["metadata"]["generation"] = json!(g + 1);
+                    let o = st.write(key.clone(), o, "MODIFIED");
+                    st.react(key, o);
+                }
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                            "metadata": {"name": name, "namespace": ns},
+                            "spec": {"replicas": n}, "status": {"replicas": n}}),
+                ));
+            }
             if r.sub.as_deref() == Some("status") {
                 let Some(mut o) = st.get(&r.group, &plural, &ns, name) else {
                     return Ok(status(404, "NotFound", "not found"));
@@ -1648,6 +1799,8 @@ impl State {
         let (svc, svc_ns) = host.split_once('.').unwrap_or((host, "default"));
         let peers = self.peers.get().cloned().unwrap_or_default();
         let cp = peers.get(&self.control_plane()).cloned();
+        let local = self.locality_of(&client);
+        let by_locality = cp.as_ref().is_some_and(|k| k.locality_lb(svc, svc_ns, ns));
         let mut endpoints = Vec::new();
         for (name, x) in &peers {
             let visible = cp
@@ -1668,14 +1821,31 @@ impl State {
                         .as_str()
                         .unwrap_or("none")
                         .to_string();
-                    endpoints.push((v, p["metadata"]["name"].as_str().unwrap_or("").to_string()));
+                    // Istio's locality priorities: same region and zone,
+                    // same region, anywhere.
+                    let l = x.locality_of(&p);
+                    let priority = if l == local {
+                        0
+                    } else if l.0 == local.0 {
+                        1
+                    } else {
+                        2
+                    };
+                    endpoints.push((
+                        v,
+                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        priority,
+                    ));
                 }
             }
+        }
+        if by_locality && let Some(best) = endpoints.iter().map(|e| e.2).min() {
+            endpoints.retain(|e| e.2 == best);
         }
         let mut out = String::new();
         for i in 0..n {
             match endpoints.get(i % endpoints.len().max(1)) {
-                Some((v, pod)) if !endpoints.is_empty() => {
+                Some((v, pod, _)) if !endpoints.is_empty() => {
                     out.push_str(&format!("Hello version: {v}, instance: {pod}\n"))
                 }
                 _ => out.push_str("upstream connect error or disconnect/reset before headers\n"),

@@ -367,6 +367,7 @@ impl World {
     /// Bring a cluster's API server up as `kind create` does, without kind.
     pub fn bring_up(&self, name: &str) {
         self.api(name).reset();
+        self.api(name).make_nodes(None);
     }
 
     pub fn set_ready_delay(&self, d: Duration) {

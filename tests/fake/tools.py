@@ -21,8 +21,10 @@ as. State lives in $FAKE_STATE:
   log.jsonl          every invocation
 
 Helm acts on the fake API server like the charts would: base makes the
-istio-reader service account, istiod its Deployment (not in the remote
-profile), gateway its Deployment and LoadBalancer Service.
+istio-reader service account and Istio's CRDs, istiod its Deployment (not
+in the remote profile), gateway its Deployment and LoadBalancer Service.
+Kind sends the cluster's config to the API server, which makes its nodes
+(with the labels the config gives them).
 """
 import json, os, signal, sys, time
 
@@ -242,7 +244,8 @@ def kind():
         gen = int(load(gen_path, 0)) + 1
         save(gen_path, gen)
         cluster, user, _ = api_for_kubeconfig(os.path.join(prepared, "kubeconfig.json"))
-        request(cluster, user, "POST", "/fake/reset")
+        with open(config) as f:
+            request(cluster, user, "POST", "/fake/reset", {"config": f.read()})
         kubeconfig_add(name, prepared)
         return
     if ARGS[:2] == ["delete", "cluster"]:
@@ -324,7 +327,8 @@ def check_schema(chart, values):
 # The CRDs the real charts install (a few of each; kinds mesh uses).
 CHART_CRDS = {
     "base": [("networking.istio.io", "gateways", "Gateway"),
-             ("networking.istio.io", "virtualservices", "VirtualService")],
+             ("networking.istio.io", "virtualservices", "VirtualService"),
+             ("networking.istio.io", "destinationrules", "DestinationRule")],
     "metallb": [("metallb.io", "ipaddresspools", "IPAddressPool"),
                 ("metallb.io", "l2advertisements", "L2Advertisement")],
 }
@@ -561,6 +565,11 @@ def helm():
         gone = releases.pop(f"{ns}/{ARGS[1]}", None)
         save(path, releases)
         if gone:
+            # As helm: what the chart made goes (CRDs stay: Istio's carry
+            # helm.sh/resource-policy: keep, and mesh never deletes kinds).
+            for api_path, obj in chart_objects(gone["chart"], ARGS[1], ns, gone.get("values") or {}):
+                if obj.get("kind") != "CustomResourceDefinition":
+                    request(cluster, user, "DELETE", api_path, missing_ok=True)
             for rev in range(1, gone["revision"] + 1):
                 try:
                     request(cluster, user, "DELETE", f"/api/v1/namespaces/{ns}/secrets/sh.helm.release.v1.{ARGS[1]}.v{rev}")
