@@ -38,6 +38,9 @@ pub struct Target {
     pub provider: Provider,
     pub context: Option<String>,
     pub kubeconfig: Option<String>,
+    /// An existing cluster's API server as the other clusters reach it,
+    /// when its kubeconfig's address is only this machine's.
+    pub api_server: Option<String>,
 }
 
 /// Reads a file `cluster:<c>` recorded (`KUBECONFIG` or
@@ -80,14 +83,64 @@ impl Access {
     }
 }
 
+/// The kubeconfig the plan names, else the user's: every file of
+/// `$KUBECONFIG` that exists, merged as kubectl merges them (else
+/// `~/.kube/config`).
 fn user_kubeconfig(path: Option<&str>) -> Result<String, TaskError> {
-    let path = match path {
-        Some(p) => PathBuf::from(p),
-        None => crate::providers::kubeconfig::path_for_merge(),
-    };
-    let text = crate::cache::read_input_text(&path)
+    if let Some(p) = path {
+        return read_kubeconfig(&PathBuf::from(p));
+    }
+    let files: Vec<PathBuf> = crate::providers::kubeconfig::paths()
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    match files.as_slice() {
+        [] => read_kubeconfig(&crate::providers::kubeconfig::path_for_merge()),
+        [one] => read_kubeconfig(one),
+        many => merge_kubeconfigs(many),
+    }
+}
+
+/// One kubeconfig file, with the files it names read in.
+fn read_kubeconfig(path: &std::path::Path) -> Result<String, TaskError> {
+    let text = crate::cache::read_input_text(path)
         .map_err(|e| TaskError::new(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-    inline_files(&text, &path)
+    inline_files(&text, path)
+}
+
+/// Several kubeconfig files as one, by kubectl's rules: the first file that
+/// names a cluster, user or context wins it, and the first current context
+/// set is the current one. JSON out; a file that is not YAML is named, its
+/// text never quoted (it holds keys).
+fn merge_kubeconfigs(files: &[PathBuf]) -> Result<String, TaskError> {
+    use serde_json::{Value, json};
+    let mut merged = json!({"apiVersion": "v1", "kind": "Config",
+                            "clusters": [], "users": [], "contexts": []});
+    let mut current: Option<String> = None;
+    for path in files {
+        let kc: Value = serde_saphyr::from_str(&read_kubeconfig(path)?).map_err(|_| {
+            TaskError::new(format!(
+                "kubeconfig {} is not YAML (run `kubectl config view --kubeconfig {0}` to see where)",
+                path.display()
+            ))
+        })?;
+        for section in ["clusters", "users", "contexts"] {
+            for entry in kc[section].as_array().into_iter().flatten() {
+                let list = merged[section].as_array_mut().expect("made as an array");
+                if !list.iter().any(|e| e["name"] == entry["name"]) {
+                    list.push(entry.clone());
+                }
+            }
+        }
+        if current.is_none() {
+            current = kc["current-context"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+        }
+    }
+    merged["current-context"] = json!(current.unwrap_or_default());
+    Ok(merged.to_string())
 }
 
 /// A kubeconfig with every file it names read in as data (base64), paths
@@ -171,6 +224,7 @@ impl Target {
             provider: c.provider,
             context: c.context.clone(),
             kubeconfig: c.kubeconfig.clone(),
+            api_server: c.api_server.clone(),
         }
     }
 
@@ -207,6 +261,26 @@ impl Target {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kubeconfig_files_merge_as_kubectl_merges_them() {
+        let d = tempfile::tempdir().unwrap();
+        let one = d.path().join("one");
+        let two = d.path().join("two");
+        std::fs::write(&one, "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: a\n  cluster: {server: https://one:6443}\nusers:\n- name: a\n  user: {token: t1}\ncontexts:\n- name: a\n  context: {cluster: a, user: a}\n").unwrap();
+        std::fs::write(&two, "{\"apiVersion\": \"v1\", \"kind\": \"Config\", \"current-context\": \"b\", \"clusters\": [{\"name\": \"a\", \"cluster\": {\"server\": \"https://shadowed:6443\"}}, {\"name\": \"b\", \"cluster\": {\"server\": \"https://two:6443\"}}], \"users\": [{\"name\": \"b\", \"user\": {\"token\": \"t2\"}}], \"contexts\": [{\"name\": \"b\", \"context\": {\"cluster\": \"b\", \"user\": \"b\"}}]}").unwrap();
+        let kc = super::merge_kubeconfigs(&[one, two]).unwrap();
+        // A context only the second file has is found…
+        let (server, _) = crate::k8s::server_and_ca(&kc, Some("b")).unwrap();
+        assert_eq!(server, "https://two:6443");
+        // …the first file wins a name both have, and its current context.
+        let (server, _) = crate::k8s::server_and_ca(&kc, None).unwrap();
+        assert_eq!(server, "https://one:6443");
+        let err = crate::k8s::server_and_ca(&kc, Some("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no context \"c\""), "{err}");
+    }
+
     use super::*;
 
     #[test]

@@ -59,9 +59,11 @@ pub fn build_counted(
     kinds::cacerts::plan(&mut p);
     kinds::istiod::plan(&mut p);
     kinds::gateway::plan(&mut p);
+    kinds::ingress::plan(&mut p);
     kinds::remote_secret::plan(&mut p);
     kinds::namespace::plan(&mut p);
     kinds::app::plan(&mut p);
+    kinds::locality::plan(&mut p);
     let errors = kinds::user::plan(&mut p);
     let fail = |diags| PlanError {
         file: plan.file.clone(),

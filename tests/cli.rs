@@ -243,10 +243,7 @@ fn editing_a_template_reruns_exactly_its_readers() {
     let p = Project::default_plan();
     p.build();
     p.edit("tasks/kind/cluster.yaml.j2", |t| {
-        t.replace(
-            "  - role: control-plane",
-            "  - role: control-plane\n    labels: {edited: \"yes\"}",
-        )
+        t.replace("kind: Cluster\n", "kind: Cluster\n# edited\n")
     });
     let o = p.build();
     assert_eq!(o.with("ran"), ["render.kind:east", "render.kind:west"]);

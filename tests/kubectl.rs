@@ -18,16 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn kubectl() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("MESH_TEST_KUBECTL") {
-        return Ok(PathBuf::from(p));
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| "no kubectl: set MESH_TEST_KUBECTL or put kubectl on PATH".to_string())
-}
+use common::kubectl;
 
 struct Kubectl {
     bin: PathBuf,

@@ -679,9 +679,14 @@ fn the_metallb_pool_waits_for_metallbs_webhook() {
     // MetalLB's webhook refuses its pool until the controller is up.
     let w = World::new(&["east", "west"]);
     w.set_ready_delay_in("metallb-system", std::time::Duration::from_secs(2));
+    kindnet_pools_come_up(&w);
+}
+
+/// The default plan on kindnet builds, and each cluster has its pool.
+fn kindnet_pools_come_up(w: &World) {
     let plan = default_plan().replace("cni = \"cilium\"", "cni = \"kindnet\"");
     let p = project(&plan);
-    let o = mesh(&w, p.path(), &["build", "--json"]);
+    let o = mesh(w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for c in ["east", "west"] {
         assert_eq!(
@@ -690,6 +695,18 @@ fn the_metallb_pool_waits_for_metallbs_webhook() {
             "{c}"
         );
     }
+}
+
+#[test]
+fn the_metallb_pool_waits_for_metallbs_crds_to_be_served() {
+    // MetalLB's chart ships its CRDs as templates (and Istio's base chart
+    // too): helm does not wait for them, and the controller can be up
+    // before they are Established.
+    let w = World::new(&["east", "west"]);
+    for c in ["east", "west"] {
+        *w.api(c).knobs.crd_delay.lock().unwrap() = std::time::Duration::from_millis(1500);
+    }
+    kindnet_pools_come_up(&w);
 }
 
 #[test]
@@ -2627,4 +2644,312 @@ fn steady(l: &str) -> String {
     } else {
         l
     }
+}
+
+/// The default plan with a locality per cluster (east in two zones' first,
+/// west in another region) and locality load balancing for helloworld.
+fn locality_plan() -> String {
+    let plan = default_plan()
+        .replace(
+            "network = \"network1\"\n",
+            "network = \"network1\"\nregion = \"us-east\"\nzone = \"us-east-1a\"\n",
+        )
+        .replace(
+            "network = \"network2\"\n",
+            "network = \"network2\"\nregion = \"us-west\"\nzone = \"us-west-1a\"\n",
+        )
+        .replace(
+            "verify = \"/hello\"",
+            "verify = \"/hello\"\nlocality = true",
+        );
+    assert!(plan.contains("locality = true") && plan.contains("us-west-1a"));
+    plan
+}
+
+#[test]
+fn locality_keeps_traffic_home_and_failover_moves_all_of_it_and_back() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &locality_plan());
+    // The kind config labelled every node; the rule is on both primaries.
+    for (c, region) in [("east", "us-east"), ("west", "us-west")] {
+        let nodes = w.api(c).list("", "nodes");
+        assert_eq!(nodes.len(), 2, "{c}: a control plane and a worker");
+        for n in &nodes {
+            assert_eq!(
+                n["metadata"]["labels"]["topology.kubernetes.io/region"], region,
+                "{n}"
+            );
+        }
+        let dr = w
+            .api(c)
+            .get(
+                "networking.istio.io",
+                "destinationrules",
+                "istio-system",
+                "helloworld-locality",
+            )
+            .unwrap_or_else(|| panic!("{c}: no DestinationRule"));
+        assert_eq!(dr["spec"]["host"], "helloworld.sample.svc.cluster.local");
+        assert!(dr["spec"]["trafficPolicy"]["outlierDetection"].is_object());
+    }
+
+    // Every request stays in its cluster.
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "20"]).json();
+    assert_eq!(j["passed"], true, "{j:#}");
+    let app = &j["apps"][0];
+    for c in ["east", "west"] {
+        assert_eq!(
+            app["answered_by"][c],
+            serde_json::json!({ c: 20 }),
+            "{app:#}"
+        );
+        assert_eq!(app["local_share"][c], 1.0, "{app:#}");
+    }
+
+    // Failover: each cluster down in turn, every request answered by the
+    // other, then home again.
+    let o = mesh(
+        &w,
+        p.path(),
+        &["verify", "--failover", "--json", "--wait", "20"],
+    );
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let j = o.json();
+    let f = j["failover"].as_array().unwrap();
+    assert_eq!(f.len(), 2, "{j:#}");
+    for (x, (down, up)) in f.iter().zip([("east", "west"), ("west", "east")]) {
+        assert_eq!(x["down"], down);
+        assert_eq!(x["passed"], true, "{x:#}");
+        for c in ["east", "west"] {
+            assert_eq!(
+                x["before"][c]["clusters"],
+                serde_json::json!({ c: 20 }),
+                "{x:#}"
+            );
+            assert_eq!(
+                x["during"][c]["clusters"],
+                serde_json::json!({ up: 20 }),
+                "{x:#}"
+            );
+            assert_eq!(x["during"][c]["unanswered"], 0, "{x:#}");
+            assert_eq!(
+                x["after"][c]["clusters"],
+                serde_json::json!({ c: 20 }),
+                "{x:#}"
+            );
+        }
+    }
+    let text = mesh(&w, p.path(), &["verify", "--failover", "--wait", "20"]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(
+        text.stdout
+            .contains("failover: helloworld with helloworld-v1 scaled to zero in east:"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("before: east 20") && text.stdout.contains("during: west 20"),
+        "{}",
+        text.stdout
+    );
+    // The replicas are back as the manifest has them, and the mesh is as
+    // mesh built it: a rerun changes nothing.
+    for (c, d) in [("east", "helloworld-v1"), ("west", "helloworld-v2")] {
+        let dep = w.api(c).get("apps", "deployments", "sample", d).unwrap();
+        assert_eq!(dep["spec"]["replicas"], 1, "{dep}");
+        assert!(
+            w.api(c)
+                .get("", "pods", "sample", &format!("{d}-fake"))
+                .is_some()
+        );
+    }
+    let before = w.api_mutations();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.with("ran"), Vec::<String>::new());
+    assert_eq!(w.api_mutations(), before);
+}
+
+#[test]
+fn verify_fails_when_locality_is_required_but_off_and_a_build_repairs_it() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &locality_plan());
+    // Once istiod has synced the remote clusters it passes…
+    assert_eq!(mesh(&w, p.path(), &["verify", "--wait", "20"]).code, 0);
+    // …and without the rule, east's callers are spread over both clusters:
+    // half stays home, which is not the majority locality promises.
+    assert!(w.api("east").remove(
+        "networking.istio.io",
+        "destinationrules",
+        "istio-system",
+        "helloworld-locality"
+    ));
+    let o = mesh(&w, p.path(), &["verify", "--wait", "0"]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("NOT LOCAL: 10 of 20 answered in east: locality needs more than half"),
+        "{}",
+        o.stdout
+    );
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "0"]).json();
+    assert_eq!(j["passed"], false);
+    assert_eq!(j["apps"][0]["local_share"]["east"], 0.5);
+    assert_eq!(j["apps"][0]["local_share"]["west"], 1.0);
+    assert!(j["apps"][0]["not_local"]["west"].is_null(), "{j:#}");
+
+    // A rule of the user's own for the host in the app's namespace, without
+    // outlier detection, takes precedence over mesh's and turns it off too.
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.with("ran"), vec!["locality:helloworld:east".to_string()]);
+    assert_eq!(mesh(&w, p.path(), &["verify", "--wait", "20"]).code, 0);
+    w.api("west").put(
+        "networking.istio.io",
+        "destinationrules",
+        "sample",
+        "mine",
+        serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "mine", "namespace": "sample"},
+            "spec": {"host": "helloworld", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}}}),
+    );
+    let j = mesh(&w, p.path(), &["verify", "--json", "--wait", "0"]).json();
+    assert_eq!(j["passed"], false);
+    assert_eq!(j["apps"][0]["local_share"]["west"], 0.5, "{j:#}");
+}
+
+#[test]
+fn failover_without_locality_moves_every_request_to_the_other_cluster() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    let o = mesh(
+        &w,
+        p.path(),
+        &["verify", "--failover", "--json", "--wait", "20"],
+    );
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let j = o.json();
+    let f = j["failover"].as_array().unwrap();
+    assert_eq!(f.len(), 2);
+    for (x, (down, up)) in f.iter().zip([("east", "west"), ("west", "east")]) {
+        assert_eq!(x["down"], down);
+        for c in ["east", "west"] {
+            // Round robin over both clusters before and after; the one
+            // left while the other is down.
+            assert_eq!(x["before"][c]["clusters"][down], 10, "{x:#}");
+            assert_eq!(
+                x["during"][c]["clusters"],
+                serde_json::json!({ up: 20 }),
+                "{x:#}"
+            );
+            assert_eq!(x["after"][c]["clusters"][down], 10, "{x:#}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_during_failover_scales_the_app_back() {
+    let w = World::new(&["east", "west"]);
+    let p = up(&w, &default_plan());
+    // Pods take a while to go: Ctrl-C comes while verify waits for them.
+    w.set_ready_delay_in("sample", std::time::Duration::from_secs(5));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.args(["verify", "--failover", "--wait", "30"])
+        .current_dir(p.path());
+    for (k, v) in w.env() {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let replicas = || {
+        w.api("east")
+            .get("apps", "deployments", "sample", "helloworld-v1")
+            .unwrap()["spec"]["replicas"]
+            .clone()
+    };
+    while replicas() != 0 {
+        assert!(std::time::Instant::now() < deadline, "never scaled down");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: helloworld in east scaled back to helloworld-v1=1"),
+        "{stderr}"
+    );
+    assert_eq!(replicas(), 1);
+}
+
+#[test]
+fn an_ingress_gateway_is_installed_at_its_pinned_address_probed_and_destroyed() {
+    let w = World::new(&["east", "west"]);
+    let plan = default_plan().replace(
+        "network = \"network1\"\n",
+        "network = \"network1\"\ningress = true\n",
+    );
+    let p = up(&w, &plan);
+    // The second address of east's range; the east-west gateway has the first.
+    let ranges: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("out/net/lb-ranges.json")).unwrap(),
+    )
+    .unwrap();
+    let start: std::net::Ipv4Addr = ranges["ranges"]["east"]["start"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let want = std::net::Ipv4Addr::from(u32::from(start) + 1).to_string();
+    let svc = w
+        .api("east")
+        .get("", "services", "istio-system", "istio-ingressgateway")
+        .expect("the ingress gateway's Service");
+    assert_eq!(
+        svc["status"]["loadBalancer"]["ingress"][0]["ip"],
+        want.as_str()
+    );
+    assert_eq!(svc["metadata"]["labels"]["istio"], "ingressgateway");
+    assert!(
+        w.api("west")
+            .get("", "services", "istio-system", "istio-ingressgateway")
+            .is_none(),
+        "only where the plan asks"
+    );
+    assert_eq!(
+        w.releases("east")["istio-system/istio-ingressgateway"]["status"],
+        "deployed"
+    );
+    // A no-op rerun probes it and touches nothing.
+    w.clear_log();
+    let before = w.api_mutations();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("cached").contains(&"ingress:east".to_string()));
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+    assert_eq!(w.api_mutations(), before);
+    // Dropped from the plan, it is uninstalled.
+    std::fs::write(p.path().join("plan.toml"), default_plan()).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        w.api("east")
+            .get(
+                "apps",
+                "deployments",
+                "istio-system",
+                "istio-ingressgateway"
+            )
+            .is_none()
+    );
+    assert!(
+        w.tool_log()
+            .iter()
+            .any(|c| c[0] == "helm" && c[1] == "uninstall" && c[2] == "istio-ingressgateway")
+    );
 }

@@ -420,3 +420,48 @@ fn bad_flag_is_exit_2() {
     let o = p.run(&["build", "--offline", "-j", "0"]);
     assert_eq!(o.code, 2, "{}", o.stderr);
 }
+
+#[test]
+fn locality_without_every_clusters_region() {
+    let plan = edit(
+        "network = \"network1\"\n",
+        "network = \"network1\"\nregion = \"us-east\"\n",
+    )
+    .replace(
+        "placement = { east = \"v1\", west = \"v2\" }",
+        "placement = { east = \"v1\", west = \"v2\" }\nlocality = true",
+    );
+    insta::assert_snapshot!(error_of(&plan));
+}
+
+#[test]
+fn a_zone_without_a_region_and_a_bad_region() {
+    let plan = edit(
+        "network = \"network1\"\n",
+        "network = \"network1\"\nzone = \"us-east-1a\"\n",
+    )
+    .replace(
+        "network = \"network2\"\n",
+        "network = \"network2\"\nregion = \"us west\"\n",
+    );
+    insta::assert_snapshot!(error_of(&plan));
+}
+
+#[test]
+fn an_empty_manifest_directory() {
+    let p = Project::with_plan(&edit(
+        "manifest = \"tasks/apps/helloworld.yaml\"",
+        "manifest = \"apps\"",
+    ));
+    std::fs::create_dir_all(p.path("apps/sub")).unwrap();
+    std::fs::write(p.path("apps/README.md"), "not a manifest\n").unwrap();
+    let o = p.run(&["build", "--offline"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("manifest directory apps has no .yaml or .yml file"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("plan.toml:"), "{}", o.stderr);
+}

@@ -210,7 +210,8 @@ pub enum Command {
         cluster: String,
     },
     /// Send requests from every cluster's client pod to every app with a
-    /// `verify` path; pass only if every version answers from every cluster.
+    /// `verify` path; pass only if every version answers from every cluster
+    /// (with `locality`: if most requests stay in their cluster).
     Verify {
         /// Print one JSON document on stdout instead of text.
         #[arg(long)]
@@ -219,6 +220,12 @@ pub enum Command {
         /// passes (istiod syncs remote clusters some seconds after a build).
         #[arg(long, value_name = "SECS", default_value_t = 120)]
         wait: u64,
+        /// Then, for each app and each cluster it runs in: scale its
+        /// Deployments there to zero, show every request answered by the
+        /// other clusters, scale them back, and report the distribution
+        /// before, during and after.
+        #[arg(long)]
+        failover: bool,
     },
     /// Check the tools and contexts a live build of this plan needs.
     Doctor {
@@ -586,7 +593,11 @@ fn run(cli: Cli) -> Result<(), Exit> {
             let l = load(&plan_file, Build::Live)?;
             adopt(l, &cache_dir, &cluster)
         }
-        Command::Verify { json, wait } => verify(&plan_file, &cache_dir, json, wait),
+        Command::Verify {
+            json,
+            wait,
+            failover,
+        } => verify(&plan_file, &cache_dir, json, wait, failover),
         Command::Doctor { json } => doctor_cmd(&plan_file, json),
     }
 }
@@ -629,7 +640,13 @@ fn clean(dir: &Path, cache_dir: &Path, gc: bool) -> Result<(), Exit> {
     Ok(())
 }
 
-fn verify(plan_path: &Path, cache_dir: &Path, json: bool, wait: u64) -> Result<(), Exit> {
+fn verify(
+    plan_path: &Path,
+    cache_dir: &Path,
+    json: bool,
+    wait: u64,
+    failover: bool,
+) -> Result<(), Exit> {
     let l = load(plan_path, Build::Live)?;
     let Some(cache) = Cache::open_existing(cache_dir) else {
         return Err(fail(
@@ -646,11 +663,34 @@ fn verify(plan_path: &Path, cache_dir: &Path, json: bool, wait: u64) -> Result<(
             wait.as_secs()
         );
     };
-    let report = runtime()?
+    let rt = runtime()?;
+    let mut report = rt
         .block_on(crate::verify::run(
             &l.plan, &l.graph, &cache, wait, progress,
         ))
         .map_err(|e| fail(1, format!("error: {e}")))?;
+    if failover && !report.passed {
+        eprintln!("verify: failover not tried: the mesh does not pass as it is");
+    } else if failover {
+        report.failover = rt
+            .block_on(crate::verify::failover(
+                &l.plan,
+                &cache,
+                wait,
+                interrupted(),
+            ))
+            .map_err(|e| {
+                let code = if e.starts_with("interrupted") { 130 } else { 1 };
+                fail(code, format!("error: {e}"))
+            })?;
+        if report.failover.is_empty() {
+            return Err(fail(
+                1,
+                "error: nothing to fail over: no app with a verify path has Deployments",
+            ));
+        }
+        report.passed = report.failover.iter().all(|f| f.passed);
+    }
     if json {
         print_json(
             "verify",
@@ -1010,7 +1050,7 @@ fn rotate(
     if offline {
         return Ok(());
     }
-    verify(plan_path, cache_dir, false, 120)
+    verify(plan_path, cache_dir, false, 120, false)
 }
 
 /// `mesh destroy --forget-identity`, once everything else is gone: delete

@@ -69,12 +69,22 @@ pub fn run(
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
         let mut files = BTreeSet::from([absolute(plan_file)]);
+        let mut whole: BTreeSet<PathBuf> = BTreeSet::new();
         // A plan error is shown by the load, a failed build by the build:
         // either way the watch goes on (and waits for the fix).
         if let Ok(l) = load_owned(plan_file, target) {
             for src in l.plan.files.values() {
-                if let Origin::Disk(p) = &src.origin {
-                    files.insert(absolute(p));
+                match &src.origin {
+                    Origin::Disk(p) => {
+                        files.insert(absolute(p));
+                    }
+                    // A manifest directory: its files, and any file that
+                    // appears in it.
+                    Origin::Dir(d, members) => {
+                        files.extend(members.iter().map(|p| absolute(p)));
+                        whole.insert(absolute(d));
+                    }
+                    Origin::Embedded => {}
                 }
             }
             if let Err(Exit(130)) = once(&l) {
@@ -85,6 +95,7 @@ pub fn run(
         let want: BTreeSet<PathBuf> = files
             .iter()
             .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .chain(whole.iter().cloned())
             .collect();
         for d in want.difference(&dirs) {
             if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
@@ -101,7 +112,12 @@ pub fn run(
             if files.len() == 1 { "" } else { "s" }
         );
         let changed = rt.block_on(async {
-            let relevant = |paths: &[PathBuf]| paths.iter().any(|p| files.contains(&absolute(p)));
+            let relevant = |paths: &[PathBuf]| {
+                paths
+                    .iter()
+                    .map(|p| absolute(p))
+                    .any(|p| files.contains(&p) || p.parent().is_some_and(|d| whole.contains(d)))
+            };
             // The first relevant event…
             loop {
                 tokio::select! {

@@ -36,8 +36,9 @@ mod wait;
 pub use observe::{Endpoint, unanswered};
 
 pub use objects::{
-    ClusterView, apply_secret, exec_sh, istiod_clusters, lb_ip, reader_token, release_record,
-    release_state, restart_deployment, restart_workloads,
+    ClusterView, apply_secret, deployment_replicas, exec_sh, istiod_clusters, lb_ip, pod_names,
+    reader_token, release_record, release_state, restart_deployment, restart_workloads,
+    scale_deployment,
 };
 pub use wait::{
     wait_crds_established, wait_daemonset, wait_deployment, wait_gateway_address, wait_lb_ip,
@@ -327,7 +328,13 @@ pub fn server_and_ca(
         .iter()
         .find(|c| Some(&c.name) == ctx_name.as_ref())
         .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| kerr("kubeconfig", format!("no context {ctx_name:?}")))?;
+        .ok_or_else(|| {
+            let what = match &ctx_name {
+                Some(c) => format!("no context \"{c}\""),
+                None => "no current context".to_string(),
+            };
+            kerr("kubeconfig", what)
+        })?;
     let cluster = kc
         .clusters
         .iter()

@@ -1,6 +1,7 @@
 //! Particular objects: helm's release records, a Service's LoadBalancer
-//! address, the reader service account's token, a Secret applied whole, and
-//! a command run in an app's pod.
+//! address, the reader service account's token, a Secret applied whole, a
+//! Deployment's scale, the pods of a namespace, and a command run in an
+//! app's pod.
 
 use super::*;
 use k8s_openapi::api::core::v1::Pod;
@@ -310,4 +311,55 @@ pub async fn exec_sh(client: &Client, ns: &str, app: &str, script: &str) -> Resu
     }
     let _ = proc.join().await;
     Ok(out)
+}
+
+/// A Deployment's desired replicas (`spec.replicas`, 1 when unset).
+pub async fn deployment_replicas(client: &Client, ns: &str, name: &str) -> Result<i32, KubeError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = bounded(|| api.get(name))
+        .await
+        .map_err(|e| call_error(format!("cannot read Deployment {ns}/{name}"), e))?;
+    Ok(d.spec.and_then(|s| s.replicas).unwrap_or(1))
+}
+
+/// `kubectl scale`: set a Deployment's replicas through its `scale`
+/// subresource (a merge patch, field manager `mesh-verify`).
+pub async fn scale_deployment(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+) -> Result<(), KubeError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    let pp = PatchParams {
+        field_manager: Some("mesh-verify".into()),
+        ..PatchParams::default()
+    };
+    let merge = Patch::Merge(&patch);
+    bounded(|| api.patch_scale(name, &pp, &merge))
+        .await
+        .map_err(|e| {
+            call_error(
+                format!("cannot scale Deployment {ns}/{name} to {replicas}"),
+                e,
+            )
+        })?;
+    Ok(())
+}
+
+/// The names of the pods in a namespace.
+pub async fn pod_names(client: &Client, ns: &str) -> Result<Vec<String>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let lp = ListParams::default();
+    let list = bounded(|| pods.list(&lp))
+        .await
+        .map_err(|e| format!("cannot list pods in {ns}: {e}"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect())
 }

@@ -2,7 +2,9 @@
 //! clusters only (an existing cluster is never created or deleted).
 //!
 //! `render.kind:<c>` renders the kind config (`tasks/kind/cluster.yaml.j2`:
-//! pod and service subnets, workers, the default CNI off for Cilium).
+//! pod and service subnets, workers, the default CNI off for Cilium, and
+//! the cluster's locality as every node's `topology.kubernetes.io/region`
+//! and `zone` labels, which Istio reads for locality load balancing).
 //! `cluster:<c>` runs `kind create cluster` with it, then records both
 //! kubeconfigs as secret outputs (see `access`). Ownership comes from the
 //! state store's inventory (`state`): the create is recorded as intent
@@ -56,13 +58,16 @@ pub fn plan(p: &mut Planner) {
             continue;
         }
         let n = &c.name;
+        let mut cfg = serde_json::json!({"name": n, "pod_subnet": c.pod_subnet, "service_subnet": c.service_subnet,
+                       "workers": c.workers, "cni": c.cni});
+        // Only when set, so that a plan without localities keeps its keys.
+        for (k, v) in [("region", &c.region), ("zone", &c.zone)] {
+            if let Some(v) = v {
+                cfg[k] = serde_json::json!(v);
+            }
+        }
         let slice = Slice::new()
-            .put(
-                "cluster",
-                super::cluster_path(c),
-                serde_json::json!({"name": n, "pod_subnet": c.pod_subnet, "service_subnet": c.service_subnet,
-                       "workers": c.workers, "cni": c.cni}),
-            )
+            .put("cluster", super::cluster_path(c), cfg)
             .put("kind_node", "versions.kind_node", &plan.versions.kind_node);
         p.render(RenderSpec {
             id: render_id(n),

@@ -41,16 +41,22 @@ pub fn render_id(cluster: &str) -> TaskId {
     TaskId::new(format!("render.gateway:{cluster}"))
 }
 
+/// The Service annotation through which a cluster's LoadBalancer (Cilium's
+/// LB-IPAM or MetalLB) is asked for a given address.
+pub fn lb_annotation(cni: Cni) -> &'static str {
+    match cni {
+        Cni::Cilium => "lbipam.cilium.io/ips",
+        Cni::Kindnet => "metallb.io/loadBalancerIPs",
+    }
+}
+
 pub fn plan(p: &mut Planner) {
     let plan = p.plan;
     for c in plan.clusters.values() {
         let n = &c.name;
         let cpath = super::cluster_path(c);
         let is_kind = c.provider == Provider::Kind;
-        let lb_annotation = match c.cni {
-            Cni::Cilium => "lbipam.cilium.io/ips",
-            Cni::Kindnet => "metallb.io/loadBalancerIPs",
-        };
+        let lb_annotation = lb_annotation(c.cni);
         let mut slice = Slice::new()
             .put(
                 "cluster",

@@ -8,7 +8,9 @@
 //!
 //! `istiod:<c>` installs, in order: for ambient the Gateway API CRDs (from
 //! [`gateway_api_source`], whose value is part of the key), then the charts,
-//! then on a primary a wait until istiod is ready, so that no Gateway is
+//! then a wait for the Istio CRDs whose kinds mesh applies (the base chart
+//! ships them as templates: helm does not wait for them), then on a
+//! primary a wait until istiod is ready, so that no Gateway is
 //! applied before its validation webhook answers. It runs after `cacerts`,
 //! after the cluster's LoadBalancer pool (kind), and on a remote after its
 //! primary's gateway.
@@ -20,7 +22,8 @@ use crate::plan::{Cluster, Mode, Plan, Provider, Role, Topology};
 use crate::providers::helm;
 
 /// 2: rollout-complete waits; ambient waits for its DaemonSets.
-pub const VERSION: u32 = 3;
+/// 4: waits for the Istio CRDs mesh applies kinds of to be Established.
+pub const VERSION: u32 = 4;
 pub const RENDER_VERSION: u32 = 1;
 pub const ISTIO_REPO: &str = "https://istio-release.storage.googleapis.com/charts";
 
@@ -163,6 +166,15 @@ fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
             });
         }
     }
+    // The base chart ships Istio's CRDs as templates, so helm does not wait
+    // for them: the kinds mesh applies (the cross-network Gateway, the
+    // locality DestinationRule) are served only once they are Established.
+    waits.push(Wait::Crds {
+        names: vec![
+            "gateways.networking.istio.io".into(),
+            "destinationrules.networking.istio.io".into(),
+        ],
+    });
     if c.role == Role::Primary {
         // Gateways are applied only once istiod (and its webhook) answers.
         waits.push(Wait::Deployment {

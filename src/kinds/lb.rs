@@ -3,13 +3,16 @@
 //! Applies the pool `render.cni:<c>` rendered (`CiliumLoadBalancerIPPool` +
 //! `CiliumL2AnnouncementPolicy`, or MetalLB's `IPAddressPool` +
 //! `L2Advertisement`) once the CNI chart is installed, so the east-west
-//! gateway's LoadBalancer Service gets the address `net.alloc` pinned.
+//! gateway's LoadBalancer Service gets the address `net.alloc` pinned. On
+//! kindnet it first waits for MetalLB's CRDs to be Established: its chart
+//! ships them as templates, so helm returns before they are served.
 
-use super::step::{Src, Step};
+use super::step::{Src, Step, Wait};
 use super::{LiveSpec, Planner, TaskId, cni};
-use crate::plan::Provider;
+use crate::plan::{Cni, Provider};
 
-pub const VERSION: u32 = 1;
+/// 2: on kindnet, waits for MetalLB's CRDs to be Established first.
+pub const VERSION: u32 = 2;
 
 /// `lb:<c>`
 pub fn id(cluster: &str) -> TaskId {
@@ -32,6 +35,19 @@ pub fn plan(p: &mut Planner) {
                 deps: super::on_cluster(c, vec![cni::id(n), cni::render_id(n)]),
                 action: Step::on(super::target(c))
                     .manifests(vec![Src::dep(cni::render_id(n), cni::LB_POOL)])
+                    .waits(match c.cni {
+                        // MetalLB's chart installs its CRDs as templates:
+                        // helm does not wait for them to be served.
+                        Cni::Kindnet => vec![Wait::Crds {
+                            names: vec![
+                                "ipaddresspools.metallb.io".into(),
+                                "l2advertisements.metallb.io".into(),
+                            ],
+                        }],
+                        // Cilium's operator registers its kinds; the cni
+                        // task waited for it and for the agents.
+                        Cni::Cilium => vec![],
+                    })
                     .action(),
             },
         );

@@ -6,7 +6,7 @@
 //! probing forward past taken slots: adding or removing a cluster leaves the
 //! others' ranges, and therefore their renders, unchanged unless a probe
 //! collides. The east-west gateway of a cluster asks for the first address of
-//! its range, which makes a primary's gateway address, and so its remotes'
+//! its range (an ingress gateway for the second), which makes a primary's gateway address, and so its remotes'
 //! `remotePilotAddress`, known before anything runs. It is pure: offline it
 //! uses `[mesh] kind_subnet`; live it reads the subnet `net.discover` found
 //! (`docker network inspect kind`, once, after the kind clusters exist).
@@ -80,6 +80,14 @@ pub struct LbRange {
     pub start: Ipv4Addr,
     pub end: Ipv4Addr,
     pub gateway_ip: Ipv4Addr,
+}
+
+impl LbRange {
+    /// The address an ingress gateway asks for: the second of the range
+    /// (the east-west gateway has the first).
+    pub fn ingress_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.start) + 1)
+    }
 }
 
 pub const ALLOC_FILE: &str = "lb-ranges.json";

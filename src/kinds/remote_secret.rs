@@ -79,11 +79,12 @@ pub fn plan(p: &mut Planner) {
         .values()
         .map(|c| {
             let n = c.name.as_str();
-            let from = p.share(&Slice::new().put(
-                "from",
-                format!("clusters.{n}"),
-                serde_json::json!({"name": n, "provider": c.provider, "context": c.context, "kubeconfig": c.kubeconfig}),
-            ));
+            let mut access = serde_json::json!({"name": n, "provider": c.provider, "context": c.context, "kubeconfig": c.kubeconfig});
+            // Only when set, so that other plans keep their keys.
+            if let Some(s) = &c.api_server {
+                access["api_server"] = serde_json::json!(s);
+            }
+            let from = p.share(&Slice::new().put("from", format!("clusters.{n}"), access));
             let to = p.share(&Slice::new().put("to", format!("clusters.{n}.name"), n));
             let target = Arc::new(Target::of(c));
             let mut deps = vec![p.resolved(istiod::id(n))];
@@ -146,10 +147,20 @@ impl RemoteSecret {
         use kube::api::ObjectMeta;
         let from = cluster::access(&self.from, &ctx)?;
         let (server, ca) = cluster::internal(&self.from, &ctx)?.server_and_ca()?;
+        let server = self.from.api_server.clone().unwrap_or(server);
         if is_loopback(&server) {
+            let fix = match self.from.provider {
+                Provider::Kind => {
+                    "use its internal address (kind get kubeconfig --internal)".into()
+                }
+                Provider::Kubeconfig => format!(
+                    "set api_server under [clusters.{}] to an address {} reaches \
+                     (a kind cluster's is https://<name>-control-plane:6443)",
+                    self.from.name, self.to.name
+                ),
+            };
             return Err(TaskError::new(format!(
-                "cluster {}'s API server address {server} is not reachable from cluster {}; \
-                 use its internal address (kind get kubeconfig --internal)",
+                "cluster {}'s API server address {server} is not reachable from cluster {}; {fix}",
                 self.from.name, self.to.name
             )));
         }

@@ -35,7 +35,7 @@ pub struct Output {
 /// Data a render pulls from its dependencies before rendering.
 #[derive(Clone, Debug)]
 pub enum Enrich {
-    /// `lb` and `gateway_ip` of this cluster from `net.alloc`.
+    /// `lb`, `gateway_ip` and `ingress_ip` of this cluster from `net.alloc`.
     Lb { cluster: String },
     /// `remote_pilot_address` = the primary's gateway address from `net.alloc`.
     RemotePilot { primary: String },
@@ -53,6 +53,10 @@ fn enrich(
             Enrich::Lb { cluster } => {
                 let r = net::read_range(ctx, cluster)?;
                 v.insert("gateway_ip".into(), Value::String(r.gateway_ip.to_string()));
+                v.insert(
+                    "ingress_ip".into(),
+                    Value::String(r.ingress_ip().to_string()),
+                );
                 v.insert(
                     "lb".into(),
                     serde_json::to_value(r).expect("range serializes"),

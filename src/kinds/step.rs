@@ -229,6 +229,8 @@ pub enum Expect {
     Ip(String),
     /// The one `net.alloc` pinned for this cluster.
     Alloc(String),
+    /// The ingress gateway's address in this cluster's range.
+    AllocIngress(String),
 }
 
 impl Expect {
@@ -237,6 +239,7 @@ impl Expect {
             Expect::Any => Ok(None),
             Expect::Ip(ip) => Ok(Some(ip.clone())),
             Expect::Alloc(c) => Ok(Some(net::read_range(ctx, c)?.gateway_ip.to_string())),
+            Expect::AllocIngress(c) => Ok(Some(net::read_range(ctx, c)?.ingress_ip().to_string())),
         }
     }
 }
@@ -308,6 +311,13 @@ pub enum Wait {
     },
     /// Every Deployment among the applied manifests.
     AppliedDeployments,
+    /// These CustomResourceDefinitions Established (after the charts,
+    /// before the manifests): a chart that installs its CRDs as templates
+    /// (MetalLB's) does not make helm wait for them, and until then their
+    /// kinds are not served.
+    Crds {
+        names: Vec<String>,
+    },
     /// A LoadBalancer Service's address, checked against `expect`.
     LbAddress {
         namespace: String,
@@ -402,6 +412,20 @@ impl Step {
                 Wait::DaemonSet { namespace, name } => {
                     let client = access.client().await?;
                     k8s::wait_daemonset(&client, namespace, name, wait_timeout()).await?;
+                }
+                Wait::Crds { names } => {
+                    let client = access.client().await?;
+                    let refs: Vec<k8s::ObjRef> = names
+                        .iter()
+                        .map(|n| k8s::ObjRef {
+                            api_version: "apiextensions.k8s.io/v1".into(),
+                            kind: "CustomResourceDefinition".into(),
+                            namespace: None,
+                            name: n.clone(),
+                            hash: String::new(),
+                        })
+                        .collect();
+                    k8s::wait_crds_established(&client, &refs, wait_timeout()).await?;
                 }
                 _ => {}
             }

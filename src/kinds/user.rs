@@ -84,7 +84,7 @@ fn cycles(plan: &Plan) -> Option<Diag> {
 
 fn live(plan: &Plan, t: &UserTask, after: Vec<TaskId>) -> LiveSpec {
     let c = &plan.clusters[&t.cluster];
-    let mut files = vec![];
+    let mut files = t.inputs.clone();
     match &t.action {
         UserAction::Manifest { path } => files.push(path.clone()),
         UserAction::Chart {

@@ -160,6 +160,16 @@ pub struct Cluster {
     pub primary: Option<String>,
     /// For an existing cluster: the east-west gateway's address, when known.
     pub gateway_ip: Option<Ipv4Addr>,
+    /// The locality of the cluster's nodes (`topology.kubernetes.io/region`
+    /// and `zone`): mesh labels a kind cluster's nodes with it; an existing
+    /// cluster's nodes must carry it already.
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    /// An Istio ingress gateway in this cluster (`istio-ingressgateway`).
+    pub ingress: bool,
+    /// For an existing cluster: its API server as the other clusters reach
+    /// it (remote secrets), when its kubeconfig names a local address.
+    pub api_server: Option<String>,
 }
 
 /// Which documents of an app manifest go to a cluster.
@@ -189,6 +199,13 @@ pub struct App {
     pub placement: BTreeMap<String, Selector>,
     /// The HTTP path `mesh verify` requests on this app's Service, if any.
     pub verify: Option<String>,
+    /// Locality load balancing: a DestinationRule on every primary keeps
+    /// the app's traffic in the caller's locality while it has endpoints
+    /// there, and fails over to the nearest other when it has none.
+    pub locality: bool,
+    /// The app's Service (the one named as the app, else the first with a
+    /// port) and its first port, from its manifest.
+    pub service: Option<(String, u64)>,
 }
 
 /// `[verify]`: how `mesh verify` sends traffic.
@@ -224,6 +241,10 @@ pub struct UserTask {
     pub name: String,
     pub cluster: String,
     pub action: UserAction,
+    /// Files and directories its command reads (a Kustomize overlay, say):
+    /// plan files, hashed into its key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
     /// Task ids this one runs after, with where each was written.
     #[serde(skip)]
     pub after: Vec<(String, Range<usize>)>,
@@ -233,6 +254,9 @@ pub struct UserTask {
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Disk(PathBuf),
+    /// A directory of manifests: its `.yaml` and `.yml` files, in name
+    /// order, read as one multi-document text.
+    Dir(PathBuf, Vec<PathBuf>),
     Embedded,
 }
 
@@ -355,6 +379,27 @@ pub fn parse(file: &str, text: &str, dir: &Path) -> Result<Plan, PlanError> {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+/// An app's Service, from its manifest: the one named as the app, else
+/// the first with a port: (name, its first port).
+pub fn manifest_service(text: &str, app: &str) -> Option<(String, u64)> {
+    let docs = crate::yaml::yaml_docs(text).ok()?;
+    let services: Vec<(String, u64)> = docs
+        .iter()
+        .filter(|d| d.value["kind"] == "Service")
+        .filter_map(|d| {
+            Some((
+                d.value.pointer("/metadata/name")?.as_str()?.to_string(),
+                d.value.pointer("/spec/ports/0/port")?.as_u64()?,
+            ))
+        })
+        .collect();
+    services
+        .iter()
+        .find(|(n, _)| n == app)
+        .or(services.first())
+        .cloned()
 }
 
 /// The `metadata.labels.version` values found in a multi-document manifest.

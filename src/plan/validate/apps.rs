@@ -32,7 +32,7 @@ impl Validator {
                 );
             }
             let manifest = ra.manifest.get_ref().clone();
-            let versions = if self.load_file(&manifest, Some(ra.manifest.span()), "manifest") {
+            let versions = if self.load_manifest(&manifest, ra.manifest.span()) {
                 match manifest_versions(&self.files[&manifest].text) {
                     Ok(v) => Some(v),
                     Err(e) => {
@@ -91,6 +91,35 @@ impl Validator {
                 }
                 placement.insert(cluster.clone(), selector);
             }
+            let service = versions
+                .is_some()
+                .then(|| manifest_service(&self.files[&manifest].text, name))
+                .flatten();
+            let locality = ra.locality.as_ref().is_some_and(|l| *l.get_ref());
+            if let Some(l) = ra.locality.as_ref().filter(|l| *l.get_ref()) {
+                if versions.is_some() && service.is_none() {
+                    self.err(
+                        Diag::new(format!(
+                            "app {name}: locality needs a Service in {manifest}"
+                        ))
+                        .at(l.span(), "no Service with a port to route")
+                        .hint("the DestinationRule mesh writes is for the app's first Service"),
+                    );
+                }
+                for c in clusters.values().filter(|c| c.region.is_none()) {
+                    self.err(
+                        Diag::new(format!(
+                            "app {name}: locality needs every cluster's region; cluster {} has none",
+                            c.name
+                        ))
+                        .at(l.span(), "locality load balancing")
+                        .hint(format!(
+                            "set region (and zone) under [clusters.{}]: without it every endpoint is in one locality",
+                            c.name
+                        )),
+                    );
+                }
+            }
             apps.insert(
                 name.clone(),
                 App {
@@ -99,6 +128,8 @@ impl Validator {
                     namespace,
                     placement,
                     verify: ra.verify.as_ref().map(|v| v.get_ref().clone()),
+                    locality,
+                    service,
                 },
             );
         }
@@ -229,12 +260,19 @@ impl Validator {
                         .collect()
                 })
                 .unwrap_or_default();
+            let mut inputs = Vec::new();
+            for i in rt.inputs.iter().flatten() {
+                if self.load_tree(i.get_ref(), i.span()) {
+                    inputs.push(i.get_ref().clone());
+                }
+            }
             tasks.insert(
                 name.clone(),
                 UserTask {
                     name: name.clone(),
                     cluster: rt.cluster.get_ref().clone(),
                     action,
+                    inputs,
                     after,
                 },
             );

@@ -133,6 +133,24 @@ impl Validator {
                         None
                     }
                 });
+        for (v, key) in [(&rc.region, "region"), (&rc.zone, "zone")] {
+            if let Some(v) = v
+                && !is_label_value(v.get_ref())
+            {
+                self.err(
+                    Diag::new(format!("bad {key} {:?}", v.get_ref()))
+                        .at(v.span(), "not a label value")
+                        .hint(format!("it becomes the nodes' topology.kubernetes.io/{key} label: letters, digits, '-', '_' and '.', at most 63")),
+                );
+            }
+        }
+        if let (Some(z), None) = (&rc.zone, &rc.region) {
+            self.err(
+                Diag::new(format!("cluster {name} has a zone but no region"))
+                    .at(z.span(), "zone without region")
+                    .hint("a locality is region, then zone: set region too"),
+            );
+        }
         Cluster {
             name: name.clone(),
             provider,
@@ -146,6 +164,10 @@ impl Validator {
             role,
             primary,
             gateway_ip,
+            region: rc.region.as_ref().map(|s| s.get_ref().clone()),
+            zone: rc.zone.as_ref().map(|s| s.get_ref().clone()),
+            ingress: rc.ingress.as_ref().is_some_and(|i| *i.get_ref()),
+            api_server: rc.api_server.as_ref().map(|s| s.get_ref().clone()),
         }
     }
 
@@ -180,6 +202,14 @@ impl Validator {
                         );
                     }
                 }
+                if let Some(s) = &rc.api_server {
+                    self.err(
+                        Diag::new("api_server applies to provider = \"kubeconfig\" only").at(
+                            s.span(),
+                            "kind clusters' internal address comes from kind get kubeconfig --internal",
+                        ),
+                    );
+                }
                 if let Some(s) = &rc.gateway_ip {
                     self.err(
                         Diag::new("gateway_ip applies to provider = \"kubeconfig\" only").at(
@@ -190,6 +220,15 @@ impl Validator {
                 }
             }
             Provider::Kubeconfig => {
+                if let Some(s) = &rc.api_server
+                    && !(s.get_ref().starts_with("https://") && s.get_ref().len() > 8)
+                {
+                    self.err(
+                        Diag::new(format!("bad api_server {:?}", s.get_ref()))
+                            .at(s.span(), "not an https:// URL")
+                            .hint("the address the other clusters reach, e.g. \"https://cluster1-control-plane:6443\""),
+                    );
+                }
                 if rc.context.is_none() {
                     self.err(
                         Diag::new(format!("existing cluster {name} needs a context"))

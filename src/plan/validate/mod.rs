@@ -156,6 +156,167 @@ impl Validator {
         }
     }
 
+    /// Load an app's manifest: a file as [`Self::load_file`] does, or a
+    /// directory, whose `.yaml` and `.yml` files (not its subdirectories)
+    /// are read in name order and joined into one multi-document text,
+    /// hashed as one input.
+    fn load_manifest(&mut self, name: &str, span: Range<usize>) -> bool {
+        let dir = self.dir.join(name);
+        if self.files.contains_key(name) || !dir.is_dir() {
+            return self.load_file(name, Some(span), "manifest");
+        }
+        let listed = std::fs::read_dir(&dir).and_then(|r| {
+            let mut v = Vec::new();
+            for e in r {
+                let p = e?.path();
+                let yaml = p.extension().is_some_and(|x| x == "yaml" || x == "yml");
+                if yaml && p.is_file() {
+                    v.push(p);
+                }
+            }
+            v.sort();
+            Ok(v)
+        });
+        let members = match listed {
+            Ok(m) if m.is_empty() => {
+                self.err(
+                    Diag::new(format!(
+                        "manifest directory {name} has no .yaml or .yml file"
+                    ))
+                    .at(span, "empty directory"),
+                );
+                return false;
+            }
+            Ok(m) => m,
+            Err(e) => {
+                self.err(
+                    Diag::new(format!("cannot read manifest directory {name}: {e}"))
+                        .at(span, "unreadable"),
+                );
+                return false;
+            }
+        };
+        let mut text = String::new();
+        for m in &members {
+            match crate::cache::read_input_text(m) {
+                Ok(t) => {
+                    if !text.is_empty() {
+                        text.push_str("---\n");
+                    }
+                    text.push_str(&t);
+                    if !t.ends_with('\n') {
+                        text.push('\n');
+                    }
+                }
+                Err(e) => {
+                    self.err(
+                        Diag::new(format!("cannot read {}: {e}", m.display()))
+                            .at(span.clone(), "in this manifest directory"),
+                    );
+                    return false;
+                }
+            }
+        }
+        let rel = |p: &PathBuf| PathBuf::from(name).join(p.file_name().unwrap_or_default());
+        self.files.insert(
+            name.to_string(),
+            Source {
+                origin: Origin::Dir(PathBuf::from(name), members.iter().map(rel).collect()),
+                digest: Digest::of_bytes(text.as_bytes()),
+                text: text.into(),
+            },
+        );
+        true
+    }
+
+    /// Load a user task's input: a file, or a directory with everything
+    /// under it (in path order). Its digest covers each file's path
+    /// relative to the input, its length and its bytes, so a rename, an
+    /// added or a removed file changes it as an edit does; binary files are
+    /// fine. Its text is the list of those paths.
+    fn load_tree(&mut self, name: &str, span: Range<usize>) -> bool {
+        if self.files.contains_key(name) {
+            return true;
+        }
+        let root = self.dir.join(name);
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
+            entries.sort();
+            for p in entries {
+                if p.is_dir() {
+                    walk(&p, out)?;
+                } else {
+                    out.push(p);
+                }
+            }
+            Ok(())
+        }
+        let mut members = Vec::new();
+        let listed = if root.is_dir() {
+            walk(&root, &mut members)
+        } else if root.exists() {
+            members.push(root.clone());
+            Ok(())
+        } else {
+            self.err(
+                Diag::new(format!("missing input: {name}"))
+                    .at(span, "no such file or directory")
+                    .hint(format!(
+                        "paths are relative to the plan's directory ({})",
+                        self.dir.display()
+                    )),
+            );
+            return false;
+        };
+        if let Err(e) = listed {
+            self.err(Diag::new(format!("cannot read input {name}: {e}")).at(span, "unreadable"));
+            return false;
+        }
+        let mut h = blake3::Hasher::new();
+        let mut text = String::new();
+        let mut rel_members = Vec::new();
+        for m in &members {
+            let rel = m
+                .strip_prefix(&root)
+                .unwrap_or(m)
+                .to_string_lossy()
+                .into_owned();
+            let bytes = match crate::cache::read_input(m) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.err(
+                        Diag::new(format!("cannot read {}: {e}", m.display()))
+                            .at(span, "in this input"),
+                    );
+                    return false;
+                }
+            };
+            h.update(&(rel.len() as u64).to_le_bytes());
+            h.update(rel.as_bytes());
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+            text.push_str(&rel);
+            text.push('\n');
+            rel_members.push(PathBuf::from(name).join(m.strip_prefix(&root).unwrap_or(m)));
+        }
+        let origin = if root.is_dir() {
+            Origin::Dir(PathBuf::from(name), rel_members)
+        } else {
+            Origin::Disk(PathBuf::from(name))
+        };
+        self.files.insert(
+            name.to_string(),
+            Source {
+                origin,
+                digest: Digest(*h.finalize().as_bytes()),
+                text: text.into(),
+            },
+        );
+        true
+    }
+
     fn version(&mut self, v: &Option<Spanned<String>>, default: &str, what: &str) -> String {
         match v {
             None => default.to_string(),
