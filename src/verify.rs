@@ -531,7 +531,23 @@ pub async fn failover(
                     None => Ok(()),
                 }
             };
-            let (before, _) = until(plan, cache, app, Duration::ZERO, all_answered).await;
+            // Ctrl-C is heard in every phase: before the scale-down nothing
+            // is to undo; from it on, the replicas are restored first.
+            let scaled_back = || {
+                format!(
+                    "interrupted: {} in {down} scaled back to {}",
+                    app.name,
+                    saved
+                        .iter()
+                        .map(|(_, n, r)| format!("{n}={r}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let (before, _) = tokio::select! {
+                r = until(plan, cache, app, Duration::ZERO, all_answered) => r,
+                _ = &mut stop => return Err("interrupted: nothing was scaled".into()),
+            };
             let answered_before = before.values().any(|t| t.clusters.contains_key(down));
             // Down, checked, and back up; Ctrl-C skips to the restore.
             let trial = async {
@@ -553,15 +569,7 @@ pub async fn failover(
             let restored = scale_all(&client, &saved, wait).await;
             let Some(outcome) = outcome else {
                 restored?;
-                return Err(format!(
-                    "interrupted: {} in {down} scaled back to {}",
-                    app.name,
-                    saved
-                        .iter()
-                        .map(|(_, n, r)| format!("{n}={r}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                return Err(scaled_back());
             };
             let (during, mut problem) = match outcome {
                 Ok(x) => x,
@@ -576,14 +584,17 @@ pub async fn failover(
             let (after, after_problem) = match restored {
                 Err(e) => (BTreeMap::new(), Some(format!("restoring: {e}"))),
                 Ok(()) => {
-                    until(plan, cache, app, wait, |t| {
+                    let back = until(plan, cache, app, wait, |t| {
                         all_answered(t)?;
                         if answered_before && !t.values().any(|t| t.clusters.contains_key(down)) {
                             return Err(format!("{down} does not answer again"));
                         }
                         Ok(())
-                    })
-                    .await
+                    });
+                    tokio::select! {
+                        r = back => r,
+                        _ = &mut stop => return Err(scaled_back()),
+                    }
                 }
             };
             let problem = problem

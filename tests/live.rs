@@ -774,16 +774,7 @@ fn api_servers_asleep_mid_build_fail_it_as_unreachable_and_the_next_run_resumes(
     w.set_ready_delay_in("istio-system", std::time::Duration::from_secs(3));
     w.set_env("MESH_RETRY_TIMEOUT", "3");
     let p = project(&default_plan());
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.args(["build", "--json"]).current_dir(p.path());
-    for (k, v) in w.env() {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fake::spawn_mesh(&w, p.path(), &["build", "--json"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // helm is done with istiod in both clusters; mesh awaits its rollout.
     while ["east", "west"]
@@ -1047,12 +1038,7 @@ fn ctrl_c_mid_bring_up_stops_children_and_the_next_run_resumes() {
     let w = World::new(&["east", "west"]);
     w.configure(serde_json::json!({"delay": {"helm upgrade istiod": 30}}));
     let p = project(&default_plan());
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.args(["build"]).current_dir(p.path());
-    for (k, v) in w.env() {
-        cmd.env(k, v);
-    }
-    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = fake::spawn_mesh(&w, p.path(), &["build"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // Interrupt helm in the middle of the istiod install (its release is
     // recorded pending).
@@ -2853,17 +2839,7 @@ fn ctrl_c_during_failover_scales_the_app_back() {
     let p = up(&w, &default_plan());
     // Pods take a while to go: Ctrl-C comes while verify waits for them.
     w.set_ready_delay_in("sample", std::time::Duration::from_secs(5));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.args(["verify", "--failover", "--wait", "30"])
-        .current_dir(p.path());
-    for (k, v) in w.env() {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = fake::spawn_mesh(&w, p.path(), &["verify", "--failover", "--wait", "30"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let replicas = || {
         w.api("east")

@@ -454,6 +454,20 @@ pub fn project(plan: &str) -> tempfile::TempDir {
     d
 }
 
+/// Start mesh in `dir` within `world`, its output piped, without waiting
+/// for it (a test that interrupts it).
+pub fn spawn_mesh(world: &World, dir: &Path, args: &[&str]) -> std::process::Child {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
+    c.args(args).current_dir(dir);
+    for (k, v) in world.env() {
+        c.env(k, v);
+    }
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Run mesh in `dir` within `world`.
 pub fn mesh(world: &World, dir: &Path, args: &[&str]) -> crate::common::Out {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
