@@ -64,6 +64,7 @@ pub fn build_counted(
     kinds::namespace::plan(&mut p);
     kinds::app::plan(&mut p);
     kinds::locality::plan(&mut p);
+    kinds::prometheus::plan(&mut p);
     let errors = kinds::user::plan(&mut p);
     let fail = |diags| PlanError {
         file: plan.file.clone(),

@@ -220,6 +220,14 @@ fn locality_failover() {
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     let j = o.json();
     assert_eq!(j["apps"][0]["local_share"]["cluster1"], 1.0, "{j:#}");
+    for c in ["cluster1", "cluster2"] {
+        assert!(
+            w.api(c)
+                .get("apps", "deployments", "istio-system", "prometheus-server")
+                .is_some(),
+            "{c}: Prometheus"
+        );
+    }
     let f = &j["failover"][0];
     assert_eq!(f["down"], "cluster1");
     assert_eq!(

@@ -2929,3 +2929,46 @@ fn an_ingress_gateway_is_installed_at_its_pinned_address_probed_and_destroyed() 
             .any(|c| c[0] == "helm" && c[1] == "uninstall" && c[2] == "istio-ingressgateway")
     );
 }
+
+#[test]
+fn the_prometheus_addon_is_installed_in_every_cluster_probed_and_removed() {
+    let w = World::new(&["east", "west"]);
+    let plan = format!("{}\n[addons]\nprometheus = true\n", default_plan());
+    let p = up(&w, &plan);
+    for c in ["east", "west"] {
+        let r = &w.releases(c)["istio-system/prometheus"];
+        assert_eq!(r["status"], "deployed", "{c}: {r}");
+        assert_eq!(r["chart"], "prometheus");
+        assert_eq!(r["version"], "27.19.0");
+        assert_eq!(
+            r["values"]["server"]["global"]["external_labels"]["cluster"],
+            c
+        );
+        assert!(
+            w.api(c)
+                .get("apps", "deployments", "istio-system", "prometheus-server")
+                .is_some(),
+            "{c}"
+        );
+    }
+    // A no-op rerun probes it and touches nothing.
+    w.clear_log();
+    let before = w.api_mutations();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("cached").contains(&"prometheus:east".to_string()));
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+    assert_eq!(w.api_mutations(), before);
+    // Dropped from the plan, it is uninstalled everywhere.
+    std::fs::write(p.path().join("plan.toml"), default_plan()).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for c in ["east", "west"] {
+        assert!(
+            w.api(c)
+                .get("apps", "deployments", "istio-system", "prometheus-server")
+                .is_none(),
+            "{c}"
+        );
+    }
+}

@@ -53,6 +53,7 @@ pub mod locality;
 pub mod namespace;
 pub mod net;
 pub mod pki;
+pub mod prometheus;
 pub mod remote_secret;
 pub mod render;
 pub mod step;

@@ -142,6 +142,15 @@ pub struct Versions {
     pub metallb: String,
     pub gateway_api: String,
     pub kind_node: String,
+    /// The prometheus-community `prometheus` chart (`[addons] prometheus`).
+    pub prometheus: String,
+}
+
+/// `[addons]`: observability the plan asks for, in every cluster.
+#[derive(Serialize, Clone, Debug, Default)]
+pub struct Addons {
+    /// Prometheus, scraping the mesh's workloads and proxies.
+    pub prometheus: bool,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -282,6 +291,7 @@ pub struct Plan {
     pub apps: BTreeMap<String, App>,
     pub tasks: BTreeMap<String, UserTask>,
     pub verify: Verify,
+    pub addons: Addons,
     /// Logical file name (`tasks/kind/cluster.yaml.j2`, an app's manifest
     /// path) → its bytes.
     pub files: BTreeMap<String, Source>,

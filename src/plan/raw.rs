@@ -25,6 +25,14 @@ pub(super) struct RawPlan {
     pub(super) templates: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub(super) verify: RawVerify,
+    #[serde(default)]
+    pub(super) addons: RawAddons,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAddons {
+    pub(super) prometheus: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +73,7 @@ pub(super) struct RawVersions {
     pub(super) metallb: Option<Spanned<String>>,
     pub(super) gateway_api: Option<Spanned<String>>,
     pub(super) kind_node: Option<Spanned<String>>,
+    pub(super) prometheus: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

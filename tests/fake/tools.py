@@ -349,8 +349,9 @@ def chart_objects(chart, release, ns, values):
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/istiod" % ns,
                      {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "istiod", "labels": {"app": "istiod"}},
                       "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "istiod"}}}}}))
-    # The operators and controllers the real charts run.
-    deployments = {"metallb": "metallb-controller", "cilium": "cilium-operator"}
+    # The operators, controllers and servers the real charts run.
+    deployments = {"metallb": "metallb-controller", "cilium": "cilium-operator",
+                   "prometheus": f"{release}-server"}
     if chart in deployments:
         name = deployments[chart]
         objs.append(("/apis/apps/v1/namespaces/%s/deployments/%s" % (ns, name),
@@ -364,6 +365,15 @@ def chart_objects(chart, release, ns, values):
                      {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "labels": {"k8s-app": name}},
                       "spec": {"selector": {"matchLabels": {"k8s-app": name}},
                                "template": {"metadata": {"labels": {"k8s-app": name}}}}}))
+    if chart == "prometheus":
+        # Like the chart: the server's Service on port 80, nothing else
+        # (the values turn the bundled exporters off: the fake checks it).
+        for sub in ("alertmanager", "kube-state-metrics", "prometheus-node-exporter", "prometheus-pushgateway"):
+            if values.get(sub, {}).get("enabled", True):
+                die(f"fake helm: the prometheus chart would install {sub}: mesh turns it off")
+        objs.append(("/api/v1/namespaces/%s/services/%s-server" % (ns, release),
+                     {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{release}-server"},
+                      "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 80, "targetPort": 9090}]}}))
     if chart == "gateway":
         name = values.get("name", release)
         svc = values.get("service", {})

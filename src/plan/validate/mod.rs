@@ -383,6 +383,9 @@ impl Validator {
             apps,
             tasks,
             verify,
+            addons: Addons {
+                prometheus: raw.addons.prometheus.is_some_and(|p| *p.get_ref()),
+            },
             files: std::mem::take(&mut self.files),
         }
     }
@@ -733,6 +736,7 @@ impl Validator {
             metallb: self.version(&rv.metallb, "0.15.2", "metallb"),
             gateway_api: self.version(&rv.gateway_api, "1.4.0", "gateway_api"),
             kind_node: self.version(&rv.kind_node, "v1.34.0", "kind_node"),
+            prometheus: self.version(&rv.prometheus, "27.19.0", "prometheus"),
         }
     }
 
