@@ -65,6 +65,7 @@ pub fn build_counted(
     kinds::app::plan(&mut p);
     kinds::locality::plan(&mut p);
     kinds::prometheus::plan(&mut p);
+    kinds::kiali::plan(&mut p);
     let errors = kinds::user::plan(&mut p);
     let fail = |diags| PlanError {
         file: plan.file.clone(),

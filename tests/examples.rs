@@ -228,6 +228,17 @@ fn locality_failover() {
             "{c}: Prometheus"
         );
     }
+    assert!(
+        w.api("cluster1")
+            .get(
+                "",
+                "secrets",
+                "istio-system",
+                "kiali-remote-cluster-secret-cluster2"
+            )
+            .is_some(),
+        "Kiali in cluster1 reads cluster2"
+    );
     let f = &j["failover"][0];
     assert_eq!(f["down"], "cluster1");
     assert_eq!(

@@ -2972,3 +2972,150 @@ fn the_prometheus_addon_is_installed_in_every_cluster_probed_and_removed() {
         );
     }
 }
+
+#[test]
+fn kiali_in_the_first_primary_reads_every_cluster_and_leaves_with_the_plan() {
+    let w = World::new(&["east", "west"]);
+    let plan = format!(
+        "{}\n[addons]\nprometheus = true\nkiali = true\n",
+        default_plan()
+    );
+    let p = up(&w, &plan);
+    // The server in east (the first primary), its Prometheus, and only the
+    // service account in west.
+    let east = w.api("east");
+    assert!(
+        east.get("apps", "deployments", "istio-system", "kiali")
+            .is_some()
+    );
+    let values = &w.releases("east")["istio-system/kiali"]["values"];
+    assert_eq!(
+        values["external_services"]["prometheus"]["url"],
+        "http://prometheus-server.istio-system:80"
+    );
+    assert_eq!(values["kubernetes_config"]["cluster_name"], "east");
+    assert!(
+        w.api("west")
+            .get("apps", "deployments", "istio-system", "kiali")
+            .is_none()
+    );
+    assert!(
+        w.api("west")
+            .get("", "serviceaccounts", "istio-system", "kiali")
+            .is_some()
+    );
+    // west's credentials for Kiali, in east, as Kiali looks for them: the
+    // kiali service account's token and west's internal address.
+    let s = east
+        .get(
+            "",
+            "secrets",
+            "istio-system",
+            "kiali-remote-cluster-secret-west",
+        )
+        .expect("the kiali remote cluster secret");
+    assert_eq!(s["metadata"]["labels"]["kiali.io/multiCluster"], "true");
+    assert_eq!(s["metadata"]["annotations"]["kiali.io/cluster"], "west");
+    let kc = b64d(&s["data"]["west"]);
+    assert!(kc.contains("https://west-control-plane:6443"), "{kc}");
+    assert!(
+        kc.contains("fake-token-west-kiali-multi-cluster-token"),
+        "{kc}"
+    );
+    assert!(
+        east.get(
+            "",
+            "secrets",
+            "istio-system",
+            "kiali-remote-cluster-secret-east"
+        )
+        .is_none()
+    );
+    // Kiali reads the secret when it starts: it was restarted after it.
+    let d = east
+        .get("apps", "deployments", "istio-system", "kiali")
+        .unwrap();
+    assert!(
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .is_string(),
+        "{d}"
+    );
+    // A no-op rerun touches nothing.
+    w.clear_log();
+    let before = w.api_mutations();
+    let o = mesh(&w, p.path(), &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.with("cached").contains(&"kiali-secret:west".to_string()));
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+    assert_eq!(w.api_mutations(), before);
+    // Dropped from the plan, Kiali and its secret go; Prometheus stays.
+    std::fs::write(
+        p.path().join("plan.toml"),
+        format!("{}\n[addons]\nprometheus = true\n", default_plan()),
+    )
+    .unwrap();
+    let o = mesh(&w, p.path(), &["build", "--json", "--yes"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        east.get(
+            "",
+            "secrets",
+            "istio-system",
+            "kiali-remote-cluster-secret-west"
+        )
+        .is_none()
+    );
+    assert!(
+        east.get("apps", "deployments", "istio-system", "kiali")
+            .is_none()
+    );
+    assert!(
+        east.get("apps", "deployments", "istio-system", "prometheus-server")
+            .is_some()
+    );
+}
+
+#[test]
+fn a_cluster_leaving_the_plan_takes_its_kiali_secret_out_of_kialis_home() {
+    let w = World::new(&["east", "west"]);
+    let addons = "\n[addons]\nprometheus = true\nkiali = true\n";
+    let p = up(&w, &format!("{}{addons}", default_plan()));
+    assert!(
+        w.api("east")
+            .get(
+                "",
+                "secrets",
+                "istio-system",
+                "kiali-remote-cluster-secret-west"
+            )
+            .is_some()
+    );
+    let plan = default_plan()
+        .replace(
+            "[clusters.west]\nprovider = \"kind\"\nnetwork = \"network2\"\npod_subnet = \"10.21.0.0/16\"\nservice_subnet = \"172.22.0.0/16\"\nworkers = 1\ncni = \"cilium\"\n",
+            "",
+        )
+        .replace("placement = { east = \"v1\", west = \"v2\" }", "placement = { east = [\"v1\", \"v2\"] }")
+        .replace("placement = { east = \"*\", west = \"*\" }", "placement = { east = \"*\" }");
+    assert!(!plan.contains("[clusters.west]"), "{plan}");
+    std::fs::write(p.path().join("plan.toml"), format!("{plan}{addons}")).unwrap();
+    let o = mesh(&w, p.path(), &["build", "--yes", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.kind_clusters(), ["east"]);
+    // Kiali in east no longer reads a cluster that is gone.
+    assert!(
+        w.api("east")
+            .get(
+                "",
+                "secrets",
+                "istio-system",
+                "kiali-remote-cluster-secret-west"
+            )
+            .is_none()
+    );
+    assert!(
+        w.api("east")
+            .get("apps", "deployments", "istio-system", "kiali")
+            .is_some()
+    );
+}

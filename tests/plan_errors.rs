@@ -465,3 +465,8 @@ fn an_empty_manifest_directory() {
     );
     assert!(o.stderr.contains("plan.toml:"), "{}", o.stderr);
 }
+
+#[test]
+fn kiali_without_prometheus() {
+    insta::assert_snapshot!(error_of(&format!("{BASE}\n[addons]\nkiali = true\n")));
+}

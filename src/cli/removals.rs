@@ -74,7 +74,11 @@ impl Leftover {
 pub(super) fn leftovers(l: &Loaded, cache: &Cache, gone: &[String]) -> Vec<Leftover> {
     let mut out: Vec<(Leftover, Vec<String>)> = Vec::new();
     for id in cache.record_ids() {
-        if l.graph.find(&id).is_some() || gone.iter().any(|g| of_cluster(&id, g)) {
+        // A task named after a cluster that leaves goes with it, unless it
+        // recorded that it acted elsewhere (Kiali's secret for that cluster
+        // lives in Kiali's home); remote secrets have their own pass below.
+        let of_gone = gone.iter().any(|g| of_cluster(&id, g));
+        if l.graph.find(&id).is_some() || (of_gone && id.starts_with("remote-secret:")) {
             continue;
         }
         let Load::Ok(rec) = cache.load(&id) else {
@@ -88,6 +92,9 @@ pub(super) fn leftovers(l: &Loaded, cache: &Cache, gone: &[String]) -> Vec<Lefto
         };
         let recorded = exec::recorded_file(cache, &id, kinds::step::CLUSTER)
             .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if of_gone && recorded.as_ref().is_none_or(|c| gone.contains(c)) {
+            continue;
+        }
         let Some(cluster) = recorded.or_else(|| cluster_of(&id)) else {
             continue;
         };

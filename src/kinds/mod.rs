@@ -48,6 +48,7 @@ pub mod cni;
 pub mod gateway;
 pub mod ingress;
 pub mod istiod;
+pub mod kiali;
 pub mod lb;
 pub mod locality;
 pub mod namespace;

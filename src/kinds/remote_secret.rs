@@ -10,6 +10,9 @@
 //! `networking.istio.io/cluster: <from>`) whose one key `<from>` holds a
 //! kubeconfig: <from>'s internal server address (never 127.0.0.1: the other
 //! cluster cannot reach it), its CA data and the reader's bearer token.
+//!
+//! The action ([`RemoteSecret`]) takes a [`Flavor`]: [`ISTIO`] here; the
+//! Kiali add-on (`kiali`) writes its own kind of remote secret with it.
 
 use super::step::{Receipt, content_hash, unreachable, wait_timeout};
 use super::{LiveSpec, Planner, Slice, TaskId, cluster, istiod};
@@ -119,6 +122,7 @@ pub fn plan(p: &mut Planner) {
                     action: Arc::new(RemoteSecret {
                         from: pa.target.clone(),
                         to: pb.target.clone(),
+                        flavor: &ISTIO,
                     }),
                 }
             },
@@ -126,19 +130,49 @@ pub fn plan(p: &mut Planner) {
     }
 }
 
-/// `remote-secret:<from>-><to>`.
+/// Whose remote secret: the service account whose token it carries and
+/// how the Secret is named and marked for its reader to find it.
+#[derive(Debug)]
+pub struct Flavor {
+    /// The service account in <from>, in `istio-system`.
+    pub sa: &'static str,
+    /// Its long-lived token Secret.
+    pub token_secret: &'static str,
+    /// The Secret in <to> is this followed by <from>'s name.
+    pub prefix: &'static str,
+    /// The label its reader selects by.
+    pub label: (&'static str, &'static str),
+    /// The annotation naming <from>.
+    pub cluster_annotation: &'static str,
+    /// A Deployment in <to> that reads such Secrets only when it starts.
+    pub restart: Option<&'static str>,
+    /// Its undo is needed only on an existing <to>: it leaves the plan with
+    /// its clusters, and a kind cluster's deletion takes it.
+    pub undo_on_kind: bool,
+}
+
+/// istiod's, as `istioctl create-remote-secret` writes it.
+pub const ISTIO: Flavor = Flavor {
+    sa: "istio-reader-service-account",
+    token_secret: "istio-reader-service-account-istio-remote-secret-token",
+    prefix: "istio-remote-secret-",
+    label: ("istio/multiCluster", "true"),
+    cluster_annotation: "networking.istio.io/cluster",
+    restart: None,
+    undo_on_kind: false,
+};
+
+/// `remote-secret:<from>-><to>` (and, in another flavor, Kiali's).
 #[derive(Clone, Debug)]
 pub struct RemoteSecret {
     pub from: Arc<Target>,
     pub to: Arc<Target>,
+    pub flavor: &'static Flavor,
 }
-
-pub const READER_SA: &str = "istio-reader-service-account";
-pub const READER_TOKEN_SECRET: &str = "istio-reader-service-account-istio-remote-secret-token";
 
 impl RemoteSecret {
     fn secret_name(&self) -> String {
-        format!("istio-remote-secret-{}", self.from.name)
+        format!("{}{}", self.flavor.prefix, self.from.name)
     }
 
     async fn go(self, ctx: Ctx) -> Result<Vec<OutFile>, TaskError> {
@@ -169,15 +203,18 @@ impl RemoteSecret {
         let token = k8s::reader_token(
             &from_client,
             "istio-system",
-            READER_SA,
-            READER_TOKEN_SECRET,
+            self.flavor.sa,
+            self.flavor.token_secret,
             wait_timeout(),
         )
         .await
         .map_err(|e| {
             TaskError::tool(
                 "kubernetes",
-                format!("cannot get the reader token in {}: {}", self.from.name, e),
+                format!(
+                    "cannot get the token of {} in {}: {}",
+                    self.flavor.sa, self.from.name, e
+                ),
             )
         })?;
         let name = &self.from.name;
@@ -201,10 +238,16 @@ impl RemoteSecret {
             metadata: ObjectMeta {
                 name: Some(self.secret_name()),
                 namespace: Some("istio-system".into()),
-                labels: Some([("istio/multiCluster".to_string(), "true".to_string())].into()),
+                labels: Some(
+                    [(
+                        self.flavor.label.0.to_string(),
+                        self.flavor.label.1.to_string(),
+                    )]
+                    .into(),
+                ),
                 annotations: Some(
                     [
-                        ("networking.istio.io/cluster".to_string(), name.clone()),
+                        (self.flavor.cluster_annotation.to_string(), name.clone()),
                         (k8s::HASH_ANNOTATION.to_string(), hash.clone()),
                     ]
                     .into(),
@@ -224,6 +267,17 @@ impl RemoteSecret {
                 ),
             )
         })?;
+        // A reader that reads its secrets only when it starts.
+        if let Some(deployment) = self.flavor.restart {
+            k8s::restart_deployment(&to_client, "istio-system", deployment, wait_timeout())
+                .await
+                .map_err(|e| {
+                    TaskError::tool(
+                        "kubernetes",
+                        format!("cannot restart {deployment} in {}: {e}", self.to.name),
+                    )
+                })?;
+        }
         let receipt = Receipt {
             objects: vec![ObjRef {
                 api_version: "v1".into(),
@@ -232,6 +286,9 @@ impl RemoteSecret {
                 name: self.secret_name(),
                 hash,
             }],
+            // Where it lives: how it is found and removed once it leaves
+            // the plan while <to> stays.
+            cluster: Some(self.to.name.clone()),
             ..Default::default()
         };
         Ok(receipt.files())
@@ -253,7 +310,7 @@ impl Action for RemoteSecret {
     }
 
     fn undo(&self, ctx: Ctx) -> Option<BoxFuture<Result<(), TaskError>>> {
-        if self.to.provider == Provider::Kind {
+        if self.to.provider == Provider::Kind && !self.flavor.undo_on_kind {
             return None;
         }
         let this = self.clone();

@@ -144,6 +144,8 @@ pub struct Versions {
     pub kind_node: String,
     /// The prometheus-community `prometheus` chart (`[addons] prometheus`).
     pub prometheus: String,
+    /// The `kiali-server` chart (`[addons] kiali`).
+    pub kiali: String,
 }
 
 /// `[addons]`: observability the plan asks for, in every cluster.
@@ -151,6 +153,8 @@ pub struct Versions {
 pub struct Addons {
     /// Prometheus, scraping the mesh's workloads and proxies.
     pub prometheus: bool,
+    /// Kiali in the first primary, reading every cluster.
+    pub kiali: bool,
 }
 
 #[derive(Serialize, Clone, Debug)]

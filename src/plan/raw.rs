@@ -33,6 +33,7 @@ pub(super) struct RawPlan {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAddons {
     pub(super) prometheus: Option<Spanned<bool>>,
+    pub(super) kiali: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +75,7 @@ pub(super) struct RawVersions {
     pub(super) gateway_api: Option<Spanned<String>>,
     pub(super) kind_node: Option<Spanned<String>>,
     pub(super) prometheus: Option<Spanned<String>>,
+    pub(super) kiali: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -365,6 +365,18 @@ def chart_objects(chart, release, ns, values):
                      {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name, "labels": {"k8s-app": name}},
                       "spec": {"selector": {"matchLabels": {"k8s-app": name}},
                                "template": {"metadata": {"labels": {"k8s-app": name}}}}}))
+    if chart == "kiali-server":
+        # Its service account (and role) everywhere; the server only where
+        # it is not asked for the remote cluster's resources alone.
+        objs.append(("/api/v1/namespaces/%s/serviceaccounts/kiali" % ns,
+                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kiali"}}))
+        if not values.get("deployment", {}).get("remote_cluster_resources_only"):
+            objs.append(("/apis/apps/v1/namespaces/%s/deployments/kiali" % ns,
+                         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kiali", "labels": {"app": "kiali"}},
+                          "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "kiali"}}}}}))
+            objs.append(("/api/v1/namespaces/%s/services/kiali" % ns,
+                         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kiali"},
+                          "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 20001}]}}))
     if chart == "prometheus":
         # Like the chart: the server's Service on port 80, nothing else
         # (the values turn the bundled exporters off: the fake checks it).

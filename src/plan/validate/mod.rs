@@ -383,9 +383,7 @@ impl Validator {
             apps,
             tasks,
             verify,
-            addons: Addons {
-                prometheus: raw.addons.prometheus.is_some_and(|p| *p.get_ref()),
-            },
+            addons: self.addons(&raw.addons),
             files: std::mem::take(&mut self.files),
         }
     }
@@ -729,6 +727,23 @@ impl Validator {
         }
     }
 
+    /// `[addons]`: Kiali needs Prometheus.
+    fn addons(&mut self, ra: &RawAddons) -> Addons {
+        let on = |x: &Option<Spanned<bool>>| x.as_ref().is_some_and(|x| *x.get_ref());
+        let a = Addons {
+            prometheus: on(&ra.prometheus),
+            kiali: on(&ra.kiali),
+        };
+        if let (Some(k), false) = (ra.kiali.as_ref().filter(|_| a.kiali), a.prometheus) {
+            self.err(
+                Diag::new("the kiali add-on needs the prometheus add-on")
+                    .at(k.span(), "kiali reads its metrics from Prometheus")
+                    .hint("add prometheus = true to [addons]"),
+            );
+        }
+        a
+    }
+
     /// `[versions]`.
     fn versions(&mut self, rv: &RawVersions) -> Versions {
         Versions {
@@ -737,6 +752,7 @@ impl Validator {
             gateway_api: self.version(&rv.gateway_api, "1.4.0", "gateway_api"),
             kind_node: self.version(&rv.kind_node, "v1.34.0", "kind_node"),
             prometheus: self.version(&rv.prometheus, "27.19.0", "prometheus"),
+            kiali: self.version(&rv.kiali, "2.21.0", "kiali"),
         }
     }
 
