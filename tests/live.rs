@@ -3119,3 +3119,51 @@ fn a_cluster_leaving_the_plan_takes_its_kiali_secret_out_of_kialis_home() {
             .is_some()
     );
 }
+
+#[test]
+fn mesh_open_kiali_forwards_a_local_port_to_kiali_until_ctrl_c() {
+    use std::io::{BufRead, Read, Write};
+    let w = World::new(&["east", "west"]);
+    // Without the add-on there is nothing to open: said, with the fix.
+    let p = up(&w, &default_plan());
+    let o = mesh(&w, p.path(), &["open", "kiali"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("add kiali = true"), "{}", o.stderr);
+
+    let plan = format!(
+        "{}\n[addons]\nprometheus = true\nkiali = true\n",
+        default_plan()
+    );
+    std::fs::write(p.path().join("plan.toml"), plan).unwrap();
+    assert_eq!(mesh(&w, p.path(), &["build"]).code, 0);
+    let mut child = fake::spawn_mesh(&w, p.path(), &["open", "kiali", "--port", "0"]);
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Kiali (cluster east): ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/kiali")
+        .to_string();
+    // Two requests, each its own forward to the pod through east's API.
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /kiali HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+        assert!(
+            resp.contains("fake Kiali in pod kiali-fake: GET /kiali"),
+            "{resp}"
+        );
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+}

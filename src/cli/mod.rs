@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 mod init;
 mod inspect;
+mod open;
 mod removals;
 mod watch;
 use inspect::{plan_cmd, status, why};
@@ -226,6 +227,16 @@ pub enum Command {
         /// before, during and after.
         #[arg(long)]
         failover: bool,
+    },
+    /// Open an add-on's web UI: forward a local port to it through the API
+    /// server (as kubectl port-forward) and print its URL, until Ctrl-C.
+    Open {
+        /// What to open.
+        #[arg(value_enum)]
+        what: open::Ui,
+        /// The local port on 127.0.0.1 (0: any free one).
+        #[arg(long, default_value_t = 20001)]
+        port: u16,
     },
     /// Check the tools and contexts a live build of this plan needs.
     Doctor {
@@ -598,6 +609,7 @@ fn run(cli: Cli) -> Result<(), Exit> {
             wait,
             failover,
         } => verify(&plan_file, &cache_dir, json, wait, failover),
+        Command::Open { what, port } => open::run(&plan_file, &cache_dir, what, port),
         Command::Doctor { json } => doctor_cmd(&plan_file, json),
     }
 }

@@ -29,9 +29,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+mod forward;
 mod objects;
 mod observe;
 mod wait;
+
+pub use forward::{forward, running_pod};
 
 pub use observe::{Endpoint, unanswered};
 

@@ -1264,6 +1264,9 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
     if plural == "pods" && r.sub.as_deref() == Some("exec") {
         return Ok(exec(st, req, ns, r.name.clone().unwrap_or_default()));
     }
+    if plural == "pods" && r.sub.as_deref() == Some("portforward") {
+        return Ok(portforward(st, req, ns, r.name.clone().unwrap_or_default()));
+    }
     let q = query(&req);
     match (method, &r.name) {
         (Method::GET, None) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -1618,6 +1621,89 @@ fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> 
         let mut done = vec![3u8];
         done.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
         let _ = ws.send(Message::Binary(done.into())).await;
+        let _ = ws.close(None).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .header("sec-websocket-protocol", "v4.channel.k8s.io")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap()
+}
+
+/// `pods/<name>/portforward` over a websocket (v4.channel.k8s.io), as the
+/// kubelet serves it: for the port asked, channel 0 carries data and
+/// channel 1 errors, each opened by a frame naming the port (2 bytes, little
+/// endian). What listens: Kiali's server on 20001 of a Kiali pod, which
+/// answers one HTTP request; anything else is refused on the error channel.
+fn portforward(
+    st: Arc<State>,
+    mut req: Request<Incoming>,
+    ns: String,
+    pod: String,
+) -> Response<Body> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        return status(400, "BadRequest", "portforward needs a websocket upgrade");
+    };
+    let Some(p) = st.get("", "pods", &ns, &pod) else {
+        return status(404, "NotFound", &format!("pods \"{pod}\" not found"));
+    };
+    let port: u16 = query(&req)
+        .get("ports")
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    let kiali = p["metadata"]["labels"]["app.kubernetes.io/name"] == "kiali" && port == 20001;
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let [lo, hi] = port.to_le_bytes();
+        for ch in [0u8, 1] {
+            let _ = ws.send(Message::Binary(vec![ch, lo, hi].into())).await;
+        }
+        if !kiali {
+            let msg = format!(
+                "error forwarding port {port} to pod {pod}: dial tcp4 127.0.0.1:{port}: connect: connection refused"
+            );
+            let mut frame = vec![1u8];
+            frame.extend_from_slice(msg.as_bytes());
+            let _ = ws.send(Message::Binary(frame.into())).await;
+            let _ = ws.close(None).await;
+            return;
+        }
+        let mut request = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(b) = m
+                && b.first() == Some(&0)
+            {
+                request.extend_from_slice(&b[1..]);
+                if request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+        let line = String::from_utf8_lossy(&request)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let body = format!("<title>Kiali</title> fake Kiali in pod {pod}: {line}\n");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(resp.as_bytes());
+        let _ = ws.send(Message::Binary(frame.into())).await;
         let _ = ws.close(None).await;
     });
     Response::builder()

@@ -373,7 +373,8 @@ def chart_objects(chart, release, ns, values):
         if not values.get("deployment", {}).get("remote_cluster_resources_only"):
             objs.append(("/apis/apps/v1/namespaces/%s/deployments/kiali" % ns,
                          {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "kiali", "labels": {"app": "kiali"}},
-                          "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": "kiali"}}}}}))
+                          "spec": {"replicas": 1, "template": {"metadata": {"labels": {
+                              "app": "kiali", "app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": "kiali"}}}}}))
             objs.append(("/api/v1/namespaces/%s/services/kiali" % ns,
                          {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kiali"},
                           "spec": {"type": "ClusterIP", "ports": [{"name": "http", "port": 20001}]}}))
