@@ -2863,6 +2863,22 @@ fn ctrl_c_during_failover_scales_the_app_back() {
     assert_eq!(replicas(), 1);
 }
 
+/// A rerun of a built mesh: `id` among the cached (probed, not rerun),
+/// no tool call that changes anything, no API write.
+fn rerun_is_a_noop(w: &World, dir: &std::path::Path, id: &str) {
+    w.clear_log();
+    let before = w.api_mutations();
+    let o = mesh(w, dir, &["build", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.with("cached").contains(&id.to_string()),
+        "{id}: {}",
+        o.stdout
+    );
+    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
+    assert_eq!(w.api_mutations(), before);
+}
+
 #[test]
 fn an_ingress_gateway_is_installed_at_its_pinned_address_probed_and_destroyed() {
     let w = World::new(&["east", "west"]);
@@ -2902,13 +2918,7 @@ fn an_ingress_gateway_is_installed_at_its_pinned_address_probed_and_destroyed() 
         "deployed"
     );
     // A no-op rerun probes it and touches nothing.
-    w.clear_log();
-    let before = w.api_mutations();
-    let o = mesh(&w, p.path(), &["build", "--json"]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.with("cached").contains(&"ingress:east".to_string()));
-    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
-    assert_eq!(w.api_mutations(), before);
+    rerun_is_a_noop(&w, p.path(), "ingress:east");
     // Dropped from the plan, it is uninstalled.
     std::fs::write(p.path().join("plan.toml"), default_plan()).unwrap();
     let o = mesh(&w, p.path(), &["build", "--json", "--yes"]);
@@ -2952,13 +2962,7 @@ fn the_prometheus_addon_is_installed_in_every_cluster_probed_and_removed() {
         );
     }
     // A no-op rerun probes it and touches nothing.
-    w.clear_log();
-    let before = w.api_mutations();
-    let o = mesh(&w, p.path(), &["build", "--json"]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.with("cached").contains(&"prometheus:east".to_string()));
-    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
-    assert_eq!(w.api_mutations(), before);
+    rerun_is_a_noop(&w, p.path(), "prometheus:east");
     // Dropped from the plan, it is uninstalled everywhere.
     std::fs::write(p.path().join("plan.toml"), default_plan()).unwrap();
     let o = mesh(&w, p.path(), &["build", "--json", "--yes"]);
@@ -3041,13 +3045,7 @@ fn kiali_in_the_first_primary_reads_every_cluster_and_leaves_with_the_plan() {
         "{d}"
     );
     // A no-op rerun touches nothing.
-    w.clear_log();
-    let before = w.api_mutations();
-    let o = mesh(&w, p.path(), &["build", "--json"]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.with("cached").contains(&"kiali-secret:west".to_string()));
-    assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
-    assert_eq!(w.api_mutations(), before);
+    rerun_is_a_noop(&w, p.path(), "kiali-secret:west");
     // Dropped from the plan, Kiali and its secret go; Prometheus stays.
     std::fs::write(
         p.path().join("plan.toml"),

@@ -1597,7 +1597,7 @@ fn all_values(req: &Request<Incoming>, key: &str) -> Vec<String> {
 /// status on channel 3.
 fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> Response<Body> {
     use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return status(400, "BadRequest", "exec needs a websocket upgrade");
     };
@@ -1623,14 +1623,7 @@ fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> 
         let _ = ws.send(Message::Binary(done.into())).await;
         let _ = ws.close(None).await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-        .header("sec-websocket-protocol", "v4.channel.k8s.io")
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap()
+    switching_protocols(&key)
 }
 
 /// `pods/<name>/portforward` over a websocket (v4.channel.k8s.io), as the
@@ -1645,7 +1638,7 @@ fn portforward(
     pod: String,
 ) -> Response<Body> {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key, protocol::Role};
+    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return status(400, "BadRequest", "portforward needs a websocket upgrade");
     };
@@ -1706,6 +1699,13 @@ fn portforward(
         let _ = ws.send(Message::Binary(frame.into())).await;
         let _ = ws.close(None).await;
     });
+    switching_protocols(&key)
+}
+
+/// The 101 answer to a websocket upgrade in the binary channel protocol
+/// (exec, portforward).
+fn switching_protocols(key: &hyper::header::HeaderValue) -> Response<Body> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("upgrade", "websocket")
