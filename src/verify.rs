@@ -554,6 +554,14 @@ pub async fn failover(
                 scale_all(&client, &zero, wait).await?;
                 let (during, problem) = until(plan, cache, app, wait, |t| {
                     all_answered(t)?;
+                    // An answer that names no pod cannot show where it
+                    // came from: the check would pass whatever answered.
+                    if let Some((c, t)) = t.iter().find(|(_, t)| t.clusters.contains_key("?")) {
+                        return Err(format!(
+                            "{} answers from {c} name no pod of any cluster (instance: <pod>), so which cluster answered is unknown",
+                            t.clusters["?"]
+                        ));
+                    }
                     match t.iter().find(|(_, t)| t.clusters.contains_key(down)) {
                         Some((c, _)) => Err(format!("{c} still reached {down}")),
                         None => Ok(()),

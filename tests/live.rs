@@ -3165,3 +3165,37 @@ fn mesh_open_kiali_forwards_a_local_port_to_kiali_until_ctrl_c() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
 }
+
+#[test]
+fn failover_fails_when_the_answers_do_not_say_which_pod_gave_them() {
+    // http-echo answers its text alone: verify sees the version, but not
+    // which cluster answered, so a failover check could not fail.
+    let w = World::new(&["east", "west"]);
+    let plan = default_plan().replace("verify = \"/hello\"", "")
+        + "\n[apps.echo]\nmanifest = \"echo.yaml\"\nnamespace = \"sample\"\nplacement = { east = \"*\", west = \"*\" }\nverify = \"/\"\n";
+    let p = project(&plan);
+    std::fs::write(
+        p.path().join("echo.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: echo\nspec:\n  ports:\n    - port: 5678\n  selector:\n    app: echo\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: echo\n  labels:\n    app: echo\n    version: v1\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: echo\n  template:\n    metadata:\n      labels:\n        app: echo\n        version: v1\n    spec:\n      containers:\n        - name: echo\n          image: docker.io/hashicorp/http-echo:1.0\n          args: [\"-text=echo version: v1\"]\n",
+    )
+    .unwrap();
+    let o = mesh(&w, p.path(), &["build"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = mesh(
+        &w,
+        p.path(),
+        &["verify", "--failover", "--json", "--wait", "20"],
+    );
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    let j = o.json();
+    assert_eq!(j["apps"][0]["reached"]["east"]["v1"], 20, "{j:#}");
+    let f = &j["failover"][0];
+    assert_eq!(f["passed"], false, "{f:#}");
+    assert!(
+        f["problem"]
+            .as_str()
+            .unwrap()
+            .contains("name no pod of any cluster"),
+        "{f:#}"
+    );
+}

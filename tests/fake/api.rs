@@ -883,7 +883,8 @@ impl State {
                             "metadata": {"name": pod_key.3, "namespace": key.2,
                                          "labels": o["spec"]["template"]["metadata"]["labels"].clone(),
                                          "annotations": {"fake.mesh/trusts": trusts, "fake.mesh/root": root}},
-                            "spec": {"nodeName": me.schedule()},
+                            "spec": {"nodeName": me.schedule(),
+                                     "containers": o["spec"]["template"]["spec"]["containers"].clone()},
                             "status": {"phase": "Running"}});
                         me.write(pod_key, pod, "ADDED");
                     }
@@ -1917,22 +1918,29 @@ impl State {
                     } else {
                         2
                     };
-                    endpoints.push((
-                        v,
-                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                        priority,
-                    ));
+                    // What the pod's server says: http-echo its -text, as
+                    // is (no instance name); helloworld its version and pod.
+                    let echo = p["spec"]["containers"][0]["args"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|a| a.as_str()?.strip_prefix("-text=").map(str::to_string));
+                    let name = p["metadata"]["name"].as_str().unwrap_or("");
+                    let says =
+                        echo.unwrap_or_else(|| format!("Hello version: {v}, instance: {name}"));
+                    endpoints.push((says, priority));
                 }
             }
         }
-        if by_locality && let Some(best) = endpoints.iter().map(|e| e.2).min() {
-            endpoints.retain(|e| e.2 == best);
+        if by_locality && let Some(best) = endpoints.iter().map(|e| e.1).min() {
+            endpoints.retain(|e| e.1 == best);
         }
         let mut out = String::new();
         for i in 0..n {
             match endpoints.get(i % endpoints.len().max(1)) {
-                Some((v, pod, _)) if !endpoints.is_empty() => {
-                    out.push_str(&format!("Hello version: {v}, instance: {pod}\n"))
+                Some((says, _)) if !endpoints.is_empty() => {
+                    out.push_str(says);
+                    out.push('\n');
                 }
                 _ => out.push_str("upstream connect error or disconnect/reset before headers\n"),
             }
