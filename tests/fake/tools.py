@@ -418,6 +418,22 @@ def chart_objects(chart, release, ns, values):
     return objs
 
 
+def update_releases(path, key, r):
+    """Set (or, with None, drop) one release in the cluster's state file,
+    under a lock: helm processes for one cluster run in parallel, and real
+    helm keeps each release in its own Secrets, so none loses another's."""
+    import fcntl
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = load(path, {})
+        if r is None:
+            current.pop(key, None)
+        else:
+            current[key] = r
+        save(path, current)
+
+
 def set_release(cluster, user, path, releases, ns, release, r):
     """Record revision r["revision"] of a release, as helm does: in the
     state file, and as a Secret in the release's namespace (earlier
@@ -434,7 +450,7 @@ def set_release(cluster, user, path, releases, ns, release, r):
     if rev > 1:
         record(rev - 1, "superseded")
     record(rev, r["status"])
-    save(path, releases)
+    update_releases(path, f"{ns}/{release}", r)
 
 
 def ensure_namespace(cluster, user, ns):
@@ -586,7 +602,7 @@ def helm():
     if verb == "uninstall":
         knobs("uninstall", ARGS[1])
         gone = releases.pop(f"{ns}/{ARGS[1]}", None)
-        save(path, releases)
+        update_releases(path, f"{ns}/{ARGS[1]}", None)
         if gone:
             # As helm: what the chart made goes (CRDs stay: Istio's carry
             # helm.sh/resource-policy: keep, and mesh never deletes kinds).
