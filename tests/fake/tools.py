@@ -418,6 +418,24 @@ def chart_objects(chart, release, ns, values):
     return objs
 
 
+def latest_status(cluster, user, ns, release):
+    """The status of a release's latest revision, from its Secrets (as
+    helm reads it); "" when it has none."""
+    got = request(cluster, user, "GET",
+                  f"/api/v1/namespaces/{ns}/secrets?labelSelector=owner%3Dhelm%2Cname%3D{release}",
+                  missing_ok=True) or {}
+    best = (-1, "")
+    for item in got.get("items", []):
+        labels = item.get("metadata", {}).get("labels", {})
+        try:
+            version = int(labels.get("version", ""))
+        except ValueError:
+            continue
+        if version > best[0]:
+            best = (version, labels.get("status", ""))
+    return best[1]
+
+
 def update_releases(path, key, r):
     """Set (or, with None, drop) one release in the cluster's state file,
     under a lock: helm processes for one cluster run in parallel, and real
@@ -523,8 +541,10 @@ def helm():
         key = f"{ns}/{release}"
         old = releases.get(key, {})
         # Like helm: a release whose last operation never finished blocks
-        # every later one.
-        if old.get("status", "").startswith("pending-"):
+        # every later one. Helm reads that from the release's Secrets (the
+        # record mesh also reads), not from this file, which a helm killed
+        # between the two writes leaves behind.
+        if latest_status(cluster, user, ns, release).startswith("pending-"):
             die("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress")
         values = {}
         if flag("--values"):
