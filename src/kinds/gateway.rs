@@ -52,9 +52,11 @@ pub fn lb_annotation(cni: Cni) -> &'static str {
 
 pub fn plan(p: &mut Planner) {
     let plan = p.plan;
+    let externals = istiod::external_istiods(plan);
     for c in plan.clusters.values() {
         let n = &c.name;
         let cpath = super::cluster_path(c);
+        let external = externals.contains(n.as_str());
         let is_kind = c.provider == Provider::Kind;
         let lb_annotation = lb_annotation(c.cni);
         let mut slice = Slice::new()
@@ -92,7 +94,7 @@ pub fn plan(p: &mut Planner) {
                         &dir,
                     ),
                 ];
-                if istiod::external_istiod(plan, c) {
+                if external {
                     v.push(Out::new(
                         "tasks/gateway/expose-istiod.yaml.j2",
                         EXPOSE_ISTIOD,
@@ -110,11 +112,11 @@ pub fn plan(p: &mut Planner) {
             enrich,
             deps,
         });
-        p.live(|| id(n), "gateway", VERSION, || live(plan, c));
+        p.live(|| id(n), "gateway", VERSION, || live(plan, c, external));
     }
 }
 
-fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
+fn live(plan: &Plan, c: &Cluster, external: bool) -> LiveSpec {
     let (mesh, n) = (&plan.mesh, &c.name);
     let is_kind = c.provider == Provider::Kind;
     let rg = render_id(n);
@@ -136,7 +138,7 @@ fn live(plan: &Plan, c: &Cluster) -> LiveSpec {
     let step = match mesh.mode {
         Mode::Sidecar => {
             let mut manifests = vec![Src::dep(rg.clone(), CROSS_NETWORK)];
-            if istiod::external_istiod(plan, c) {
+            if external {
                 manifests.push(Src::dep(rg.clone(), EXPOSE_ISTIOD));
             }
             let chart = Chart {

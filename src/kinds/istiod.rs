@@ -37,13 +37,17 @@ pub fn render_id(cluster: &str) -> TaskId {
     TaskId::new(format!("render.istio:{cluster}"))
 }
 
-/// Does `c` run istiod for remotes (primary-remote, a primary with remotes)?
-pub fn external_istiod(plan: &Plan, c: &Cluster) -> bool {
-    plan.mesh.topology == Topology::PrimaryRemote
-        && plan
-            .clusters
-            .values()
-            .any(|r| r.primary.as_deref() == Some(c.name.as_str()))
+/// The clusters that run istiod for remotes (primary-remote: the primaries
+/// some remote names), found in one pass so that asking per cluster stays
+/// linear in the clusters.
+pub fn external_istiods(plan: &Plan) -> std::collections::HashSet<&str> {
+    if plan.mesh.topology != Topology::PrimaryRemote {
+        return Default::default();
+    }
+    plan.clusters
+        .values()
+        .filter_map(|r| r.primary.as_deref())
+        .collect()
 }
 
 /// Where the Gateway API CRDs come from: `MESH_GATEWAY_API_CRDS` (a file or
@@ -58,10 +62,11 @@ pub fn plan(p: &mut Planner) {
     let plan = p.plan;
     let mesh = &plan.mesh;
     let mode = super::mode_str(plan);
+    let externals = external_istiods(plan);
     for c in plan.clusters.values() {
         let n = &c.name;
         let cpath = super::cluster_path(c);
-        let external = external_istiod(plan, c);
+        let external = externals.contains(n.as_str());
         let mut slice = Slice::new()
             .put(
                 "mesh",
