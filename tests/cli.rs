@@ -509,10 +509,13 @@ fn corrupted_blob_or_record_is_detected_and_rebuilt() {
         .to_string();
     let blob = p.path(&format!("cache/blobs/{}/{}", &digest[..2], digest));
     std::fs::write(&blob, b"garbage").unwrap();
-    // Truncate another task's record.
-    let rec = p.path("cache/records/render.istio%3Awest");
-    let text = std::fs::read(&rec).unwrap();
-    std::fs::write(&rec, &text[..text.len() / 2]).unwrap();
+    // Damage another task's record in the log: one byte of its JSON.
+    let log = p.path("cache/records.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let head = b"{\"id\":\"render.istio:west\"";
+    let at = bytes.windows(head.len()).rposition(|w| w == head).unwrap();
+    bytes[at + 40] ^= 1;
+    std::fs::write(&log, &bytes).unwrap();
 
     let status = p.run(&["status"]);
     assert!(
@@ -599,9 +602,7 @@ fn killed_build_then_rerun_converges_with_valid_outputs() {
     // Kill once some, but not all, tasks have been recorded.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = std::fs::read_dir(p.path("cache/records"))
-            .map(|d| d.count())
-            .unwrap_or(0);
+        let n = common::recorded(p.dir.path()).len();
         if n >= 3 || Instant::now() > deadline {
             break;
         }
@@ -610,7 +611,7 @@ fn killed_build_then_rerun_converges_with_valid_outputs() {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());
-    let recorded = std::fs::read_dir(p.path("cache/records")).unwrap().count();
+    let recorded = common::recorded(p.dir.path()).len();
     assert!(
         recorded < PURE_TASKS,
         "the kill came too late to test anything ({recorded} records)"
@@ -648,12 +649,7 @@ fn ctrl_c_stops_the_build_records_nothing_half_done_and_the_next_run_resumes() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(p.path("cache/records"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-        < 2
-        && Instant::now() < deadline
-    {
+    while common::recorded(p.dir.path()).len() < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     // SAFETY: signalling our own child.
@@ -671,11 +667,10 @@ fn ctrl_c_stops_the_build_records_nothing_half_done_and_the_next_run_resumes() {
     // reported as not done.
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["interrupted"], true);
+    let ids = common::recorded(p.dir.path());
     for t in doc["tasks"].as_array().unwrap() {
         let id = t["id"].as_str().unwrap();
-        let recorded = p
-            .path(&format!("cache/records/{}", mesh::cache::encode_id(id)))
-            .exists();
+        let recorded = ids.iter().any(|r| r == id);
         assert_eq!(recorded, t["status"] == "ran", "{id}: {t}");
     }
     let o = p.build();
@@ -693,9 +688,8 @@ fn secrets_are_0600_under_a_0700_cache_and_never_printed() {
     let o = p.run(&["build", "--offline", "--json", "--trace", "trace.json"]);
     assert_eq!(o.code, 0);
     assert_eq!(mode(&p.path("cache")), 0o700);
-    for sub in ["cache/blobs", "cache/records"] {
-        assert_eq!(mode(&p.path(sub)), 0o700, "{sub}");
-    }
+    assert_eq!(mode(&p.path("cache/blobs")), 0o700);
+    assert_eq!(mode(&p.path("cache/records.log")), 0o600);
     for f in [
         "out/pki/east/ca-key.pem",
         "out/pki/west/ca-key.pem",
@@ -948,10 +942,7 @@ fn live_build_says_it_is_not_available_and_runs_nothing() {
     let o = p.run(&["build"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("mesh build --offline"), "{}", o.stderr);
-    assert!(
-        !p.path("cache/records").exists()
-            || std::fs::read_dir(p.path("cache/records")).unwrap().count() == 0
-    );
+    assert!(common::recorded(p.dir.path()).is_empty());
 }
 
 #[test]
@@ -1049,10 +1040,10 @@ fn clean_deletes_nothing_while_a_build_holds_the_lock() {
     let c = p.run(&["clean"]);
     assert_eq!(c.code, 1, "{}", c.stderr);
     assert!(c.stderr.contains("holds the cache lock"), "{}", c.stderr);
-    assert!(p.path("cache/records").is_dir() && p.path("out").is_dir());
+    assert!(p.path("cache/records.log").is_file() && p.path("out").is_dir());
     // A first build that has only just taken its lock (no records yet):
     // out/ is not deleted under it either.
-    std::fs::remove_dir_all(p.path("cache/records")).unwrap();
+    std::fs::remove_file(p.path("cache/records.log")).unwrap();
     let c = p.run(&["clean"]);
     assert_eq!(c.code, 1, "{}", c.stderr);
     assert!(p.path("out").is_dir(), "out/ deleted without the lock");
@@ -1115,7 +1106,7 @@ fn the_plan_is_found_from_a_subdirectory_by_dir_and_by_mesh_plan() {
     let (code, err) = run_in("deep/er", &["build", "--offline"], None);
     assert_eq!(code, 0, "{err}");
     assert!(
-        p.path("cache/records").is_dir(),
+        p.path("cache/records.log").is_file(),
         "the cache goes beside the plan"
     );
     assert!(!p.path("deep/er/cache").exists() && !p.path("deep/er/out").exists());
@@ -1336,7 +1327,10 @@ fn a_trace_or_out_path_that_cannot_be_written_stops_the_build_before_any_task() 
             "{args:?}: {}",
             o.stderr
         );
-        assert!(!p.path("cache/records").exists(), "{args:?}: a task ran");
+        assert!(
+            !p.path("cache/records.log").exists(),
+            "{args:?}: a task ran"
+        );
         assert!(!p.path("out").exists(), "{args:?}: out/ was written");
     }
     // A good trace path in a new --out directory works, and leaves no probe file.

@@ -821,10 +821,7 @@ fn api_servers_asleep_mid_build_fail_it_as_unreachable_and_the_next_run_resumes(
             t["id"]
         );
         assert!(
-            !p.path()
-                .join("cache/records")
-                .join(t["id"].as_str().unwrap().replace(':', "%3A"))
-                .exists(),
+            !common::recorded(p.path()).iter().any(|r| r == &t["id"]),
             "{} recorded although it failed",
             t["id"]
         );
@@ -975,13 +972,9 @@ fn a_failing_tool_names_task_and_tool_records_nothing_and_the_next_run_resumes()
         !failed.is_empty() && failed.iter().all(|t| t.starts_with("istiod:")),
         "{failed:?}"
     );
+    let recorded = common::recorded(p.path());
     for t in &failed {
-        assert!(
-            !p.path()
-                .join("cache/records")
-                .join(mesh::cache::encode_id(t))
-                .exists()
-        );
+        assert!(!recorded.contains(t), "{t} recorded although it failed");
     }
     let skipped = o.json()["tasks"]
         .as_array()
@@ -1069,7 +1062,7 @@ fn ctrl_c_mid_bring_up_stops_children_and_the_next_run_resumes() {
         "{}",
         w.releases("east")
     );
-    assert!(!p.path().join("cache/records/istiod%3Aeast").exists());
+    assert!(!common::recorded(p.path()).contains(&"istiod:east".to_string()));
     w.configure(serde_json::json!({}));
     let o = mesh(&w, p.path(), &["build", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -1358,7 +1351,7 @@ fn the_pre_flight_checks_versions_inotify_and_docker_memory_naming_the_fix() {
         "{:?}",
         w.tool_log()
     );
-    assert!(!p.path().join("cache/records").exists());
+    assert!(common::recorded(p.path()).is_empty());
     // Helm 4 and a current kind with enough memory: the build goes ahead.
     w.configure(serde_json::json!({"version": {"helm": "v4.0.1+g12500dd"}}));
     let o = mesh(&w, p.path(), &["build"]);
@@ -1869,7 +1862,7 @@ fn a_kind_cluster_mesh_did_not_create_is_never_deleted_or_used() {
         "{:?}",
         w.tool_log()
     );
-    assert!(!p.path().join("cache/records").exists(), "nothing ran");
+    assert!(common::recorded(p.path()).is_empty(), "nothing ran");
     assert!(
         w.api("east")
             .get("", "configmaps", "default", "precious")
@@ -2421,9 +2414,10 @@ fn owned_and_recorded(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
         })
         .unwrap_or_default();
     owned.sort();
+    let ids = common::recorded(dir);
     let recorded = ["east", "west"]
         .iter()
-        .filter(|c| dir.join(format!("cache/records/cluster%3A{c}")).exists())
+        .filter(|c| ids.contains(&format!("cluster:{c}")))
         .map(|c| c.to_string())
         .collect();
     (owned, recorded)

@@ -171,6 +171,8 @@ pub async fn execute(
     // What this build hashed, for the next one. Not written, it costs the
     // next build a re-hash, nothing more.
     let _ = sh.cache.save_stat(&sh.lock);
+    // Likewise: a log left long costs the next build a longer read.
+    let _ = sh.cache.compact_records(&sh.lock);
     report
 }
 

@@ -159,15 +159,9 @@ fn dirs_for(
     let Some(leaf) = dest.parent() else {
         return Ok(());
     };
-    let done = |key: &(PathBuf, bool)| {
-        seen.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(key)
-    };
+    let done = |key: &(PathBuf, bool)| seen.lock().unwrap_or_else(|p| p.into_inner()).contains(key);
     let remember = |key| {
-        seen.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
+        seen.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
     };
     let leaf_key = (leaf.to_path_buf(), secret);
     if done(&leaf_key) {

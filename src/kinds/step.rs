@@ -372,7 +372,7 @@ impl Step {
             .and_then(|inv| {
                 inv.installs()
                     .into_iter()
-                    .find(|o| o.name == ctx.id.as_ref())
+                    .find(|o| o.name.as_str() == ctx.id.as_str())
             })
             .and_then(|o| o.holds)
             .and_then(|h| serde_json::from_value::<Receipt>(h).ok())

@@ -153,3 +153,11 @@ pub fn kubectl() -> Result<PathBuf, String> {
         .find(|p| p.is_file())
         .ok_or_else(|| "no kubectl: set MESH_TEST_KUBECTL or put kubectl on PATH".to_string())
 }
+
+/// The ids of the tasks the store beside the plan in `dir` holds a record
+/// of (valid or not), sorted.
+pub fn recorded(dir: &Path) -> Vec<String> {
+    mesh::cache::Cache::open_existing(&dir.join("cache"))
+        .map(|c| c.record_ids())
+        .unwrap_or_default()
+}
