@@ -183,24 +183,48 @@ impl Slice {
         self.ctx
     }
     /// Its inputs: each plan value flattened, then the shared ones.
-    fn entries(&self, out: &mut Vec<Arc<Input>>) {
+    fn entries(&self, out: &mut Vec<Arc<Input>>, leaves: &mut Leaves) {
+        let mut name = String::new();
         for (key, path) in &self.paths {
-            flatten(&format!("plan:{path}"), &self.ctx[key], out);
+            name.clear();
+            name.push_str("plan:");
+            name.push_str(path);
+            flatten(&mut name, &self.ctx[key], out, leaves);
         }
         out.extend(self.shared.iter().cloned());
     }
 }
 
-/// The inputs of plan value `v` at `prefix`: one per leaf (an empty object
-/// is a leaf), named by its path.
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<Arc<Input>>) {
+/// The input of each plan leaf planned so far, by name, with the value it
+/// was made from: most leaves are read by several tasks (a cluster's name
+/// by each of its kinds), which then share one entry, hashed once.
+type Leaves = hashbrown::HashMap<Box<str>, (Value, Arc<Input>)>;
+
+/// The inputs of plan value `v` at path `name`: one per leaf (an empty
+/// object is a leaf), named by its path. `name` is a buffer the path is
+/// built in, left as it was found.
+fn flatten(name: &mut String, v: &Value, out: &mut Vec<Arc<Input>>, leaves: &mut Leaves) {
     match v {
         Value::Object(m) if !m.is_empty() => {
+            let len = name.len();
             for (k, x) in m {
-                flatten(&format!("{prefix}.{k}"), x, out);
+                name.push('.');
+                name.push_str(k);
+                flatten(name, x, out, leaves);
+                name.truncate(len);
             }
         }
-        _ => out.push(Input::new(prefix, digest_of("mesh.plan-value.v1", v))),
+        _ => {
+            if let Some((seen, input)) = leaves.get(name.as_str())
+                && seen == v
+            {
+                out.push(input.clone());
+                return;
+            }
+            let input = Input::new(name.as_str(), digest_of("mesh.plan-value.v1", v));
+            leaves.insert(name.as_str().into(), (v.clone(), input.clone()));
+            out.push(input);
+        }
     }
 }
 
@@ -260,6 +284,9 @@ pub struct Planner<'a> {
     bumped: Vec<String>,
     /// The `impl` input of each version seen, shared by its tasks.
     impls: Vec<(u32, Arc<Input>)>,
+    /// Plan leaves and plan files made into inputs so far, to share.
+    leaves: Leaves,
+    files: hashbrown::HashMap<String, Arc<Input>>,
     /// Live tasks built (ids, inputs, actions): none offline.
     live_built: usize,
 }
@@ -272,6 +299,8 @@ impl<'a> Planner<'a> {
             b: GraphBuilder::new(),
             bumped: Vec::new(),
             impls: Vec::new(),
+            leaves: Leaves::new(),
+            files: hashbrown::HashMap::new(),
             live_built: 0,
         }
     }
@@ -308,9 +337,9 @@ impl<'a> Planner<'a> {
     }
 
     /// Flatten `slice` into inputs once, for many tasks ([`Slice::with`]).
-    pub fn share(&self, slice: &Slice) -> Shared {
+    pub fn share(&mut self, slice: &Slice) -> Shared {
         let mut v = Vec::new();
-        slice.entries(&mut v);
+        slice.entries(&mut v, &mut self.leaves);
         Shared(v.into())
     }
 
@@ -337,10 +366,18 @@ impl<'a> Planner<'a> {
             }
         };
         let mut v = vec![imp];
-        slice.entries(&mut v);
+        slice.entries(&mut v, &mut self.leaves);
         for f in files {
             let f = f.as_ref();
-            v.push(Input::new(format!("file:{f}"), self.plan.file(f).digest));
+            let input = match self.files.get(f) {
+                Some(input) => input.clone(),
+                None => {
+                    let input = Input::new(format!("file:{f}"), self.plan.file(f).digest);
+                    self.files.insert(f.to_string(), input.clone());
+                    input
+                }
+            };
+            v.push(input);
         }
         Inputs::from_entries(v)
     }
