@@ -434,6 +434,7 @@ fn against_ninja(quick: bool, reps: usize) {
             generate_plan(pr, true),
         ),
     ];
+    let mut points = Vec::new();
     println!("no-op against ninja (medians of {reps}, runs alternating):");
     println!(
         "  {:<32} {:>10} {:>10} {:>10} {:>12} {:>10}",
@@ -453,6 +454,7 @@ fn against_ninja(quick: bool, reps: usize) {
             n.push(timed(Command::new(&ninja).arg("-C").arg(ninja_dir.path())));
         }
         let (m, n) = (median(m), median(n));
+        points.push((tasks as f64, m.as_secs_f64() * 1e3, n.as_secs_f64() * 1e3));
         println!(
             "  {label:<32} {tasks:>10} {:>10} {:>10} {:>12.2} {:>10.2}",
             ms(m),
@@ -461,6 +463,25 @@ fn against_ninja(quick: bool, reps: usize) {
             m.as_secs_f64() * 1e6 / tasks as f64
         );
     }
+    let (ma, mb) = line(points.iter().map(|p| (p.0, p.1)));
+    let (na, nb) = line(points.iter().map(|p| (p.0, p.2)));
+    println!(
+        "  growth, least squares over the three: mesh {ma:.2} ms + {:.2} µs/task, ninja {na:.2} ms + {:.2} µs/task",
+        mb * 1e3,
+        nb * 1e3
+    );
+}
+
+/// The least-squares line `a + b·x` through the points.
+fn line(points: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
+    let p: Vec<(f64, f64)> = points.collect();
+    let n = p.len() as f64;
+    let (sx, sy) = p.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let sxx: f64 = p.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = p.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let b = if sxx == 0.0 { 0.0 } else { sxy / sxx };
+    (my - b * mx, b)
 }
 
 /// The task count of a plan's whole graph, from `mesh plan`'s first line
