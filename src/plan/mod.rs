@@ -395,32 +395,49 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// An app's Service, from its manifest: the one named as the app, else
-/// the first with a port: (name, its first port).
-pub fn manifest_service(text: &str, app: &str) -> Option<(String, u64)> {
-    let docs = crate::yaml::yaml_docs(text).ok()?;
-    let services: Vec<(String, u64)> = docs
-        .iter()
-        .filter(|d| d.value["kind"] == "Service")
-        .filter_map(|d| {
-            Some((
-                d.value.pointer("/metadata/name")?.as_str()?.to_string(),
-                d.value.pointer("/spec/ports/0/port")?.as_u64()?,
-            ))
+/// What validation reads in an app's manifest, from one parse of it.
+#[derive(Debug, Default)]
+pub struct ManifestFacts {
+    /// The `metadata.labels.version` values of its documents.
+    pub versions: BTreeSet<String>,
+    /// Its Services with a port: (name, first port), in document order.
+    services: Vec<(String, u64)>,
+}
+
+impl ManifestFacts {
+    /// Parse a multi-document manifest once.
+    pub fn of(text: &str) -> Result<ManifestFacts, String> {
+        let docs = crate::yaml::yaml_docs(text)?;
+        Ok(ManifestFacts {
+            versions: docs
+                .iter()
+                .filter_map(|d| crate::yaml::doc_version(&d.value))
+                .collect(),
+            services: docs
+                .iter()
+                .filter(|d| d.value["kind"] == "Service")
+                .filter_map(|d| {
+                    Some((
+                        d.value.pointer("/metadata/name")?.as_str()?.to_string(),
+                        d.value.pointer("/spec/ports/0/port")?.as_u64()?,
+                    ))
+                })
+                .collect(),
         })
-        .collect();
-    services
-        .iter()
-        .find(|(n, _)| n == app)
-        .or(services.first())
-        .cloned()
+    }
+
+    /// The app's Service: the one named as the app, else the first with a
+    /// port: (name, its first port).
+    pub fn service(&self, app: &str) -> Option<(String, u64)> {
+        self.services
+            .iter()
+            .find(|(n, _)| n == app)
+            .or(self.services.first())
+            .cloned()
+    }
 }
 
 /// The `metadata.labels.version` values found in a multi-document manifest.
 pub fn manifest_versions(text: &str) -> Result<BTreeSet<String>, String> {
-    let docs = crate::yaml::yaml_docs(text)?;
-    Ok(docs
-        .iter()
-        .filter_map(|d| crate::yaml::doc_version(&d.value))
-        .collect())
+    ManifestFacts::of(text).map(|f| f.versions)
 }

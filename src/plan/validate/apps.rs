@@ -32,9 +32,9 @@ impl Validator {
                 );
             }
             let manifest = ra.manifest.get_ref().clone();
-            let versions = if self.load_manifest(&manifest, ra.manifest.span()) {
-                match manifest_versions(&self.files[&manifest].text) {
-                    Ok(v) => Some(v),
+            let facts = if self.load_manifest(&manifest, ra.manifest.span()) {
+                match ManifestFacts::of(&self.files[&manifest].text) {
+                    Ok(f) => Some(f),
                     Err(e) => {
                         self.err(
                             Diag::new(format!("manifest {manifest} is not valid YAML: {e}"))
@@ -46,6 +46,7 @@ impl Validator {
             } else {
                 None
             };
+            let versions = facts.as_ref().map(|f| &f.versions);
             let mut placement = BTreeMap::new();
             if ra.placement.get_ref().is_empty() {
                 self.err(
@@ -91,10 +92,7 @@ impl Validator {
                 }
                 placement.insert(cluster.clone(), selector);
             }
-            let service = versions
-                .is_some()
-                .then(|| manifest_service(&self.files[&manifest].text, name))
-                .flatten();
+            let service = facts.as_ref().and_then(|f| f.service(name));
             let locality = ra.locality.as_ref().is_some_and(|l| *l.get_ref());
             if let Some(l) = ra.locality.as_ref().filter(|l| *l.get_ref()) {
                 if versions.is_some() && service.is_none() {
