@@ -442,14 +442,23 @@ def update_releases(path, key, r):
     helm keeps each release in its own Secrets, so none loses another's."""
     import fcntl
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        current = load(path, {})
-        if r is None:
-            current.pop(key, None)
-        else:
-            current[key] = r
-        save(path, current)
+    # SIGTERM/SIGINT wait until the lock is released: their handler
+    # records the release failed, through here, and a second flock of the
+    # file in one process waits for the first forever (a helm told to stop
+    # mid-update hung, and every later helm on its cluster with it).
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    try:
+        with open(path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = load(path, {})
+            if r is None:
+                current.pop(key, None)
+            else:
+                current[key] = r
+            save(path, current)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
 
 
 def set_release(cluster, user, path, releases, ns, release, r):
