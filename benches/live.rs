@@ -57,12 +57,16 @@ fn world(n: usize) -> World {
     let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let w = World::new(&refs);
-    w.configure(serde_json::json!({"delay": {
-        "kind create": 0.2,
-        "helm upgrade cilium": 0.3,
-        "helm upgrade istiod": 0.4,
-        "helm upgrade istio-eastwestgateway": 0.2,
-    }}));
+    w.configure(serde_json::json!({
+        "delay": {
+            "kind create": 0.2,
+            "helm upgrade cilium": 0.3,
+            "helm upgrade istiod": 0.4,
+            "helm upgrade istio-eastwestgateway": 0.2,
+        },
+        // As much as the pre-flight asks for n kind nodes.
+        "docker_memory": (2u64 << 30) * n as u64 + (8u64 << 30),
+    }));
     for a in w.apis.values() {
         a.knobs
             .ready_delay_in

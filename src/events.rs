@@ -130,6 +130,20 @@ pub fn retries() -> Vec<Retry> {
     LOG.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Bumped whenever a task starts or finishes changing the world: what was
+/// read from it before (a probe's lists, `k8s`) may be stale after.
+static WORLD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A task starts or finishes running: reads made before are stale.
+pub fn world_moved() {
+    WORLD.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// How many times the world moved so far in this process.
+pub fn world_epoch() -> u64 {
+    WORLD.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

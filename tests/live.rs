@@ -163,6 +163,27 @@ fn sidecar_multi_primary_bring_up() {
         discovery.dedup();
         assert_eq!(all, discovery.len(), "{c}: {calls:#?}");
         assert!(all >= 3, "{c}: {calls:#?}");
+        // Probes list each kind of object in a namespace once (metadata
+        // only), shared by every task that owns such objects: no Secret
+        // is fetched by name, and no list is made twice.
+        assert!(
+            !calls.iter().any(|l| l.contains("/secrets/")),
+            "{c}: {calls:#?}"
+        );
+        let mut lists: Vec<&str> = calls
+            .iter()
+            .filter_map(|l| l.strip_prefix("GET ")?.split(' ').next())
+            .filter(|path| {
+                let bare = path.split('?').next().unwrap_or("");
+                bare.ends_with("/secrets")
+                    || bare.ends_with("/services")
+                    || bare.ends_with("/namespaces")
+            })
+            .collect();
+        let all = lists.len();
+        lists.sort();
+        lists.dedup();
+        assert_eq!(all, lists.len(), "{c}: {calls:#?}");
     }
 }
 

@@ -304,6 +304,9 @@ impl DrainState {
                 .pop_first()
                 .expect("a lane is free when running < jobs");
             self.observer.started(&self.graph.node(i).id);
+            if !self.graph.node(i).pure {
+                crate::events::world_moved();
+            }
             let (sh, tx) = (self.shared.clone(), self.tx.clone());
             self.handles[i.index()] = Some(tokio::spawn(async move {
                 let report = run_node(&sh, job, lane).await;
@@ -376,6 +379,9 @@ impl DrainState {
 
     /// A task finished (ran, or failed).
     pub(crate) fn on_done(&mut self, i: NodeIndex, report: TaskReport) {
+        if !self.graph.node(i).pure {
+            crate::events::world_moved();
+        }
         self.running -= 1;
         self.handles[i.index()] = None;
         if report.lane < self.jobs {

@@ -265,6 +265,57 @@ static DISCOVERED: std::sync::Mutex<Option<HashMap<(Endpoint, String), Cell>>> =
 /// process, and a cluster may have been recreated in between).
 pub fn forget_discovery() {
     *DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    *LISTED.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// What one list said: each object's metadata.
+type Listed = std::sync::Arc<Vec<kube::api::ObjectMeta>>;
+type ListCell = std::sync::Arc<tokio::sync::OnceCell<Listed>>;
+
+/// The lists probes made, by cluster and resource URL (with its namespace
+/// and label selector), since the world last moved
+/// ([`crate::events::world_epoch`]): every probe of a no-op that asks about
+/// a kind of object in a namespace shares one round trip, however many
+/// tasks own such objects (a primary's remote secrets, the releases helm
+/// keeps in `istio-system`), and a probe after a task ran lists afresh.
+/// Metadata only: what a probe compares is there, and a release Secret's
+/// body (a whole chart's manifest) never crosses the wire.
+static LISTED: std::sync::Mutex<Option<Lists>> = std::sync::Mutex::new(None);
+
+/// The epoch the lists were made at, and the lists by cluster and URL.
+type Lists = (u64, HashMap<(Endpoint, String), ListCell>);
+
+fn list_cell(key: (Endpoint, String)) -> ListCell {
+    let epoch = crate::events::world_epoch();
+    let mut m = LISTED.lock().unwrap_or_else(|p| p.into_inner());
+    let (at, map) = m.get_or_insert_with(|| (epoch, HashMap::new()));
+    if *at != epoch {
+        *at = epoch;
+        map.clear();
+    }
+    map.entry(key).or_default().clone()
+}
+
+/// The metadata of what `api` lists with `labels` (may be empty), listed
+/// once for every probe that asks at this epoch.
+async fn listed<K>(conn: &Conn, api: &Api<K>, labels: &str) -> Result<Listed, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let url = format!("{}?labelSelector={labels}", api.resource_url());
+    let cell = list_cell((conn.at.clone(), url));
+    let lp = match labels {
+        "" => kube::api::ListParams::default(),
+        l => kube::api::ListParams::default().labels(l),
+    };
+    cell.get_or_try_init(|| async {
+        let list = bounded_for(PROBE_RETRY_BUDGET, || api.list_metadata(&lp)).await?;
+        Ok(std::sync::Arc::new(
+            list.items.into_iter().map(|o| o.metadata).collect(),
+        ))
+    })
+    .await
+    .cloned()
 }
 
 /// The cell for a group-version, or (`stale` given) a new one in place of
@@ -513,19 +564,34 @@ pub async fn probe(client: &Conn, refs: &[ObjRef]) -> Result<(), ProbeError> {
     for r in refs {
         let what = r.to_string();
         let api = res.resolve(r).await.map_err(|e| probe_error(&what, &e))?;
-        match bounded_for(PROBE_RETRY_BUDGET, || api.get_opt(&r.name)).await {
-            Ok(Some(o)) => {
-                let have = o
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(HASH_ANNOTATION));
-                if have.map(String::as_str) != Some(r.hash.as_str()) {
-                    return Err(ProbeError::Drift(format!("{r} was changed outside mesh")));
+        // One list of the kind in the namespace, shared; where listing is
+        // not allowed (a narrow role on an existing cluster), a get.
+        let have = match listed(client, &api, "").await {
+            Ok(l) => l
+                .iter()
+                .find(|m| m.name.as_deref() == Some(r.name.as_str()))
+                .map(|m| {
+                    m.annotations
+                        .as_ref()
+                        .and_then(|a| a.get(HASH_ANNOTATION).cloned())
+                }),
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 405 => {
+                match bounded_for(PROBE_RETRY_BUDGET, || api.get_opt(&r.name)).await {
+                    Ok(o) => o.map(|o| {
+                        o.metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(HASH_ANNOTATION).cloned())
+                    }),
+                    Err(e) => return Err(probe_error(&what, &e)),
                 }
             }
-            Ok(None) => return Err(ProbeError::Drift(format!("{r} is gone"))),
             Err(e) => return Err(probe_error(&what, &e)),
+        };
+        match have {
+            Some(h) if h.as_deref() == Some(r.hash.as_str()) => {}
+            Some(_) => return Err(ProbeError::Drift(format!("{r} was changed outside mesh"))),
+            None => return Err(ProbeError::Drift(format!("{r} is gone"))),
         }
     }
     Ok(())

@@ -14,13 +14,16 @@ use tokio::io::AsyncReadExt;
 /// status` reads, without starting a process. For a probe: retried only
 /// briefly, and an unanswered call is "unreachable".
 pub async fn release_state(
-    client: &Client,
+    conn: &Conn,
     namespace: &str,
     release: &str,
 ) -> Result<Option<(u64, String)>, ProbeError> {
-    latest_release(client, namespace, release, PROBE_RETRY_BUDGET)
+    // Every release of the namespace in one list, shared by the probes.
+    let api: Api<Secret> = Api::namespaced(conn.client.clone(), namespace);
+    let all = listed(conn, &api, "owner=helm")
         .await
-        .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))
+        .map_err(|e| probe_error(&format!("release {namespace}/{release}"), &e))?;
+    Ok(latest_of(all.iter(), release))
 }
 
 /// [`release_state`] for an action: retried for the whole retry budget.
@@ -29,31 +32,34 @@ pub async fn release_record(
     namespace: &str,
     release: &str,
 ) -> Result<Option<(u64, String)>, KubeError> {
-    latest_release(client, namespace, release, retry_budget())
-        .await
-        .map_err(|e| call_error(format!("cannot read release {namespace}/{release}"), e))
-}
-
-async fn latest_release(
-    client: &Client,
-    namespace: &str,
-    release: &str,
-    budget: Duration,
-) -> Result<Option<(u64, String)>, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!("owner=helm,name={release}"));
-    let list = bounded_for(budget, || api.list(&lp)).await?;
-    Ok(list
-        .items
-        .iter()
-        .filter_map(|s| {
-            let l = s.metadata.labels.as_ref()?;
+    let list = bounded_for(retry_budget(), || api.list_metadata(&lp))
+        .await
+        .map_err(|e| call_error(format!("cannot read release {namespace}/{release}"), e))?;
+    Ok(latest_of(list.items.iter().map(|o| &o.metadata), release))
+}
+
+/// The highest revision of `release` among release Secrets' metadata (their
+/// labels say name, version and status), and its status.
+fn latest_of<'a>(
+    metas: impl Iterator<Item = &'a kube::api::ObjectMeta>,
+    release: &str,
+) -> Option<(u64, String)> {
+    metas
+        .filter_map(|m| {
+            let l = m.labels.as_ref()?;
+            if l.get("owner").map(String::as_str) != Some("helm")
+                || l.get("name").map(String::as_str) != Some(release)
+            {
+                return None;
+            }
             Some((
                 l.get("version")?.parse::<u64>().ok()?,
                 l.get("status").cloned().unwrap_or_default(),
             ))
         })
-        .max_by_key(|(v, _)| *v))
+        .max_by_key(|(v, _)| *v)
 }
 
 /// The LoadBalancer address a Service has now, if any.

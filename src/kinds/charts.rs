@@ -122,7 +122,7 @@ async fn recover_pending(
 
 /// A release's latest revision and status (see [`k8s::release_state`]).
 pub(crate) async fn release_state(
-    client: &kube::Client,
+    client: &k8s::Conn,
     r: &helm::Release,
 ) -> Result<Option<(u64, String)>, ProbeError> {
     k8s::release_state(client, &r.namespace, &r.name).await

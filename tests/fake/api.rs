@@ -1279,6 +1279,13 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
             ))
         }
         (Method::GET, None) => {
+            // kube's `list_metadata`: metadata only, as a real API server
+            // answers that Accept header.
+            let metadata_only = req
+                .headers()
+                .get("accept")
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("as=PartialObjectMetadataList"));
             let name = q
                 .get("fieldSelector")
                 .and_then(|f| f.strip_prefix("metadata.name=").map(str::to_string));
@@ -1295,18 +1302,33 @@ pub async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<B
                 .filter(|(k, _)| name.as_ref().is_none_or(|n| &k.3 == n))
                 .filter(|(_, v)| {
                     q.get("labelSelector").is_none_or(|sel| {
-                        sel.split(',').all(|kv| {
+                        sel.is_empty()
+                            || sel.split(',').all(|kv| {
                             let (k, want) = kv.split_once('=').unwrap_or((kv, ""));
                             v["metadata"]["labels"][k].as_str() == Some(want)
                         })
                     })
                 })
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| {
+                    if metadata_only {
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": v["metadata"]})
+                    } else {
+                        v.clone()
+                    }
+                })
                 .collect();
             let rv = st.rv.load(Ordering::SeqCst).to_string();
+            let (kind, gv) = if metadata_only {
+                (
+                    "PartialObjectMetadataList".to_string(),
+                    "meta.k8s.io/v1".to_string(),
+                )
+            } else {
+                (format!("{kind}List"), gv.clone())
+            };
             Ok(json_response(
                 StatusCode::OK,
-                &json!({"kind": format!("{kind}List"), "apiVersion": gv, "metadata": {"resourceVersion": rv}, "items": items}),
+                &json!({"kind": kind, "apiVersion": gv, "metadata": {"resourceVersion": rv}, "items": items}),
             ))
         }
         (Method::GET, Some(name)) => match st.get(&r.group, &plural, &ns, name) {
