@@ -1620,7 +1620,7 @@ fn all_values(req: &Request<Incoming>, key: &str) -> Vec<String> {
 /// status on channel 3.
 fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> Response<Body> {
     use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+    use tokio_tungstenite::tungstenite::Message;
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return status(400, "BadRequest", "exec needs a websocket upgrade");
     };
@@ -1629,15 +1629,9 @@ fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> 
     }
     let command = all_values(&req, "command");
     let output = st.simulate(&ns, &pod, &command);
-    let upgrade = hyper::upgrade::on(&mut req);
+    let ws = server_websocket(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            hyper_util::rt::TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
+        let Some(mut ws) = ws.await else { return };
         let mut out = vec![1u8];
         out.extend_from_slice(output.as_bytes());
         let _ = ws.send(Message::Binary(out.into())).await;
@@ -1647,6 +1641,30 @@ fn exec(st: Arc<State>, mut req: Request<Incoming>, ns: String, pod: String) -> 
         let _ = ws.close(None).await;
     });
     switching_protocols(&key)
+}
+
+/// The server side of the websocket `req` asks to be upgraded to, once the
+/// upgrade is done (`None` if it never is): what exec and portforward
+/// speak.
+fn server_websocket(
+    req: &mut Request<Incoming>,
+) -> impl std::future::Future<
+    Output = Option<
+        tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
+    >,
+> + use<> {
+    let upgrade = hyper::upgrade::on(req);
+    async move {
+        let upgraded = upgrade.await.ok()?;
+        Some(
+            tokio_tungstenite::WebSocketStream::from_raw_socket(
+                hyper_util::rt::TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await,
+        )
+    }
 }
 
 /// `pods/<name>/portforward` over a websocket (v4.channel.k8s.io), as the
@@ -1661,7 +1679,7 @@ fn portforward(
     pod: String,
 ) -> Response<Body> {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, protocol::Role};
+    use tokio_tungstenite::tungstenite::Message;
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return status(400, "BadRequest", "portforward needs a websocket upgrade");
     };
@@ -1673,15 +1691,9 @@ fn portforward(
         .and_then(|x| x.parse().ok())
         .unwrap_or(0);
     let kiali = p["metadata"]["labels"]["app.kubernetes.io/name"] == "kiali" && port == 20001;
-    let upgrade = hyper::upgrade::on(&mut req);
+    let ws = server_websocket(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-            hyper_util::rt::TokioIo::new(upgraded),
-            Role::Server,
-            None,
-        )
-        .await;
+        let Some(mut ws) = ws.await else { return };
         let [lo, hi] = port.to_le_bytes();
         for ch in [0u8, 1] {
             let _ = ws.send(Message::Binary(vec![ch, lo, hi].into())).await;
