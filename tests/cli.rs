@@ -16,6 +16,26 @@ fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
+/// aws-lc's CPU-jitter entropy costs each mesh process 20–50 ms of CPU at
+/// its first TLS handshake (a third of a live no-op at 8 clusters);
+/// `.cargo/config.toml` builds it out, and this shows that took effect:
+/// aws-lc is linked (its `RAND_bytes` is there) but the jitter collector
+/// is not.
+#[test]
+fn tls_is_built_without_cpu_jitter_entropy() {
+    let bin = std::fs::read(env!("CARGO_BIN_EXE_mesh")).unwrap();
+    // std's own (optimised) search, not a byte loop built without opt-level.
+    let text = String::from_utf8_lossy(&bin);
+    assert!(
+        text.contains("RAND_bytes"),
+        "aws-lc's symbols are not in the binary"
+    );
+    assert!(
+        !text.contains("jent_entropy_init"),
+        "aws-lc was built with CPU jitter entropy: is AWS_LC_SYS_NO_JITTER_ENTROPY in .cargo/config.toml?"
+    );
+}
+
 #[test]
 fn first_build_runs_all_second_is_all_cached() {
     let p = Project::default_plan();
