@@ -8,6 +8,7 @@ mod fake;
 
 use fake::{World, mesh, project};
 use serde_json::Value;
+use std::sync::atomic::Ordering::SeqCst;
 
 fn b64d(s: &Value) -> String {
     use base64::Engine;
@@ -141,6 +142,7 @@ fn sidecar_multi_primary_bring_up() {
     w.clear_log();
     for c in ["east", "west"] {
         w.api(c).calls.lock().unwrap().clear();
+        w.api(c).mesh_connections.store(0, SeqCst);
     }
     let before = w.api_mutations();
     let o = mesh(&w, p.path(), &["build", "--json"]);
@@ -185,6 +187,36 @@ fn sidecar_multi_primary_bring_up() {
         lists.dedup();
         assert_eq!(all, lists.len(), "{c}: {calls:#?}");
     }
+}
+
+/// Every task that talks to a cluster gets the one client made for it, so
+/// a connection one task opened (a TLS handshake, a millisecond or more of
+/// CPU) serves the next: three clients asked for one after another make
+/// one connection, not three. A new runtime starts afresh (the old one's
+/// connections died with it).
+#[test]
+fn clients_for_one_cluster_share_their_connections() {
+    let w = World::new(&["east"]);
+    let api = w.api("east");
+    api.down.store(false, SeqCst);
+    let kc = std::fs::read_to_string(w.state().join("api/east/kubeconfig.json")).unwrap();
+    let rt = || {
+        mesh::k8s::forget_discovery();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let three = || async {
+        for _ in 0..3 {
+            let conn = mesh::k8s::connect(&kc, None, "east").await.unwrap();
+            conn.apiserver_version().await.unwrap();
+        }
+    };
+    rt().block_on(three());
+    assert_eq!(api.mesh_connections.load(SeqCst), 1);
+    rt().block_on(three());
+    assert_eq!(api.mesh_connections.load(SeqCst), 2);
 }
 
 /// Every one of `wants` is in `stderr`.

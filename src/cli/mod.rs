@@ -731,7 +731,10 @@ fn doctor_cmd(plan_path: &Path, json: bool) -> Result<(), Exit> {
     }
 }
 
+/// A runtime for a command's API calls. Clients made on an earlier one
+/// are forgotten: their connections died with it.
 fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    crate::k8s::forget_discovery();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -260,10 +260,13 @@ type Cell = std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<Vec<Found>>>>;
 static DISCOVERED: std::sync::Mutex<Option<HashMap<(Endpoint, String), Cell>>> =
     std::sync::Mutex::new(None);
 
-/// Forget every group-version fetched so far: a new build starts from what
-/// the API servers say now (`build --watch` builds many times in one
-/// process, and a cluster may have been recreated in between).
+/// Forget every group-version fetched, list made and client connected so
+/// far: a new build starts from what the API servers say now (`build
+/// --watch` builds many times in one process, and a cluster may have been
+/// recreated in between), and a new runtime with clients of its own (a
+/// client's connections die with the runtime that made them).
 pub fn forget_discovery() {
+    *CONNECTED.lock().unwrap_or_else(|p| p.into_inner()) = None;
     *DISCOVERED.lock().unwrap_or_else(|p| p.into_inner()) = None;
     *LISTED.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
@@ -333,10 +336,50 @@ fn cell(key: &(Endpoint, String), stale: Option<&Cell>) -> Cell {
     c
 }
 
+/// The clients made so far, by what they were made from (a digest of the
+/// kubeconfig text, the context and the cluster's name): every task of a
+/// build that talks to a cluster shares one client, so its connections (and
+/// their TLS handshakes, a millisecond or more of CPU each) are pooled and
+/// reused instead of made again per task. A client's connections live on
+/// the runtime that made them, so [`forget_discovery`], called whenever a
+/// runtime is made, forgets these too.
+static CONNECTED: std::sync::Mutex<Option<HashMap<crate::hash::Digest, Conn>>> =
+    std::sync::Mutex::new(None);
+
 /// A client for cluster `cluster` (its name in the plan), from kubeconfig
-/// text and an optional context. Its calls are shown with `-v`, and a call
-/// that goes unanswered names the cluster and the server (`observe`).
+/// text and an optional context: the one made before from the same text,
+/// context and name, if any (`CONNECTED`). Its calls are shown with `-v`,
+/// and a call that goes unanswered names the cluster and the server
+/// (`observe`).
 pub async fn connect(
+    kubeconfig: &str,
+    context: Option<&str>,
+    cluster: &str,
+) -> Result<Conn, KubeError> {
+    let key = {
+        let mut h = blake3::Hasher::new();
+        for part in [kubeconfig, context.unwrap_or("\0none"), cluster] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        crate::hash::Digest(*h.finalize().as_bytes())
+    };
+    let made = |m: &Option<HashMap<_, Conn>>| m.as_ref().and_then(|m| m.get(&key)).cloned();
+    if let Some(c) = made(&CONNECTED.lock().unwrap_or_else(|p| p.into_inner())) {
+        return Ok(c);
+    }
+    let conn = make_conn(kubeconfig, context, cluster).await?;
+    let mut m = CONNECTED.lock().unwrap_or_else(|p| p.into_inner());
+    // Another task may have made one meanwhile: keep the first, so that all
+    // share one pool.
+    if let Some(c) = made(&m) {
+        return Ok(c);
+    }
+    m.get_or_insert_with(HashMap::new).insert(key, conn.clone());
+    Ok(conn)
+}
+
+async fn make_conn(
     kubeconfig: &str,
     context: Option<&str>,
     cluster: &str,

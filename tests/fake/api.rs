@@ -183,6 +183,9 @@ pub struct State {
     /// Every request mesh itself made (not a fake tool), as
     /// `METHOD /path?query STATUS`, in the order they were answered.
     pub calls: Mutex<Vec<String>>,
+    /// TLS connections that carried a request of mesh's own: each one a
+    /// handshake mesh paid for.
+    pub mesh_connections: AtomicUsize,
     /// Transient faults injected so far (chaos).
     pub faults: AtomicUsize,
     pub down: AtomicBool,
@@ -340,6 +343,7 @@ impl State {
             mutations: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             calls: Mutex::new(Vec::new()),
+            mesh_connections: AtomicUsize::new(0),
             faults: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             asleep: AtomicBool::new(false),

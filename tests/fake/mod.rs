@@ -436,9 +436,12 @@ async fn serve(
             let Ok(stream) = tls.accept(tcp).await else {
                 return;
             };
+            // Whether this connection has carried a request of mesh's own.
+            let mesh_used = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let st = st.clone();
+                    let mesh_used = mesh_used.clone();
                     async move {
                         // A deleted cluster: only the fake control endpoints
                         // answer; anything else has its connection closed, as
@@ -453,6 +456,12 @@ async fn serve(
                             let pq = req.uri().path_and_query().map(|p| p.to_string());
                             format!("{} {}", req.method(), pq.unwrap_or_default())
                         });
+                        if call.is_some()
+                            && !mesh_used.swap(true, std::sync::atomic::Ordering::SeqCst)
+                        {
+                            st.mesh_connections
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                         let resp = api::handle(st.clone(), req).await.expect("infallible");
                         if let Some(call) = call {
                             let status = resp.status().as_u16();
