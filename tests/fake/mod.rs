@@ -401,7 +401,22 @@ impl World {
 
 fn tls_config(pki: &Pki) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // The server picks the cipher suite by its own order, AES-128-GCM first,
+    // as Go's crypto/tls does for a real API server (rustls would follow
+    // the client's order, which puts AES-256 with SHA-384 first).
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ],
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -410,7 +425,7 @@ fn tls_config(pki: &Pki) -> tokio_rustls::TlsAcceptor {
     )
     .build()
     .unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
@@ -419,6 +434,7 @@ fn tls_config(pki: &Pki) -> tokio_rustls::TlsAcceptor {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone())),
         )
         .unwrap();
+    cfg.ignore_client_order = true;
     tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
