@@ -8,7 +8,8 @@
 //! from one run:
 //! - wall / critical path of the parallel build (mesh's own critical path);
 //! - wall / the same steps one after another (`-j 1`, a fresh world);
-//! - the no-op live rerun (probes only), median of 5;
+//! - the no-op live rerun (probes only), median of 5, with its API requests
+//!   and the TLS connections they took per cluster;
 //! - after editing one app: rerun wall minus that app task's own time;
 //! - what the real world's hazards cost: the 2-cluster bring-up in a calm
 //!   fake world (watches that never end, no bookmarks), in the default one
@@ -16,7 +17,10 @@
 //!   the default one with one API call in 5 failing (429/503/webhook
 //!   timeout), each in a fresh world.
 //!
-//! `MESH_BENCH_QUICK=1` (and `cargo test --benches`) runs 2 clusters only.
+//! `MESH_BENCH_QUICK=1` (and `cargo test --benches`) runs 2 clusters only;
+//! `MESH_BENCH_N=8` runs that size only. `MESH_BENCH_PROFILE=<dir>` also
+//! writes there one no-op's `-v` log (`noop-<n>.log`) and trace
+//! (`trace-<n>.json`), and the edit-one-app run's trace (`edit-<n>.json`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -122,11 +126,27 @@ fn bench(n: usize) {
     let noop: Vec<Duration> = (0..5)
         .map(|_| timed(&w, p.path(), &["build", "--json"]).0)
         .collect();
+    if let Ok(dir) = std::env::var("MESH_BENCH_PROFILE") {
+        let o = mesh(
+            &w,
+            p.path(),
+            &["-v", "build", "--trace", &format!("{dir}/trace-{n}.json")],
+        );
+        std::fs::write(format!("{dir}/noop-{n}.log"), &o.stderr).unwrap();
+    }
     // What one more no-op asks each API server (mesh's own requests).
     for a in w.apis.values() {
         a.calls.lock().unwrap().clear();
+        a.mesh_connections
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
     timed(&w, p.path(), &["build", "--json"]);
+    let connections = w
+        .apis
+        .values()
+        .map(|a| a.mesh_connections.load(std::sync::atomic::Ordering::SeqCst))
+        .sum::<usize>() as f64
+        / n as f64;
     let calls: Vec<Vec<String>> = w
         .apis
         .values()
@@ -146,7 +166,12 @@ fn bench(n: usize) {
     // Edit one app: c0 gets both versions.
     let edited = text.replacen("c0 = \"v1\"", "c0 = [\"v1\", \"v2\"]", 1);
     std::fs::write(p.path().join("plan.toml"), edited).unwrap();
-    let (edit_wall, doc) = timed(&w, p.path(), &["build", "--json"]);
+    let trace = std::env::var("MESH_BENCH_PROFILE").map(|d| format!("{d}/edit-{n}.json"));
+    let mut args = vec!["build", "--json"];
+    if let Ok(t) = &trace {
+        args.extend(["--trace", t.as_str()]);
+    }
+    let (edit_wall, doc) = timed(&w, p.path(), &args);
     let ran: Vec<(String, f64)> = doc["tasks"]
         .as_array()
         .unwrap()
@@ -186,7 +211,9 @@ fn bench(n: usize) {
         "  no-op live rerun (probes)      {:>9.0} ms   (median of 5)",
         ms(median(noop))
     );
-    println!("  no-op API requests per cluster {per_cluster:>9.1}      c0's: {kinds:?}");
+    println!(
+        "  no-op API requests per cluster {per_cluster:>9.1}      over {connections:.1} TLS connections; c0's: {kinds:?}"
+    );
     println!(
         "  edit one app: rerun wall       {:>9.0} ms − app task {:.0} ms = {:.0} ms  (goal ≤ 50 ms); ran {:?}",
         ms(edit_wall),
@@ -241,6 +268,10 @@ fn hazards(n: usize) {
 fn main() {
     let quick =
         std::env::var_os("MESH_BENCH_QUICK").is_some() || !std::env::args().any(|a| a == "--bench");
+    if let Ok(n) = std::env::var("MESH_BENCH_N") {
+        bench(n.parse().unwrap());
+        return;
+    }
     bench(2);
     hazards(2);
     if !quick {
