@@ -145,11 +145,27 @@ fn sidecar_multi_primary_bring_up() {
         w.api(c).mesh_connections.store(0, SeqCst);
     }
     let before = w.api_mutations();
-    let o = mesh(&w, p.path(), &["build", "--json"]);
+    let o = mesh(&w, p.path(), &["build", "--json", "--trace", "trace.json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.with("ran").is_empty(), "{:?}", o.with("ran"));
     assert_eq!(w.mutating_tool_calls(), Vec::<Vec<String>>::new());
     assert_eq!(w.api_mutations(), before, "a no-op rerun changed objects");
+    // The trace shows each probe when and as long as it ran (an API round
+    // trip at least), not as a point at the build's start.
+    let trace: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path().join("trace.json")).unwrap())
+            .unwrap();
+    let probed = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "cluster:east")
+        .unwrap();
+    assert_eq!(probed["cat"], "cached", "{probed}");
+    assert!(
+        probed["ts"].as_u64().unwrap() > 0 && probed["dur"].as_u64().unwrap() > 1,
+        "{probed}"
+    );
     // Discovery once per group-version and cluster, not once per task.
     for c in ["east", "west"] {
         let calls = w.api(c).calls.lock().unwrap().clone();

@@ -8,6 +8,21 @@ use super::*;
 
 type BoxProbe = crate::graph::BoxFuture<Probe>;
 
+/// A probe's answer, for the node and generation it was made for, and when
+/// it ran.
+pub(crate) type Probed = (NodeIndex, Gen, Probe, Span);
+
+/// When a probe ran: its start (µs since the build's epoch) and length,
+/// and which of the `MAX_PROBES` probe rows of the trace it ran in (probes
+/// running at once must not share a row: a trace draws a row's events
+/// nested).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Span {
+    start_us: u64,
+    duration_us: u64,
+    row: usize,
+}
+
 pub(crate) struct DrainState {
     shared: Arc<Shared>,
     graph: Arc<Graph>,
@@ -32,14 +47,16 @@ pub(crate) struct DrainState {
     verified: HashSet<Digest>,
     tx: mpsc::UnboundedSender<Msg>,
     pub(super) rx: mpsc::UnboundedReceiver<Msg>,
-    ptx: mpsc::UnboundedSender<(NodeIndex, Gen, Probe)>,
-    pub(super) prx: mpsc::UnboundedReceiver<(NodeIndex, Gen, Probe)>,
+    ptx: mpsc::UnboundedSender<Probed>,
+    pub(super) prx: mpsc::UnboundedReceiver<Probed>,
     probe_slots: Arc<tokio::sync::Semaphore>,
+    /// The probe rows free now (as many as `probe_slots`).
+    probe_rows: Arc<std::sync::Mutex<BTreeSet<usize>>>,
     /// Nodes waiting on a probe, with the probe generation they wait for.
     probing: HashMap<NodeIndex, (Box<Record>, ToRun, Gen)>,
     probe_handles: Vec<JoinHandle<()>>,
-    /// Prefetched probes: `None` still running, `Some` answered.
-    prefetched: HashMap<NodeIndex, Option<Probe>>,
+    /// Prefetched probes: `None` still running, `Some` answered (and when).
+    prefetched: HashMap<NodeIndex, Option<(Probe, Span)>>,
     running: usize,
     stopped_by: Option<String>,
     interrupted: bool,
@@ -116,6 +133,7 @@ impl DrainState {
             ptx,
             prx,
             probe_slots: Arc::new(tokio::sync::Semaphore::new(MAX_PROBES)),
+            probe_rows: Arc::new(std::sync::Mutex::new((0..MAX_PROBES).collect())),
             probing: HashMap::new(),
             probe_handles: Vec::new(),
             prefetched: HashMap::new(),
@@ -130,11 +148,14 @@ impl DrainState {
     /// waiting for the dependencies first would only chain them.
     pub(crate) fn prefetch_probes(&mut self) {
         let graph = self.graph.clone();
-        for &i in graph.topo() {
+        let order: Vec<NodeIndex> = graph
+            .topo()
+            .iter()
+            .copied()
+            .filter(|i| self.selected[i.index()] && !graph.node(*i).pure)
+            .collect();
+        for i in order {
             let node = graph.node(i);
-            if !self.selected[i.index()] || node.pure {
-                continue;
-            }
             let Load::Ok(rec) = self.shared.cache.load(&node.id) else {
                 continue;
             };
@@ -151,9 +172,23 @@ impl DrainState {
     fn spawn_probe(&mut self, i: NodeIndex, generation: Gen, fut: BoxProbe) {
         let (ptx, slots) = (self.ptx.clone(), self.probe_slots.clone());
         let id: Arc<str> = self.graph.node(i).id.as_str().into();
+        let (epoch, rows) = (self.shared.epoch, self.probe_rows.clone());
         self.probe_handles.push(tokio::spawn(async move {
             let _permit = slots.acquire_owned().await;
-            let _ = ptx.send((i, generation, crate::events::scope(id, fut).await));
+            let take = |rows: &std::sync::Mutex<BTreeSet<usize>>| {
+                rows.lock().unwrap_or_else(|p| p.into_inner()).pop_first()
+            };
+            // One row per permit held: there is always one free.
+            let row = take(&rows).unwrap_or(0);
+            let start = Instant::now();
+            let result = crate::events::scope(id, fut).await;
+            let span = Span {
+                start_us: start.saturating_duration_since(epoch).as_micros() as u64,
+                duration_us: start.elapsed().as_micros() as u64,
+                row,
+            };
+            rows.lock().unwrap_or_else(|p| p.into_inner()).insert(row);
+            let _ = ptx.send((i, generation, result, span));
         }));
     }
 
@@ -228,9 +263,9 @@ impl DrainState {
             self.prefetched.remove(&i)
         };
         match early {
-            Some(Some(result)) => {
+            Some(Some((result, span))) => {
                 // Already answered: handled like any probe result.
-                let _ = self.ptx.send((i, Gen::Prefetch, result));
+                let _ = self.ptx.send((i, Gen::Prefetch, result, span));
                 self.probing.insert(i, (record, job, Gen::Prefetch));
                 return;
             }
@@ -349,20 +384,25 @@ impl DrainState {
     }
 
     /// A probe answered.
-    pub(crate) fn on_probed(&mut self, i: NodeIndex, generation: Gen, result: Probe) {
+    pub(crate) fn on_probed(&mut self, i: NodeIndex, generation: Gen, result: Probe, span: Span) {
         let waited_for = self.probing.get(&i).map(|p| p.2);
         if waited_for != Some(generation) {
             // A prefetch nobody waits for yet (keep it), or one superseded
             // by a fresh probe (drop it).
             if generation == Gen::Prefetch && self.prefetched.contains_key(&i) {
-                self.prefetched.insert(i, Some(result));
+                self.prefetched.insert(i, Some((result, span)));
             }
             return;
         }
         let (record, mut job, _) = self.probing.remove(&i).expect("a probed node was probing");
         match result {
             Ok(()) => {
-                let report = cached_report(self.graph.node(i), &record, self.jobs);
+                // Shown when, how long and in which probe row (after the
+                // lanes of tasks and of cache checks) the probe ran.
+                let lane = self.jobs + 1 + span.row;
+                let mut report = cached_report(self.graph.node(i), &record, lane);
+                report.start_us = span.start_us;
+                report.duration_us = span.duration_us;
                 self.finished(i, report);
             }
             Err(why @ ProbeError::Drift(_)) => {

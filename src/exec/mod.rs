@@ -41,6 +41,10 @@
 //! *prefetched*: when the build starts, every recorded live task's probe is
 //! spawned at once (bounded by `MAX_PROBES`), before its dependencies are
 //! checked, because a probe reads the receipt and the world, not the key.
+//! A task found up to date by its probe reports when and how long the probe
+//! ran (the trace draws it in a probe row of its own), but adds nothing to
+//! the critical path: it ran alongside its dependencies' probes, not after
+//! them.
 //! Each result carries a generation: `Prefetch` for these, `Fresh` for a
 //! probe started when the node is reached. A prefetched result is used only
 //! if none of the node's dependencies ran in this build (a rerun
@@ -164,7 +168,7 @@ pub async fn execute(
         };
         match msg {
             Msg::Done(i, report) => st.on_done(i, report),
-            Msg::Probed((i, generation, result)) => st.on_probed(i, generation, result),
+            Msg::Probed((i, generation, result, span)) => st.on_probed(i, generation, result, span),
         }
     }
     let report = st.finish();
@@ -270,7 +274,7 @@ pub(crate) const MAX_PROBES: usize = 16;
 
 enum Msg {
     Done(NodeIndex, TaskReport),
-    Probed((NodeIndex, Gen, Probe)),
+    Probed(drain::Probed),
 }
 
 /// Which probe of a node a result comes from.
@@ -295,10 +299,13 @@ pub(crate) fn cached_report(node: &Node, rec: &Record, lane: usize) -> TaskRepor
     }
 }
 
-/// Longest chain of dependencies by this build's durations.
+/// Longest chain of dependencies by this build's durations. A cached task
+/// counts as nothing: its check (or its probe, which ran alongside its
+/// dependencies', not after them) held up no dependent's work.
 fn critical_path(graph: &Graph, selected: &[bool], tasks: &[TaskReport]) -> (Vec<String>, u64) {
     let dur: HashMap<&str, u64> = tasks
         .iter()
+        .filter(|t| t.status != Status::Cached)
         .map(|t| (t.id.as_str(), t.duration_us))
         .collect();
     let mut best: Vec<(u64, Option<NodeIndex>)> = vec![(0, None); graph.len()];
