@@ -31,6 +31,8 @@ struct Log {
     max_running: AtomicUsize,
     /// (id, start seq, end seq)
     runs: Mutex<Vec<(usize, usize, usize)>>,
+    /// Each probe's task, in the order the probes started.
+    probes: Mutex<Vec<usize>>,
 }
 
 /// What an effectful task's probe finds in the fake world.
@@ -100,8 +102,9 @@ impl Action for Fake {
         if self.probe != Some(true) {
             return None;
         }
-        let (idx, world) = (self.idx, self.world.clone());
+        let (idx, world, log) = (self.idx, self.world.clone(), self.log.clone());
         Some(Box::pin(async move {
+            log.probes.lock().unwrap().push(idx);
             // A probe reads the task's own recorded output.
             ctx.read(&ctx.id, "out")
                 .map_err(|e| ProbeError::Drift(e.to_string()))?;
@@ -216,6 +219,42 @@ fn run(cache: &Arc<Cache>, g: Arc<Graph>, jobs: usize, keep_going: bool) -> Buil
         Arc::new(Quiet),
         std::future::pending(),
     ))
+}
+
+/// A no-op's probes start longest chain of dependents first, as tasks run:
+/// a task with work waiting below it (a cluster, under which everything of
+/// that cluster waits for its probe) starts among the first probes, not
+/// after every cheap leaf that comes before it in topological order.
+#[test]
+fn probes_start_with_the_longest_chain_of_dependents() {
+    // t0 → t1 → t2: a chain; t3..t42: effectful leaves, which come first
+    // in the graph's topological order.
+    let n = 43;
+    let mut deps = vec![vec![]; n];
+    deps[1] = vec![0];
+    deps[2] = vec![1];
+    let d = Dag {
+        n,
+        deps,
+        cutoff: vec![false; n],
+        sleep_us: vec![0; n],
+    };
+    let effect = vec![Some(true); n];
+    let world = World::default();
+    let inputs: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+    let build = |log: &Arc<Log>| {
+        let g = graph_in(&d, &inputs, &BTreeSet::new(), log, &effect, &world);
+        run(&cache, g, 4, false)
+    };
+    assert_eq!(build(&Arc::new(Log::default())).count(Status::Ran), n);
+    let log = Arc::new(Log::default());
+    assert_eq!(build(&log).count(Status::Cached), n);
+    let probes = log.probes.lock().unwrap().clone();
+    let at = probes.iter().position(|&i| i == 0).unwrap();
+    // Probes run 16 at once: the first 16 started take the first slots.
+    assert!(at < 16, "t0 was probe {at}: {probes:?}");
 }
 
 fn status_of(r: &BuildReport) -> BTreeMap<usize, Status> {

@@ -145,15 +145,20 @@ impl DrainState {
 
     /// Start the probe of every recorded live task at once: a probe checks
     /// a receipt against the world, which does not depend on the key, so
-    /// waiting for the dependencies first would only chain them.
+    /// waiting for the dependencies first would only chain them. They start
+    /// (take a probe slot) in the order the scheduler runs tasks: the
+    /// longest chain of dependents first, so that a cluster's own probe is
+    /// not left behind the cheap leaves of others (in plain topological
+    /// order the last cluster's was probed after 90 other probes).
     pub(crate) fn prefetch_probes(&mut self) {
         let graph = self.graph.clone();
-        let order: Vec<NodeIndex> = graph
+        let mut order: Vec<NodeIndex> = graph
             .topo()
             .iter()
             .copied()
             .filter(|i| self.selected[i.index()] && !graph.node(*i).pure)
             .collect();
+        order.sort_by_key(|i| (Reverse(self.height[i.index()]), self.topo_pos[i.index()]));
         for i in order {
             let node = graph.node(i);
             let Load::Ok(rec) = self.shared.cache.load(&node.id) else {

@@ -39,8 +39,9 @@
 //! world; success makes it *cached (probed)*, failure queues it to run with
 //! "drifted: …". Probes are the slow part of a live no-op, so they are
 //! *prefetched*: when the build starts, every recorded live task's probe is
-//! spawned at once (bounded by `MAX_PROBES`), before its dependencies are
-//! checked, because a probe reads the receipt and the world, not the key.
+//! spawned at once (bounded by `MAX_PROBES`, longest chain of dependents
+//! first, as tasks are run), before its dependencies are checked, because a
+//! probe reads the receipt and the world, not the key.
 //! A task found up to date by its probe reports when and how long the probe
 //! ran (the trace draws it in a probe row of its own), but adds nothing to
 //! the critical path: it ran alongside its dependencies' probes, not after
