@@ -1271,7 +1271,6 @@ fn build(
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     let cache = Arc::new(cache);
     let lock = Arc::new(lock);
-    crate::k8s::forget_discovery();
     let sel = selection(&l.graph, offline);
     // Pure tasks are CPU work: one per CPU. Live tasks mostly wait on tools
     // and API servers: enough slots for every cluster's chain to progress.
@@ -1283,10 +1282,9 @@ fn build(
     };
     let jobs = jobs.map_or(default_jobs, |j| j as usize);
     let progress = Arc::new(ui::Progress::new(sel.iter().filter(|s| **s).count()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(1, format!("error: cannot start the runtime: {e}")))?;
+    // A fresh runtime: what an earlier build discovered, listed and
+    // connected is forgotten.
+    let rt = runtime()?;
     let report = events::phase(RUN, || {
         rt.block_on(exec::execute(
             l.graph.clone(),
