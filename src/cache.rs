@@ -530,9 +530,21 @@ pub const MAX_INPUT: u64 = 16 << 20;
 
 /// Read a file a user named: a regular file (not `/dev/zero`, a FIFO or a
 /// directory) of at most [`MAX_INPUT`] bytes, else an error saying which.
+///
+/// What it read is recorded for the no-op fast path (`seen`), with the
+/// stamp taken before the bytes are.
 pub fn read_input(path: &Path) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::NotFound {
+                crate::seen::file(path, None);
+            }
+            return Err(e);
+        }
+    };
     let m = f.metadata()?;
+    crate::seen::file(path, Some(&m));
     if !m.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -8,7 +8,8 @@
 //! 1. the engine, which knows nothing of Istio: `hash` (digests), `redact`
 //!    (secret bytes taken out of anything shown), `events`
 //!    (what happened inside a running task: retries), `state` (the durable
-//!    identity and inventory, apart from the cache) < `graph`
+//!    identity and inventory, apart from the cache), `seen` (what planning
+//!    looked at, for the no-op fast path) < `graph`
 //!    (nodes, actions and the sealed DAG) < `stamp` (the stat cache: a
 //!    file's digest trusted from its `stat`) < `cache` (the store and its
 //!    records) < `exec` (the parallel, cached executor);
@@ -40,6 +41,7 @@ pub mod plan;
 pub mod planner;
 pub mod providers;
 pub mod redact;
+pub mod seen;
 pub mod stamp;
 pub mod state;
 pub mod ui;

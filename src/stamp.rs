@@ -65,7 +65,7 @@ impl Stamp {
 
     /// Stamped in the same tick as (or after) `t`: not to be trusted
     /// against a stat cache file written at `t`.
-    fn racy(&self, t: (i64, i64)) -> bool {
+    pub(crate) fn racy(&self, t: (i64, i64)) -> bool {
         self.mtime >= t || self.ctime >= t
     }
 }
@@ -134,6 +134,17 @@ impl StatCache {
         self.old
             .get(&self.key(path))
             .is_some_and(|(stamp, d)| *stamp == Stamp::of(meta) && d == digest)
+    }
+
+    /// Was `path` known to hold `digest` at exactly the stamp `meta` gives
+    /// now: hashed or written in this run, or vouched for by a trusted
+    /// entry? (The no-op fast path writes down only files verified as they
+    /// are now, not merely seen: one edited after its check is not.)
+    pub fn verified(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) -> bool {
+        let key = self.key(path);
+        let want = (Stamp::of(meta), *digest);
+        self.lock().get(&key) == Some(&want)
+            || (self.trust.load(Ordering::Relaxed) && self.old.get(&key) == Some(&want))
     }
 
     /// `path` was just hashed (or written) to hold `digest`, and `stat`
@@ -297,6 +308,28 @@ mod tests {
         sc.stamp(&f, &m, &digest(b"x"));
         save_aged(&sc);
         (d, f, m)
+    }
+
+    /// What the no-op fast path may write down: a file as it was when this
+    /// run hashed it, or as a trusted entry knew it; not one changed after.
+    #[test]
+    fn verified_means_as_checked_not_merely_seen() {
+        let (d, f, m) = stamped();
+        let sc = StatCache::load(&d.path().join("stat"));
+        assert!(sc.verified(&f, &m, &digest(b"x")), "a trusted entry");
+        assert!(!sc.verified(&f, &m, &digest(b"y")), "only its own digest");
+        sc.set_trust(false);
+        assert!(!sc.verified(&f, &m, &digest(b"x")), "--verify trusts none");
+        sc.set_trust(true);
+        // Changed after the check (same size): its stamp now is no
+        // verified one, until this run hashes it again.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&f, b"z").unwrap();
+        let now = std::fs::metadata(&f).unwrap();
+        assert!(!sc.verified(&f, &now, &digest(b"x")));
+        assert!(!sc.verified(&f, &now, &digest(b"z")));
+        sc.stamp(&f, &now, &digest(b"z"));
+        assert!(sc.verified(&f, &now, &digest(b"z")));
     }
 
     #[test]

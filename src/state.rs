@@ -352,6 +352,8 @@ impl Store {
     /// The root rotation in progress, if any.
     pub fn rotation(&self) -> Result<Option<Rotation>, StateError> {
         let p = self.dir.join("identity").join(ROTATION);
+        // Planning reads it (its phase is an input of pki.root).
+        crate::seen::look(&p);
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)

@@ -519,6 +519,159 @@ fn a_byte_flip_keeping_size_and_mtime_is_caught_by_a_no_op_and_by_verify() {
     assert_eq!(std::fs::read(&blob).unwrap(), good);
 }
 
+/// `mesh -v build --offline --json` with `cache/noop` made older than
+/// anything it vouches for (as after any build but the quickest): whether
+/// it was answered by stat alone, and its output.
+fn noop_build(p: &Project, env: &[(&str, &str)]) -> (bool, common::Out) {
+    let noop = p.path("cache/noop");
+    if noop.exists() {
+        set_mtime(
+            &noop,
+            std::time::SystemTime::now() + std::time::Duration::from_secs(30),
+        );
+    }
+    let mut c = p.cmd();
+    c.args(["-v", "build", "--offline", "--json"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let o = common::Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let fast = o
+        .stderr
+        .contains("nothing changed since the last clean build");
+    assert_eq!(
+        !fast,
+        o.stderr.contains("read and check the plan"),
+        "the fast path reads no plan:\n{}",
+        o.stderr
+    );
+    (fast, o)
+}
+
+fn assert_fast(p: &Project) {
+    let (fast, o) = noop_build(p, &[]);
+    assert!(fast, "the long way:\n{}", o.stderr);
+}
+
+/// Issue 12: a rebuild that nothing touched is answered from `cache/noop`
+/// by stat alone (no plan read, no key computed), with the report the
+/// long way gives; and each kind of change the long way would see sends it
+/// the long way, which then acts on it.
+#[test]
+fn an_untouched_rebuild_is_answered_by_stat_and_every_change_goes_the_long_way() {
+    let p = Project::default_plan();
+    p.build();
+    let (fast, o) = noop_build(&p, &[]);
+    assert!(fast, "{}", o.stderr);
+    assert!(o.with("ran").is_empty());
+    // The same tasks, order and statuses as the long way (`--verify`
+    // always goes the long way).
+    let long = p.run(&["build", "--offline", "--verify", "--json"]);
+    assert_eq!(long.code, 0, "{}", long.stderr);
+    let rows = |o: &common::Out| -> Vec<(String, String, String)> {
+        o.json()["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let s = |k: &str| t[k].as_str().unwrap().to_string();
+                (s("id"), s("status"), s("reason"))
+            })
+            .collect()
+    };
+    assert_eq!(rows(&o), rows(&long));
+    assert_fast(&p);
+
+    // The plan's text, even with nothing that matters changed.
+    p.edit("plan.toml", |t| t + "\n# a comment\n");
+    let (fast, o) = noop_build(&p, &[]);
+    assert!(!fast);
+    assert!(o.stderr.contains("plan.toml changed"), "{}", o.stderr);
+    assert!(o.with("ran").is_empty());
+    assert_fast(&p);
+
+    // A file the plan names: its task reruns.
+    p.edit("tasks/apps/helloworld.yaml", |t| t + "\n# edited\n");
+    let (fast, o) = noop_build(&p, &[]);
+    assert!(!fast);
+    assert!(
+        o.with("ran")
+            .iter()
+            .any(|id| id.starts_with("render.app:helloworld")),
+        "{:?}",
+        o.with("ran")
+    );
+    assert_fast(&p);
+
+    // The environment planning reads.
+    let (fast, o) = noop_build(&p, &[("MESH_GATEWAY_API_CRDS", "crds.yaml")]);
+    assert!(!fast);
+    assert!(o.stderr.contains("environment changed"), "{}", o.stderr);
+    assert!(!noop_build(&p, &[]).0, "and back");
+
+    // An exported file, a byte flipped with its size and mtime kept:
+    // restored.
+    assert_fast(&p);
+    let out = p.path("out/east/kind-cluster.yaml");
+    let good = std::fs::read(&out).unwrap();
+    flip_keeping_size_and_mtime(&out);
+    let (fast, _) = noop_build(&p, &[]);
+    assert!(!fast);
+    assert_eq!(std::fs::read(&out).unwrap(), good, "restored");
+
+    // A blob, likewise: its task reruns.
+    assert_fast(&p);
+    let digest = blake3::hash(&good).to_hex().to_string();
+    let blob = p.path(&format!("cache/blobs/{}/{}", &digest[..2], digest));
+    flip_keeping_size_and_mtime(&blob);
+    let (fast, o) = noop_build(&p, &[]);
+    assert!(!fast);
+    assert_eq!(o.with("ran"), ["render.kind:east"]);
+    assert_eq!(std::fs::read(&blob).unwrap(), good);
+
+    // A directory of secrets opened to others: closed again.
+    assert_fast(&p);
+    let dir = p.path("out/east/istio");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (fast, _) = noop_build(&p, &[]);
+    assert!(!fast);
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+
+    // A damaged cache/noop is no answer.
+    assert_fast(&p);
+    let noop = p.path("cache/noop");
+    let mut bytes = std::fs::read(&noop).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&noop, &bytes).unwrap();
+    let (fast, o) = noop_build(&p, &[]);
+    assert!(!fast);
+    assert!(o.stderr.contains("is damaged"), "{}", o.stderr);
+}
+
+/// A build that fails leaves no `cache/noop` to vouch for what it left.
+#[test]
+fn a_failed_build_leaves_nothing_for_the_fast_path() {
+    let p = Project::default_plan();
+    p.build();
+    assert!(p.path("cache/noop").exists());
+    // Out of reach: `out/` is a file, so exporting fails.
+    std::fs::remove_dir_all(p.path("out")).unwrap();
+    std::fs::write(p.path("out"), "in the way").unwrap();
+    let o = p.run(&["build", "--offline"]);
+    assert_ne!(o.code, 0, "{}", o.stderr);
+    assert!(!p.path("cache/noop").exists());
+    std::fs::remove_file(p.path("out")).unwrap();
+    p.build();
+    assert!(p.path("cache/noop").exists());
+}
+
 #[test]
 fn corrupted_blob_or_record_is_detected_and_rebuilt() {
     let p = Project::default_plan();

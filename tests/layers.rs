@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("redact", 10),
     ("events", 10),
     ("state", 10),
+    ("seen", 10),
     ("graph", 11),
     ("stamp", 12),
     ("cache", 13),

@@ -344,6 +344,33 @@ const SIGN: &[rcgen::KeyUsagePurpose] = &[
     rcgen::KeyUsagePurpose::CrlSign,
 ];
 
+/// The no-op fast path (issue 12) answers without reading the plan, so it
+/// must not outlive the plan's checks against the clock: reading a plan
+/// with the organisation's root records the moment its verdict would
+/// change (the root expiring before an intermediate made then would:
+/// 2090-01-01 less intermediate_days = 400), and the files it read.
+#[test]
+fn reading_a_plan_records_until_when_its_own_root_passes() {
+    let (cert, key) = org_ca(true, SIGN, (2090, 1, 1));
+    let p = with_own_root(&cert, &key);
+    mesh::seen::start();
+    let plan = mesh::plan::load(&p.path("plan.toml"), "plan.toml");
+    let seen = mesh::seen::take().expect("recording");
+    assert!(plan.is_ok());
+    let days = 43_830 - 400; // 1970-01-01 to 2090-01-01, less 400
+    let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(days * 86_400);
+    assert_eq!(seen.until, Some(want));
+    for f in ["plan.toml", "org/root-cert.pem", "org/root-key.pem"] {
+        assert!(
+            seen.files
+                .iter()
+                .any(|(path, m)| path.ends_with(f) && path.is_absolute() && m.is_some()),
+            "{f} not recorded: {:?}",
+            seen.files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+    }
+}
+
 #[test]
 fn an_organisations_root_signs_the_intermediates_and_becomes_the_identity() {
     let (cert, key) = org_ca(true, SIGN, (2090, 1, 1));

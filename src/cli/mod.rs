@@ -119,7 +119,8 @@ pub enum Command {
         yes: bool,
         /// Read and hash every cached blob and exported file, trusting no
         /// stat cache entry (a file edited behind mesh's back with its
-        /// size, mtime, ctime and inode all kept is caught here).
+        /// size, mtime, ctime and inode all kept is caught here); never
+        /// answered by the no-op fast path (`cache/noop`).
         #[arg(long)]
         verify: bool,
         /// Build, then build again on every save of the plan or of a file
@@ -266,6 +267,9 @@ fn fail(code: u8, msg: impl std::fmt::Display) -> Exit {
 struct Loaded {
     plan: Arc<Plan>,
     graph: Arc<Graph>,
+    /// What reading the plan and planning looked at (`seen`).
+    seen: crate::seen::Seen,
+    plan_file: PathBuf,
 }
 
 /// Load the plan and its graph. They live until the process exits: a
@@ -279,9 +283,12 @@ fn load(path: &Path, target: Build) -> Result<&'static Loaded, Exit> {
 /// leaked would grow the process by a graph per rebuild).
 fn load_owned(path: &Path, target: Build) -> Result<Loaded, Exit> {
     let display = path.to_string_lossy().to_string();
-    let plan = events::phase(READ, || plan::load(path, &display)).map_err(|e| fail(2, e))?;
-    let plan = Arc::new(plan);
-    let graph = events::phase(PLAN, || planner::build(&plan, target)).map_err(|e| fail(2, e))?;
+    crate::seen::start();
+    let planned = events::phase(READ, || plan::load(path, &display))
+        .map(Arc::new)
+        .and_then(|plan| Ok((events::phase(PLAN, || planner::build(&plan, target))?, plan)));
+    let seen = crate::seen::take().unwrap_or_default();
+    let (graph, plan) = planned.map_err(|e| fail(2, e))?;
     verbose(&format!(
         "{} tasks, {} edges",
         graph.len(),
@@ -290,6 +297,8 @@ fn load_owned(path: &Path, target: Build) -> Result<Loaded, Exit> {
     Ok(Loaded {
         plan,
         graph: Arc::new(graph),
+        seen,
+        plan_file: path.to_path_buf(),
     })
 }
 
@@ -302,6 +311,7 @@ fn schema(cmd: &str) -> String {
 const READ: &str = "read and check the plan";
 const PLAN: &str = "plan the graph";
 const RUN: &str = "check and run the tasks";
+const NOOP: &str = "check the last clean build's files by stat";
 
 /// With `-v`: every phase that ended since the last call, stamped with
 /// its end and its length, then `more` (if not empty).
@@ -530,24 +540,24 @@ fn run(cli: Cli) -> Result<(), Exit> {
                 };
                 return watch::run(&plan_file, target, once);
             }
+            let out_dir = out.unwrap_or_else(|| dir.join("out"));
+            if offline
+                && !verify
+                && !rotate_root
+                && let Some(report) = noop_build(&plan_file, &cache_dir, &out_dir)
+            {
+                rotation_notice();
+                return finish(&report, json, trace);
+            }
             let l = load(&plan_file, target)?;
             if !offline {
                 preflight(&l.plan, &cache_dir)?;
                 removals::remove_orphans(l, &cache_dir, &dir, yes)?;
             }
-            let out_dir = out.unwrap_or_else(|| dir.join("out"));
             if rotate_root {
                 return rotate(&plan_file, &cache_dir, out_dir, offline, jobs, keep_going);
             }
-            if let Ok(Some(r)) = crate::state::get()
-                .expect("the state store is set")
-                .rotation()
-            {
-                eprintln!(
-                    "mesh build: a root rotation is in progress (phase {} of 3); `mesh build --rotate-root` finishes it",
-                    r.phase
-                );
-            }
+            rotation_notice();
             build(
                 l, &cache_dir, out_dir, offline, jobs, keep_going, verify, json, trace,
             )
@@ -1255,6 +1265,42 @@ async fn interrupted() {
     }
 }
 
+/// Say so when a root rotation is in progress (a build does not finish
+/// it).
+fn rotation_notice() {
+    if let Ok(Some(r)) = crate::state::get()
+        .expect("the state store is set")
+        .rotation()
+    {
+        eprintln!(
+            "mesh build: a root rotation is in progress (phase {} of 3); `mesh build --rotate-root` finishes it",
+            r.phase
+        );
+    }
+}
+
+/// An offline no-op answered from `cache/noop` (`exec::noop`), without
+/// reading the plan; `None`: build the long way (which also says why a
+/// locked or broken cache fails).
+fn noop_build(plan_file: &Path, cache_dir: &Path, out_dir: &Path) -> Option<exec::BuildReport> {
+    let cache = Cache::open_existing(cache_dir)?;
+    let lock = cache.lock().ok()?;
+    let fp = exec::noop::fingerprint(plan_file, out_dir);
+    let checked = events::phase(NOOP, || {
+        exec::noop::check(&cache, &lock, &fp, crate::events::start())
+    });
+    match checked {
+        Ok(report) => {
+            verbose("nothing changed since the last clean build: every task is up to date");
+            Some(report)
+        }
+        Err(why) => {
+            verbose(&format!("the long way: {why}"));
+            None
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build(
     l: &Loaded,
@@ -1269,6 +1315,9 @@ fn build(
 ) -> Result<(), Exit> {
     let cache = Cache::open(cache_dir).map_err(|e| fail(1, format!("error: {e}")))?;
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
+    // What the last clean build vouched for may change from here on.
+    exec::noop::forget(&cache, &lock);
+    let noop_fp = exec::noop::fingerprint(&l.plan_file, &out_dir);
     let cache = Arc::new(cache);
     let lock = Arc::new(lock);
     let sel = selection(&l.graph, offline);
@@ -1294,7 +1343,7 @@ fn build(
             exec::Options {
                 jobs,
                 keep_going,
-                out_dir: Some(out_dir),
+                out_dir: Some(out_dir.clone()),
                 epoch: Some(crate::events::start()),
                 verify,
             },
@@ -1308,9 +1357,23 @@ fn build(
         // Bound the store: drop blobs that no record references any more.
         let _ = cache.gc(&lock);
     }
-    eprint!("{}", ui::paint(&crate::redact::text(&ui::summary(&report))));
+    if offline && !report.interrupted {
+        exec::noop::save(&cache, &lock, &noop_fp, &l.seen, &report, &out_dir);
+    }
+    let done = finish(&report, json, trace);
+    // Do not wait for abandoned blocking work after an interrupt, but do let
+    // tools told to stop finish stopping (helm records its release failed).
+    rt.shutdown_background();
+    crate::providers::wait_for_stopping();
+    done
+}
+
+/// Print a build's summary (and with `--trace`, `--json`, its trace and
+/// report), and end as it did.
+fn finish(report: &exec::BuildReport, json: bool, trace: Option<PathBuf>) -> Result<(), Exit> {
+    eprint!("{}", ui::paint(&crate::redact::text(&ui::summary(report))));
     if let Some(path) = trace {
-        let mut trace = ui::trace(&report, &events::phases(), events::start());
+        let mut trace = ui::trace(report, &events::phases(), events::start());
         crate::redact::json(&mut trace);
         let text = serde_json::to_string(&trace).expect("trace serializes");
         cache::write_file(&path, text.as_bytes(), 0o644).map_err(|e| {
@@ -1321,12 +1384,8 @@ fn build(
         })?;
     }
     if json {
-        print_json("build", &ui::json(&report));
+        print_json("build", &ui::json(report));
     }
-    // Do not wait for abandoned blocking work after an interrupt, but do let
-    // tools told to stop finish stopping (helm records its release failed).
-    rt.shutdown_background();
-    crate::providers::wait_for_stopping();
     if report.interrupted {
         return Err(Exit(130));
     }

@@ -83,6 +83,7 @@ use tokio::task::JoinHandle;
 mod destroy;
 mod drain;
 mod fresh;
+pub mod noop;
 mod report;
 mod store;
 

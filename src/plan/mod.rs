@@ -326,6 +326,7 @@ pub const MIN_ISTIO_AMBIENT_MULTINETWORK: (u64, u64) = (1, 27);
 
 /// Read and validate the plan at `path`; `file` is how messages name it.
 pub fn load(path: &Path, file: &str) -> Result<Plan, PlanError> {
+    crate::seen::look(path);
     let bytes = std::fs::read(path).map_err(|e| {
         let d = Diag::new(format!("cannot read the plan: {e}"));
         let d = if e.kind() == std::io::ErrorKind::NotFound {

@@ -87,6 +87,8 @@ pub(super) fn check_root(
         ));
     }
     key_matches(&cert, cert_name, (key_name, key_text), &ROOT)?;
+    // Passed today; from this moment on the same plan would not.
+    crate::seen::until((not_after - ::time::Duration::days(i64::from(intermediate_days))).into());
     Ok(Root {
         key_digest: Some(Digest::of_bytes(key_text.as_bytes())),
     })
@@ -162,6 +164,8 @@ fn usable_ca(
             role.valid_hint.into(),
         ));
     }
+    // Valid now, and until it expires.
+    crate::seen::until(not_after.into());
     Ok(not_after)
 }
 

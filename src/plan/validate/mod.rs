@@ -162,7 +162,7 @@ impl Validator {
     /// hashed as one input.
     fn load_manifest(&mut self, name: &str, span: Range<usize>) -> bool {
         let dir = self.dir.join(name);
-        if self.files.contains_key(name) || !dir.is_dir() {
+        if self.files.contains_key(name) || !crate::seen::look(&dir).is_some_and(|m| m.is_dir()) {
             return self.load_file(name, Some(span), "manifest");
         }
         let listed = std::fs::read_dir(&dir).and_then(|r| {
@@ -240,6 +240,7 @@ impl Validator {
         }
         let root = self.dir.join(name);
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+            crate::seen::look(dir);
             let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
                 .map(|e| e.map(|e| e.path()))
                 .collect::<Result<_, _>>()?;
@@ -254,9 +255,10 @@ impl Validator {
             Ok(())
         }
         let mut members = Vec::new();
-        let listed = if root.is_dir() {
+        let found = crate::seen::look(&root);
+        let listed = if found.as_ref().is_some_and(|m| m.is_dir()) {
             walk(&root, &mut members)
-        } else if root.exists() {
+        } else if found.is_some() {
             members.push(root.clone());
             Ok(())
         } else {
@@ -491,6 +493,16 @@ impl Validator {
                 .expect("a valid date");
             (last - today).whole_days().max(1) as u64
         }
+        // The day from which `days` exceeds max_days(): the answer below
+        // holds until then.
+        fn holds_until(days: u64) {
+            let last = time::Date::from_calendar_date(9999, time::Month::December, 30)
+                .expect("a valid date");
+            let day = last
+                .checked_sub(time::Duration::days(days as i64 - 1))
+                .unwrap_or(time::Date::MIN);
+            crate::seen::until(day.midnight().assume_utc().into());
+        }
         let algorithm = raw
             .algorithm
             .as_ref()
@@ -515,6 +527,8 @@ impl Validator {
                     .at(d.span(), "expires after 9999-12-31")
                     .hint("a root is usually valid for 10 years (3650 days)"),
                 );
+            } else {
+                holds_until(u64::from(*d.get_ref()));
             }
         }
         if intermediate_days > root_days {
