@@ -24,7 +24,10 @@
 //!    the same nodes and edges as the offline graph (`mesh graph --offline
 //!    --format json`; one output file per node, each made by `touch`), and
 //!    the no-op of each, runs alternating: `mesh build --offline` against
-//!    `ninja`, the ratio, and mesh's cost per pure task. Ninja comes from
+//!    `ninja`, the ratio, and mesh's cost per pure task; then the same
+//!    no-op the long way (the plan touched, its bytes unchanged: the fast
+//!    path of `exec::noop` declines, so the plan is read and every key
+//!    computed), and the peak RSS of both. Ninja comes from
 //!    PyPI (`pip install --target`, pinned), installed by the bench; where
 //!    it cannot be, the section says "skipped: <reason>".
 //!
@@ -437,30 +440,63 @@ fn against_ninja(quick: bool, reps: usize) {
     let mut points = Vec::new();
     println!("no-op against ninja (medians of {reps}, runs alternating):");
     println!(
-        "  {:<32} {:>10} {:>10} {:>10} {:>12} {:>10}",
-        "plan", "pure tasks", "mesh", "ninja", "mesh/ninja", "µs/task"
+        "  {:<32} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10} {:>12} {:>14}",
+        "plan",
+        "pure tasks",
+        "mesh",
+        "ninja",
+        "mesh/ninja",
+        "µs/task",
+        "long way",
+        "long/ninja",
+        "peak RSS (MB)"
     );
     for (label, plan) in plans {
         let mesh_dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(mesh_dir.path().join("plan.toml"), plan).expect("plan");
+        let plan_file = mesh_dir.path().join("plan.toml");
+        std::fs::write(&plan_file, plan).expect("plan");
+        run_mesh(mesh_dir.path(), &["build", "--offline"]);
+        // The first no-op may find cache/noop racy (written in the tick of
+        // the build's last files) and write it again.
         run_mesh(mesh_dir.path(), &["build", "--offline"]);
         let ninja_dir = tempfile::tempdir().expect("tempdir");
         let (file, tasks) = ninja_file(mesh_dir.path());
         std::fs::write(ninja_dir.path().join("build.ninja"), file).expect("build.ninja");
         timed(Command::new(&ninja).arg("-C").arg(ninja_dir.path()));
-        let (mut m, mut n) = (Vec::new(), Vec::new());
+        let (mut m, mut n, mut long) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rss, mut long_rss) = (0, 0);
         for _ in 0..reps {
-            m.push(run_mesh(mesh_dir.path(), &["build", "--offline"]).0);
+            let (w, r, _) = run_mesh(mesh_dir.path(), &["build", "--offline"]);
+            m.push(w);
+            rss = rss.max(r);
             n.push(timed(Command::new(&ninja).arg("-C").arg(ninja_dir.path())));
+            // The long way: the plan touched (its bytes unchanged), so the
+            // fast path declines, the plan is read and planned, every key
+            // computed and every record read; still nothing runs.
+            std::fs::File::options()
+                .write(true)
+                .open(&plan_file)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+                .expect("touch plan.toml");
+            let (w, r, _) = run_mesh(mesh_dir.path(), &["build", "--offline"]);
+            long.push(w);
+            long_rss = long_rss.max(r);
         }
-        let (m, n) = (median(m), median(n));
+        let (m, n, long) = (median(m), median(n), median(long));
         points.push((tasks as f64, m.as_secs_f64() * 1e3, n.as_secs_f64() * 1e3));
         println!(
-            "  {label:<32} {tasks:>10} {:>10} {:>10} {:>12.2} {:>10.2}",
+            "  {label:<32} {tasks:>10} {:>10} {:>10} {:>12.2} {:>10.2} {:>10} {:>12.2} {:>14}",
             ms(m),
             ms(n),
             m.as_secs_f64() / n.as_secs_f64(),
-            m.as_secs_f64() * 1e6 / tasks as f64
+            m.as_secs_f64() * 1e6 / tasks as f64,
+            ms(long),
+            long.as_secs_f64() / n.as_secs_f64(),
+            format!(
+                "{:.1} / {:.1}",
+                rss as f64 / 1024.0,
+                long_rss as f64 / 1024.0
+            )
         );
     }
     let (ma, mb) = line(points.iter().map(|p| (p.0, p.1)));
