@@ -136,15 +136,23 @@ impl StatCache {
             .is_some_and(|(stamp, d)| *stamp == Stamp::of(meta) && d == digest)
     }
 
-    /// Was `path` known to hold `digest` at exactly the stamp `meta` gives
-    /// now: hashed or written in this run, or vouched for by a trusted
-    /// entry? (The no-op fast path writes down only files verified as they
-    /// are now, not merely seen: one edited after its check is not.)
-    pub fn verified(&self, path: &Path, meta: &std::fs::Metadata, digest: &Digest) -> bool {
+    /// The stamp at which `path` was known to hold `digest`: hashed or
+    /// written in this run, or a trusted entry's (which this run vouched
+    /// for, or did not look at); `None` if none. This, not a `stat` taken
+    /// later, is what the no-op fast path writes down: a file edited after
+    /// its check then shows as changed.
+    pub fn verified(&self, path: &Path, digest: &Digest) -> Option<Stamp> {
         let key = self.key(path);
-        let want = (Stamp::of(meta), *digest);
-        self.lock().get(&key) == Some(&want)
-            || (self.trust.load(Ordering::Relaxed) && self.old.get(&key) == Some(&want))
+        if let Some((s, d)) = self.lock().get(&key) {
+            return (d == digest).then_some(*s);
+        }
+        if !self.trust.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.old
+            .get(&key)
+            .filter(|(_, d)| d == digest)
+            .map(|(s, _)| *s)
     }
 
     /// `path` was just hashed (or written) to hold `digest`, and `stat`
@@ -310,26 +318,26 @@ mod tests {
         (d, f, m)
     }
 
-    /// What the no-op fast path may write down: a file as it was when this
-    /// run hashed it, or as a trusted entry knew it; not one changed after.
+    /// What the no-op fast path writes down: the stamp a file had when this
+    /// run (or a trusted entry) knew its digest, not its stamp now.
     #[test]
-    fn verified_means_as_checked_not_merely_seen() {
+    fn verified_is_the_stamp_as_checked_not_as_now() {
         let (d, f, m) = stamped();
         let sc = StatCache::load(&d.path().join("stat"));
-        assert!(sc.verified(&f, &m, &digest(b"x")), "a trusted entry");
-        assert!(!sc.verified(&f, &m, &digest(b"y")), "only its own digest");
+        assert_eq!(sc.verified(&f, &digest(b"x")), Some(Stamp::of(&m)));
+        assert_eq!(sc.verified(&f, &digest(b"y")), None, "only its own digest");
         sc.set_trust(false);
-        assert!(!sc.verified(&f, &m, &digest(b"x")), "--verify trusts none");
+        assert_eq!(sc.verified(&f, &digest(b"x")), None, "--verify trusts none");
         sc.set_trust(true);
-        // Changed after the check (same size): its stamp now is no
-        // verified one, until this run hashes it again.
+        // Changed after the check (same size): what was checked is not
+        // what is there now, so a later stat shows the change.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&f, b"z").unwrap();
         let now = std::fs::metadata(&f).unwrap();
-        assert!(!sc.verified(&f, &now, &digest(b"x")));
-        assert!(!sc.verified(&f, &now, &digest(b"z")));
+        assert_ne!(sc.verified(&f, &digest(b"x")), Some(Stamp::of(&now)));
         sc.stamp(&f, &now, &digest(b"z"));
-        assert!(sc.verified(&f, &now, &digest(b"z")));
+        assert_eq!(sc.verified(&f, &digest(b"z")), Some(Stamp::of(&now)));
+        assert_eq!(sc.verified(&f, &digest(b"x")), None, "rewritten this run");
     }
 
     #[test]

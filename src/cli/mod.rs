@@ -312,6 +312,7 @@ const READ: &str = "read and check the plan";
 const PLAN: &str = "plan the graph";
 const RUN: &str = "check and run the tasks";
 const NOOP: &str = "check the last clean build's files by stat";
+const SAVE: &str = "write down the clean build for the next no-op";
 
 /// With `-v`: every phase that ended since the last call, stamped with
 /// its end and its length, then `more` (if not empty).
@@ -1358,7 +1359,10 @@ fn build(
         let _ = cache.gc(&lock);
     }
     if offline && !report.interrupted {
-        exec::noop::save(&cache, &lock, &noop_fp, &l.seen, &report, &out_dir);
+        events::phase(SAVE, || {
+            exec::noop::save(&cache, &lock, &noop_fp, &l.seen, &report, &out_dir)
+        });
+        verbose("");
     }
     let done = finish(&report, json, trace);
     // Do not wait for abandoned blocking work after an interrupt, but do let

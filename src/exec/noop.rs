@@ -30,12 +30,13 @@
 //! as (or after) `cache/noop` was written is *racy* and sends the build the
 //! long way, which then writes a file it can trust.
 //!
-//! What it writes down was *verified* as it is, not merely seen: each blob
-//! and exported file only if its stamp now is one at which this build (or
-//! a trusted stat cache entry) knew it to hold its digest, in the mode the
-//! long way would leave it (and directories likewise: none writable by
-//! others, a secret's 0700). A file edited after the build checked it, or
-//! a mode loosened, means no `cache/noop` at all.
+//! What it writes down for a blob or an exported file is the stamp at
+//! which this build (or a trusted stat cache entry) *verified* it to hold
+//! its digest, not a `stat` taken afterwards: a file edited after its
+//! check then shows as changed on the next run. It is written only when
+//! those stamps have the modes the long way leaves (a secret 0600, nothing
+//! looser than 0644), and the directories (stat'ed after the build, with
+//! the log) none writable by others and a secret's 0700.
 //!
 //! Any doubt means the long way: a missing, damaged (its blake3 trailer) or
 //! foreign file, another fingerprint, a passed deadline, one stamp that
@@ -193,75 +194,102 @@ pub fn save(
     }
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let out = abs(out_dir);
-    let root = abs(cache.root());
-    // The products, stat'ed now that the build is done, each with what it
-    // must be: (path, digest it was verified to hold, whether a secret).
-    // Directories carry no digest; the log is ours, under the lock.
-    let mut products: Vec<(PathBuf, Option<Digest>, bool)> =
-        vec![(abs(cache.records_path()), None, false)];
-    let mut blobs: HashMap<Digest, usize> = HashMap::new();
-    let mut files: HashSet<PathBuf> = HashSet::new();
-    let mut dirs: HashMap<PathBuf, bool> = HashMap::new();
+    let stat = cache.stat();
+    let ids: Vec<&str> = report.tasks.iter().map(|t| t.id.as_str()).collect();
+    let mut entries = File::new(fp, seen.until, &ids);
+    for (p, m) in &seen.files {
+        entries.push(p, m.as_ref().map(Stamp::of).as_ref());
+    }
+    // Blobs and exported files: the stamp at which the build (or a trusted
+    // stat cache entry) knew each to hold its digest, in the mode the long
+    // way would leave it; else there is nothing to vouch for. (Keyed by
+    // digest and by the export's text: hashing a `Path` walks its
+    // components, which at ten thousand files is measurable.)
+    let mut blob_path = abs(cache.root()).join("blobs");
+    let mut blobs: HashMap<Digest, (Stamp, bool)> = HashMap::new();
+    let mut files: HashSet<&str> = HashSet::new();
+    let mut dirs: HashMap<&str, bool> = HashMap::new();
     for t in &report.tasks {
         for f in t.files.as_deref().into_iter().flatten() {
-            match blobs.get(&f.blob) {
-                Some(&i) => products[i].2 |= f.secret,
-                None => {
-                    let hex = f.blob.hex();
-                    blobs.insert(f.blob, products.len());
-                    let path = root.join("blobs").join(&hex[..2]).join(&hex);
-                    products.push((path, Some(f.blob), f.secret));
-                }
+            if let Some((_, secret)) = blobs.get_mut(&f.blob) {
+                *secret |= f.secret;
+            } else {
+                let hex = f.blob.hex();
+                blob_path.push(&hex[..2]);
+                blob_path.push(&hex);
+                let s = stat.verified(&blob_path, &f.blob);
+                entries.push(&blob_path, s.as_ref());
+                blob_path.pop();
+                blob_path.pop();
+                let Some(s) = s else { return false };
+                blobs.insert(f.blob, (s, f.secret));
             }
-            let Some(rel) = &f.export else { continue };
+            let Some(rel) = f.export.as_deref() else {
+                continue;
+            };
+            // Its directories, up to out/ (""): only its own is closed
+            // for a secret.
+            let mut tight = f.secret;
+            let mut end = rel.len();
+            while let Some(i) = rel[..end].rfind('/') {
+                *dirs.entry(&rel[..i]).or_default() |= tight;
+                tight = false;
+                end = i;
+            }
+            *dirs.entry("").or_default() |= tight;
+            if !files.insert(rel) {
+                continue;
+            }
             let dest = out.join(rel);
-            let mut up = dest.parent();
-            let mut secret = f.secret;
-            while let Some(d) = up.filter(|d| d.starts_with(&out)) {
-                *dirs.entry(d.to_path_buf()).or_default() |= secret;
-                // Only the file's own directory is closed for a secret.
-                secret = false;
-                up = d.parent();
-            }
-            if files.insert(dest.clone()) {
-                products.push((dest, Some(f.blob), f.secret));
+            let want = if f.secret { 0o600 } else { 0o644 };
+            match stat.verified(&dest, &f.blob) {
+                Some(s) if s.mode & 0o7777 == want => entries.push(&dest, Some(&s)),
+                _ => return false,
             }
         }
     }
-    let first_dir = products.len();
-    products.extend(dirs.into_iter().map(|(d, secret)| (d, None, secret)));
-    let paths: Vec<PathBuf> = products.iter().map(|p| p.0.clone()).collect();
-    let metas = stat_all(&paths);
-    let stat = cache.stat();
-    let mut stamped = Vec::with_capacity(metas.len());
-    for (i, (m, (path, digest, secret))) in metas.iter().zip(&products).enumerate() {
-        // Vanished, edited since the build checked it, or in a mode the
-        // long way would put back: nothing to vouch for.
-        let Some(m) = m else { return false };
-        let bits = m.permissions().mode() & 0o7777;
-        let right = if i == 0 {
-            true
-        } else if i >= first_dir {
-            bits & 0o022 == 0 && (!secret || bits == 0o700)
-        } else if path.starts_with(&out) {
-            bits == if *secret { 0o600 } else { 0o644 }
-        } else {
-            (!secret || bits == 0o600) && bits & !0o644 == 0
-        };
-        let verified = digest.is_none_or(|d| stat.verified(path, m, &d));
-        if !right || !verified {
-            return false;
-        }
-        stamped.push(Some(Stamp::of(m)));
+    if blobs
+        .values()
+        .any(|(s, secret)| (*secret && s.mode & 0o7777 != 0o600) || s.mode & 0o7777 & !0o644 != 0)
+    {
+        return false;
     }
-    let mut entries: Vec<(PathBuf, Option<Stamp>)> = seen
-        .files
-        .iter()
-        .map(|(p, m)| (p.clone(), m.as_ref().map(Stamp::of)))
+    // Directories and the log: stat'ed now that the build is done (the
+    // log is written only under the lock we hold).
+    let dirs: Vec<(PathBuf, bool)> = dirs
+        .into_iter()
+        .map(|(d, tight)| {
+            (
+                if d.is_empty() {
+                    out.clone()
+                } else {
+                    out.join(d)
+                },
+                tight,
+            )
+        })
         .collect();
-    entries.extend(paths.into_iter().zip(stamped));
-    let ids: Vec<&str> = report.tasks.iter().map(|t| t.id.as_str()).collect();
-    let bytes = encode(fp, seen.until, &ids, &entries);
+    let mut now: Vec<PathBuf> = dirs.iter().map(|d| d.0.clone()).collect();
+    now.push(abs(cache.records_path()));
+    let metas = stat_all(&now);
+    for (i, (path, m)) in now.iter().zip(metas).enumerate() {
+        let Some(m) = m else {
+            // No log yet (nothing recorded): absent it must stay.
+            if i == dirs.len() {
+                entries.push(path, None);
+                continue;
+            }
+            return false;
+        };
+        if let Some((_, tight)) = dirs.get(i) {
+            let bits = m.permissions().mode() & 0o7777;
+            if bits & 0o022 != 0 || (*tight && bits != 0o700) {
+                return false;
+            }
+        }
+        entries.push(path, Some(&Stamp::of(&m)));
+    }
+    let bytes = entries.finish();
     let _ = lock;
     crate::cache::write_file(&cache.root().join(FILE), &bytes, 0o600).is_ok()
 }
@@ -344,41 +372,74 @@ fn stamp_bytes(s: &Stamp) -> [u8; 60] {
     b
 }
 
+/// The file, encoded as it is made: the header (magic, fingerprint,
+/// deadline, task ids), the entry count (patched in by [`File::finish`]),
+/// the entries, and the blake3 of it all.
+struct File {
+    bytes: Vec<u8>,
+    count_at: usize,
+    n: u64,
+}
+
+impl File {
+    fn new(fp: &Digest, until: Option<SystemTime>, ids: &[&str]) -> File {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&fp.0);
+        let until = until.map_or(i64::MAX, |u| match u.duration_since(UNIX_EPOCH) {
+            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            Err(_) => i64::MIN,
+        });
+        b.extend_from_slice(&until.to_le_bytes());
+        b.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+        for id in ids {
+            b.extend_from_slice(&(id.len() as u64).to_le_bytes());
+            b.extend_from_slice(id.as_bytes());
+        }
+        let count_at = b.len();
+        b.extend_from_slice(&0u64.to_le_bytes());
+        File {
+            bytes: b,
+            count_at,
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, path: &Path, s: Option<&Stamp>) {
+        let p = path.as_os_str().as_encoded_bytes();
+        self.bytes
+            .extend_from_slice(&(p.len() as u64).to_le_bytes());
+        self.bytes.extend_from_slice(p);
+        match s {
+            Some(s) => {
+                self.bytes.push(1);
+                self.bytes.extend_from_slice(&stamp_bytes(s));
+            }
+            None => self.bytes.push(0),
+        }
+        self.n += 1;
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.bytes[self.count_at..self.count_at + 8].copy_from_slice(&self.n.to_le_bytes());
+        let sum = *blake3::hash(&self.bytes).as_bytes();
+        self.bytes.extend_from_slice(&sum);
+        self.bytes
+    }
+}
+
+#[cfg(test)]
 fn encode(
     fp: &Digest,
     until: Option<SystemTime>,
     ids: &[&str],
     entries: &[(PathBuf, Option<Stamp>)],
 ) -> Vec<u8> {
-    let mut b = Vec::with_capacity(64 + ids.len() * 40 + entries.len() * 160);
-    b.extend_from_slice(MAGIC);
-    b.extend_from_slice(&fp.0);
-    let until = until.map_or(i64::MAX, |u| match u.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => i64::MIN,
-    });
-    b.extend_from_slice(&until.to_le_bytes());
-    b.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-    for id in ids {
-        b.extend_from_slice(&(id.len() as u64).to_le_bytes());
-        b.extend_from_slice(id.as_bytes());
-    }
-    b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    let mut f = File::new(fp, until, ids);
     for (p, s) in entries {
-        let p = p.as_os_str().as_encoded_bytes();
-        b.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        b.extend_from_slice(p);
-        match s {
-            Some(s) => {
-                b.push(1);
-                b.extend_from_slice(&stamp_bytes(s));
-            }
-            None => b.push(0),
-        }
+        f.push(p, s.as_ref());
     }
-    let sum = *blake3::hash(&b).as_bytes();
-    b.extend_from_slice(&sum);
-    b
+    f.finish()
 }
 
 struct Parsed {
@@ -570,6 +631,68 @@ mod tests {
         let (c, l) = vouching(d.path(), None, &entries, later);
         let e = check(&c, &l, &fp, epoch).unwrap_err();
         assert!(e.ends_with("/f changed"), "{e}");
+    }
+
+    /// A file edited after the build checked it (here: after its stamp
+    /// went into the stat cache, before `save`) is written down as it was
+    /// checked, so the next run sees the change (a `stat` at save time
+    /// would have vouched for the edit).
+    #[test]
+    fn an_export_edited_after_its_check_is_not_vouched_for() {
+        use std::os::unix::fs::DirBuilderExt;
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("cache")).unwrap();
+        let lock = cache.lock().unwrap();
+        let out = d.path().join("out");
+        std::fs::DirBuilder::new().mode(0o755).create(&out).unwrap();
+        let blob = cache.put_blob(&lock, b"exported", false).unwrap();
+        let dest = out.join("x.yaml");
+        crate::cache::write_file(&dest, b"exported", 0o644).unwrap();
+        let m = std::fs::metadata(&dest).unwrap();
+        cache.stat().stamp(&dest, &m, &blob);
+        let report = BuildReport {
+            tasks: vec![TaskReport {
+                id: "t".into(),
+                status: Status::Ran,
+                reason: String::new(),
+                start_us: 0,
+                duration_us: 0,
+                lane: 0,
+                output: None,
+                files: Some(Arc::new(vec![FileEntry {
+                    name: "x.yaml".into(),
+                    blob,
+                    secret: false,
+                    export: Some("x.yaml".into()),
+                    private: false,
+                }])),
+            }],
+            wall_us: 0,
+            critical_path: Vec::new(),
+            critical_path_us: 0,
+            interrupted: false,
+            retries: Vec::new(),
+        };
+        let fp = Digest([1; 32]);
+        let later = SystemTime::now() + Duration::from_secs(30);
+        let age = || {
+            std::fs::File::options()
+                .write(true)
+                .open(cache.root().join(FILE))
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+        };
+        assert!(save(&cache, &lock, &fp, &Seen::default(), &report, &out));
+        age();
+        assert!(check(&cache, &lock, &fp, Instant::now()).is_ok());
+
+        std::thread::sleep(Duration::from_millis(10));
+        crate::cache::write_file(&dest, b"EXPORTED", 0o644).unwrap();
+        assert!(save(&cache, &lock, &fp, &Seen::default(), &report, &out));
+        age();
+        let e = check(&cache, &lock, &fp, Instant::now()).unwrap_err();
+        assert!(e.ends_with("x.yaml changed"), "{e}");
     }
 
     #[test]
