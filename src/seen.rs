@@ -51,11 +51,6 @@ pub fn take() -> Option<Seen> {
     SEEN.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
-/// Is a recording on?
-pub fn recording() -> bool {
-    SEEN.lock().unwrap_or_else(|p| p.into_inner()).is_some()
-}
-
 /// Record `path` as about to be read, with the metadata its reader already
 /// has (an open file's `fstat`), or `None` when it does not exist.
 pub fn file(path: &Path, meta: Option<&Metadata>) {

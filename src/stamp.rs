@@ -63,6 +63,40 @@ impl Stamp {
         }
     }
 
+    /// Bytes of [`Stamp::encode`].
+    pub const BYTES: usize = 8 + 16 + 16 + 8 + 8 + 4;
+
+    /// The stamp as the stat cache (and `cache/noop`) store it: size,
+    /// mtime, ctime, inode, device, mode, little-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.mtime.0.to_le_bytes());
+        out.extend_from_slice(&self.mtime.1.to_le_bytes());
+        out.extend_from_slice(&self.ctime.0.to_le_bytes());
+        out.extend_from_slice(&self.ctime.1.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.mode.to_le_bytes());
+    }
+
+    /// [`Stamp::encode`]'s bytes back; `None` unless exactly
+    /// [`Stamp::BYTES`] long.
+    pub fn decode(b: &[u8]) -> Option<Stamp> {
+        if b.len() != Stamp::BYTES {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let i64_at = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Some(Stamp {
+            size: u64_at(0),
+            mtime: (i64_at(8), i64_at(16)),
+            ctime: (i64_at(24), i64_at(32)),
+            ino: u64_at(40),
+            dev: u64_at(48),
+            mode: u32::from_le_bytes(b[56..60].try_into().expect("4 bytes")),
+        })
+    }
+
     /// Stamped in the same tick as (or after) `t`: not to be trusted
     /// against a stat cache file written at `t`.
     pub(crate) fn racy(&self, t: (i64, i64)) -> bool {
@@ -73,7 +107,7 @@ impl Stamp {
 const MAGIC: &[u8] = b"mesh-stat v2\n";
 /// Bytes of an entry: path hash, digest, size, mtime, ctime, ino, dev,
 /// mode.
-const ENTRY: usize = 16 + 32 + 8 + 16 + 16 + 8 + 8 + 4;
+const ENTRY: usize = 16 + 32 + Stamp::BYTES;
 
 /// A path, as the entries key it: the first 16 bytes of the blake3 of the
 /// absolute path (two paths meeting there also need one inode to fool it).
@@ -225,14 +259,7 @@ fn render(entries: &[(&Key, &(Stamp, Digest))]) -> Vec<u8> {
     for (key, (s, d)) in entries {
         out.extend_from_slice(&key[..]);
         out.extend_from_slice(&d.0);
-        out.extend_from_slice(&s.size.to_le_bytes());
-        out.extend_from_slice(&s.mtime.0.to_le_bytes());
-        out.extend_from_slice(&s.mtime.1.to_le_bytes());
-        out.extend_from_slice(&s.ctime.0.to_le_bytes());
-        out.extend_from_slice(&s.ctime.1.to_le_bytes());
-        out.extend_from_slice(&s.ino.to_le_bytes());
-        out.extend_from_slice(&s.dev.to_le_bytes());
-        out.extend_from_slice(&s.mode.to_le_bytes());
+        s.encode(&mut out);
     }
     let sum = *blake3::hash(&out).as_bytes();
     out.extend_from_slice(&sum);
@@ -252,19 +279,10 @@ fn parse(bytes: &[u8], written: (i64, i64)) -> Option<Entries> {
         return None;
     }
     let mut out = Entries::with_capacity(rest.len() / ENTRY);
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let i64_at = |b: &[u8], i: usize| i64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
     for e in rest.chunks_exact(ENTRY) {
         let key: Key = e[..16].try_into().expect("16 bytes");
         let digest = Digest(e[16..48].try_into().expect("32 bytes"));
-        let stamp = Stamp {
-            size: u64_at(e, 48),
-            mtime: (i64_at(e, 56), i64_at(e, 64)),
-            ctime: (i64_at(e, 72), i64_at(e, 80)),
-            ino: u64_at(e, 88),
-            dev: u64_at(e, 96),
-            mode: u32::from_le_bytes(e[104..108].try_into().expect("4 bytes")),
-        };
+        let stamp = Stamp::decode(&e[48..]).expect("an entry's stamp");
         if !stamp.racy(written) {
             out.insert(key, (stamp, digest));
         }

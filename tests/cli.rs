@@ -535,12 +535,7 @@ fn noop_build(p: &Project, env: &[(&str, &str)]) -> (bool, common::Out) {
     for (k, v) in env {
         c.env(k, v);
     }
-    let o = c.output().unwrap();
-    let o = common::Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    let o = common::Out::from(c.output().unwrap());
     assert_eq!(o.code, 0, "{}", o.stderr);
     let fast = o
         .stderr

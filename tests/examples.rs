@@ -55,11 +55,7 @@ fn offline(dir: &Path) -> common::Out {
         .env("MESH_PLAN", dir)
         .output()
         .unwrap();
-    common::Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    o.into()
 }
 
 #[test]

@@ -1318,7 +1318,6 @@ fn build(
     let lock = cache.lock().map_err(|e| fail(1, format!("error: {e}")))?;
     // What the last clean build vouched for may change from here on.
     exec::noop::forget(&cache, &lock);
-    let noop_fp = exec::noop::fingerprint(&l.plan_file, &out_dir);
     let cache = Arc::new(cache);
     let lock = Arc::new(lock);
     let sel = selection(&l.graph, offline);
@@ -1360,7 +1359,8 @@ fn build(
     }
     if offline && !report.interrupted {
         events::phase(SAVE, || {
-            exec::noop::save(&cache, &lock, &noop_fp, &l.seen, &report, &out_dir)
+            let fp = exec::noop::fingerprint(&l.plan_file, &out_dir);
+            exec::noop::save(&cache, &lock, &fp, &l.seen, &report, &out_dir)
         });
         verbose("");
     }

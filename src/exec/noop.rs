@@ -75,7 +75,9 @@ pub fn fingerprint(plan_file: &Path, out_dir: &Path) -> Digest {
                 .unwrap_or(Path::new(""))
                 .as_os_str()
                 .as_encoded_bytes());
-            put(&stamp_bytes(&Stamp::of(&m)));
+            let mut b = Vec::with_capacity(Stamp::BYTES);
+            Stamp::of(&m).encode(&mut b);
+            put(&b);
         }
         // A binary that cannot be stat'ed: a fingerprint no file matches.
         None => put(&std::process::id().to_le_bytes()),
@@ -352,26 +354,6 @@ fn threads_for(n: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |c| c.get().min(4))
 }
 
-fn stamp_bytes(s: &Stamp) -> [u8; 60] {
-    let mut b = [0u8; 60];
-    let fields: [&[u8]; 8] = [
-        &s.size.to_le_bytes(),
-        &s.mtime.0.to_le_bytes(),
-        &s.mtime.1.to_le_bytes(),
-        &s.ctime.0.to_le_bytes(),
-        &s.ctime.1.to_le_bytes(),
-        &s.ino.to_le_bytes(),
-        &s.dev.to_le_bytes(),
-        &s.mode.to_le_bytes(),
-    ];
-    let mut at = 0;
-    for f in fields {
-        b[at..at + f.len()].copy_from_slice(f);
-        at += f.len();
-    }
-    b
-}
-
 /// The file, encoded as it is made: the header (magic, fingerprint,
 /// deadline, task ids), the entry count (patched in by [`File::finish`]),
 /// the entries, and the blake3 of it all.
@@ -413,7 +395,7 @@ impl File {
         match s {
             Some(s) => {
                 self.bytes.push(1);
-                self.bytes.extend_from_slice(&stamp_bytes(s));
+                s.encode(&mut self.bytes);
             }
             None => self.bytes.push(0),
         }
@@ -476,14 +458,7 @@ fn parse(bytes: &[u8]) -> Option<Parsed> {
         let p = PathBuf::from(std::ffi::OsStr::from_bytes(r.take(len)?));
         let s = match r.take(1)?[0] {
             0 => None,
-            1 => Some(Stamp {
-                size: r.u64()?,
-                mtime: (r.i64()?, r.i64()?),
-                ctime: (r.i64()?, r.i64()?),
-                ino: r.u64()?,
-                dev: r.u64()?,
-                mode: u32::from_le_bytes(r.take(4)?.try_into().ok()?),
-            }),
+            1 => Some(Stamp::decode(r.take(Stamp::BYTES)?)?),
             _ => return None,
         };
         entries.push((p, s));
