@@ -180,7 +180,7 @@ pub fn check(
 /// was not written.
 pub fn save(
     cache: &Cache,
-    lock: &BuildLock,
+    _lock: &BuildLock,
     fp: &Digest,
     seen: &Seen,
     report: &BuildReport,
@@ -292,7 +292,6 @@ pub fn save(
         entries.push(path, Some(&Stamp::of(&m)));
     }
     let bytes = entries.finish();
-    let _ = lock;
     crate::cache::write_file(&cache.root().join(FILE), &bytes, 0o600).is_ok()
 }
 
